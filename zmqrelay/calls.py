@@ -1,0 +1,116 @@
+"""
+Calls a node started and waits answers for: client requests and server
+messages to clients.
+
+Every call has an id, a timer and a canceller: its L{Deferred} always fires,
+with the answer, a typed error from the peer, L{RequestTimeout}, or
+L{TargetLost} when the peer it went to is gone.
+"""
+
+import itertools
+
+from twisted.internet.defer import Deferred
+
+from zmqrelay import errors, protocol
+
+
+class _Call:
+    __slots__ = ("rid", "deferred", "timer", "peer")
+
+    def __init__(self, rid, deferred, timer, peer):
+        self.rid = rid
+        self.deferred = deferred
+        self.timer = timer
+        self.peer = peer
+
+
+class Calls:
+    """
+    The calls in flight from one node.
+
+    @ivar late: answers that came for no call (after a timeout or a retry).
+    """
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self._ids = itertools.count(1)
+        self._calls = {}
+        self.late = 0
+
+    def __len__(self):
+        return len(self._calls)
+
+    def newId(self):
+        """
+        @return: a fresh request id.
+        """
+        return next(self._ids)
+
+    def expect(self, rid, peer, timeout):
+        """
+        Wait for the answer to request C{rid}, sent to C{peer}.
+
+        @return: a L{Deferred} firing with the reply payload or failing with
+            a L{zmqrelay.errors.RelayError}; cancelling it forgets the call.
+        """
+
+        def cancel(d):
+            self._forget(rid)
+
+        d = Deferred(cancel)
+        timer = self.reactor.callLater(timeout, self._timedOut, rid, timeout)
+        self._calls[rid] = _Call(rid, d, timer, peer)
+        return d
+
+    def _forget(self, rid):
+        call = self._calls.pop(rid, None)
+        if call is not None and call.timer.active():
+            call.timer.cancel()
+        return call
+
+    def _timedOut(self, rid, timeout):
+        call = self._calls.pop(rid, None)
+        if call is not None:
+            call.deferred.errback(errors.RequestTimeout(f"no answer within {timeout:.3g}s"))
+
+    def settle(self, peer, message):
+        """
+        Deliver a REP or ERR.
+
+        @return: C{True} if it answered a call.
+        """
+        rid = message.header.get("id")
+        call = self._calls.get(rid) if isinstance(rid, int) else None
+        if call is None or call.peer is not peer:
+            self.late += 1
+            return False
+        self._forget(rid)
+        if message.type == protocol.REPLY:
+            call.deferred.callback(message.payload)
+        else:
+            header = message.header
+            retry = header.get("retry")
+            call.deferred.errback(
+                errors.fromWire(
+                    str(header.get("code", "error")),
+                    str(header.get("msg", "")),
+                    retry if isinstance(retry, (int, float)) else None,
+                )
+            )
+        return True
+
+    def failPeer(self, peer, error):
+        """
+        Fail every call that went to C{peer}.
+        """
+        for rid in [c.rid for c in self._calls.values() if c.peer is peer]:
+            call = self._forget(rid)
+            call.deferred.errback(error)
+
+    def failAll(self, error):
+        """
+        Fail every call.
+        """
+        for rid in list(self._calls):
+            call = self._forget(rid)
+            call.deferred.errback(error)

@@ -1,0 +1,229 @@
+"""
+The C{zmqrelay} command: talk to a running system from a shell.
+
+    zmqrelay request   --cloud tcp://host:5555 TARGET PAYLOAD
+    zmqrelay subscribe --cloud tcp://host:5555 [PREFIX ...]
+    zmqrelay presence  --cloud tcp://host:5555 [--node ID]
+    zmqrelay stats     --cloud tcp://host:5555 [--node ID]
+
+Also L{Chatter}, the request/subscribe loop of C{twistd zmqrelay-client}.
+"""
+
+import json
+import sys
+
+import msgpack
+from twisted.application.service import Service
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python import usage
+from zope.interface import implementer
+
+from zmqrelay.interfaces import INotificationReceiver
+
+log = Logger()
+
+
+@implementer(INotificationReceiver)
+class Chatter(Service):
+    """
+    Sends a request every C{every} seconds and logs replies, notifications
+    and messages.
+    """
+
+    def __init__(self, client, target, payload, every, count, prefixes):
+        self.client = client
+        self.target = target
+        self.payload = payload
+        self.every = every
+        self.count = count
+        self.prefixes = prefixes
+        self.sent = 0
+        self._loop = None
+        client.messageHandler = self.messageReceived
+
+    def startService(self):
+        Service.startService(self)
+        for prefix in self.prefixes:
+            self.client.subscribe(prefix, self)
+        if self.target:
+            self._loop = LoopingCall(self._send)
+            self._loop.clock = self.client.reactor
+            self._loop.start(self.every, now=False)
+
+    def stopService(self):
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return Service.stopService(self)
+
+    def _send(self):
+        if self.count and self.sent >= self.count:
+            self._loop.stop()
+            return
+        self.sent += 1
+        n = self.sent
+        d = self.client.request(self.target, self.payload)
+        d.addCallbacks(
+            lambda reply: log.info("reply {n} from {target}: {reply!r}", n=n, target=self.target, reply=reply),
+            lambda f: log.warn("request {n} to {target} failed: {error}", n=n, target=self.target, error=f.value),
+        )
+
+    def notificationReceived(self, notification):
+        log.info(
+            "notification {topic!r} {server}#{seq}{replayed}: {payload!r}",
+            topic=notification.topic, server=notification.serverId, seq=notification.seq,
+            replayed=" (replayed)" if notification.replayed else "", payload=notification.payload,
+        )
+
+    def notificationsLost(self, gap):
+        log.warn("notifications lost: {gap!r}", gap=gap)
+
+    def messageReceived(self, sender, payload):
+        log.info("message from {sender}: {payload!r}", sender=sender, payload=payload)
+
+
+class _Connect(usage.Options):
+    optParameters = [
+        ["cloud", "c", None, "The cloud's control endpoint."],
+        ["proxy", "p", None, "A site proxy's control endpoint."],
+        ["id", None, None, "Client id to use (default: cli-<host>-<pid>)."],
+        ["timeout", None, 5.0, "Seconds to wait.", float],
+    ]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["servers"] = []
+
+    def opt_server(self, endpoint):
+        """
+        A server's control endpoint (direct path; repeatable).
+        """
+        self["servers"].append(endpoint)
+
+    def postOptions(self):
+        if not (self["cloud"] or self["proxy"] or self["servers"]):
+            raise usage.UsageError("give --cloud, --proxy or --server")
+
+
+class RequestOptions(_Connect):
+    synopsis = "[connect options] TARGET PAYLOAD"
+    optParameters = [["attempts", None, 3, "Attempts in all.", int]]
+
+    def parseArgs(self, target, payload):
+        self["target"] = target
+        self["payload"] = payload
+
+
+class SubscribeOptions(_Connect):
+    synopsis = "[connect options] [PREFIX ...]"
+    optParameters = [
+        ["count", "n", 0, "Stop after this many notifications (0: never).", int],
+        ["duration", None, 0.0, "Stop after this many seconds (0: never).", float],
+    ]
+
+    def parseArgs(self, *prefixes):
+        self["prefixes"] = list(prefixes) or [""]
+
+
+class QueryOptions(_Connect):
+    synopsis = "[connect options] [--node ID]"
+    optParameters = [["node", None, None, "The node to ask (default: the one attached to)."]]
+
+
+class Options(usage.Options):
+    synopsis = "zmqrelay COMMAND [options]"
+    subCommands = [
+        ["request", None, RequestOptions, "Send one request, print the reply."],
+        ["subscribe", None, SubscribeOptions, "Print notifications."],
+        ["presence", None, QueryOptions, "Print which clients a node sees connected."],
+        ["stats", None, QueryOptions, "Print a node's counters."],
+    ]
+
+    def postOptions(self):
+        if self.subCommand is None:
+            raise usage.UsageError("give a command")
+
+
+def _client(reactor, opts):
+    from zmqrelay.client import Client
+    from zmqrelay.config import NodeConfig, defaultNodeId
+
+    config = NodeConfig(opts["id"] or defaultNodeId("cli"), requestTimeout=opts["timeout"])
+    client = Client(config, opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor)
+    client.startService()
+    return client
+
+
+async def _run(reactor, options, out):
+    command, opts = options.subCommand, options.subOptions
+    client = _client(reactor, opts)
+    try:
+        await client.whenConnected(opts["timeout"])
+        if command == "request":
+            reply = await client.request(
+                opts["target"], opts["payload"].encode(), attempts=opts["attempts"]
+            )
+            out.write(reply.decode("utf-8", "replace") + "\n")
+        elif command in ("presence", "stats"):
+            reply = await client.request(opts["node"] or "", b"", sys=command)
+            out.write(json.dumps(msgpack.unpackb(reply, raw=False), indent=2, default=repr) + "\n")
+        else:
+            await _subscribe(reactor, client, opts, out)
+    finally:
+        await client.stopService()
+
+
+def _subscribe(reactor, client, opts, out):
+    from twisted.internet.defer import Deferred
+
+    done = Deferred()
+
+    @implementer(INotificationReceiver)
+    class Printer:
+        seen = 0
+
+        def notificationReceived(self, n):
+            out.write(f"{n.topic.decode('utf-8', 'replace')} {n.serverId}#{n.seq} "
+                      f"{n.payload.decode('utf-8', 'replace')}\n")
+            out.flush()
+            Printer.seen += 1
+            if opts["count"] and Printer.seen >= opts["count"] and not done.called:
+                done.callback(None)
+
+        def notificationsLost(self, gap):
+            out.write(f"LOST {gap!r}\n")
+
+    printer = Printer()
+    for prefix in opts["prefixes"]:
+        client.subscribe(prefix.encode(), printer)
+    if opts["duration"]:
+        timer = reactor.callLater(opts["duration"], lambda: done.called or done.callback(None))
+        done.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+    return done
+
+
+def main(argv=None, out=None):
+    """
+    Entry point of the C{zmqrelay} console script.
+    """
+    from twisted.internet.task import react
+
+    out = out or sys.stdout
+    options = Options()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"{options}\nerror: {e}\n")
+        sys.exit(2)
+
+    def run(reactor):
+        d = ensureDeferred(_run(reactor, options, out))
+
+        def failed(f):
+            sys.stderr.write(f"error: {f.value}\n")
+            raise SystemExit(1)
+
+        return d.addErrback(failed)
+
+    react(run)

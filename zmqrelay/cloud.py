@@ -1,0 +1,211 @@
+"""
+The cloud: the one node every client and every site's proxy connects to.
+
+It is made of:
+  - a L{Front} where clients and proxies attach;
+  - a L{Forwarder} for requests (client -> proxy) and directed messages
+    (proxy -> client);
+  - a L{RouteTable} fed by each proxy's replicated list of its servers;
+  - the presence of its clients, owned here and replicated to every proxy;
+  - a L{NotificationRelay} (proxies publish into it, clients subscribe).
+"""
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqrelay import presence, protocol
+from zmqrelay.errors import Rejected
+from zmqrelay.front import Front
+from zmqrelay.interfaces import ICloud
+from zmqrelay.node import Forwarder, Node, NotificationRelay, requestId, sendError
+from zmqrelay.presence import PresenceView
+from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
+from zmqrelay.routing import Route, RouteTable
+
+log = Logger()
+
+
+@implementer(ICloud)
+class Cloud(Node):
+    """
+    The cloud role.
+
+    @ivar presence: the L{PresenceView} of clients attached to the cloud.
+    """
+
+    role = protocol.CLOUD
+
+    def __init__(self, config, listen, pub, sub, reactor=None, socketFactory=None):
+        Node.__init__(self, config, reactor, socketFactory)
+        self.listenAddress = listen
+        self.pubAddress = pub
+        self.subAddress = sub
+        self.presence = PresenceView()
+        self.presenceSource = MapSource("presence")
+        self.routes = RouteTable()
+        self._routeReplicas = {}
+        self.front = None
+        self.forwarder = Forwarder(self.reactor, config)
+        self.relay = None
+
+    def _countedParts(self):
+        return [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
+
+    def _start(self):
+        self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
+        self.relay = NotificationRelay(self.socketFactory, self.subAddress, self.pubAddress)
+        sub, pub = self.relay.start()
+        self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
+        self.forwarder.start()
+
+    def _stop(self):
+        self.forwarder.stop()
+        if self.front is not None:
+            self.front.stop()
+        if self.relay is not None:
+            self.relay.stop()
+
+    def servers(self):
+        return {
+            sid: (route.peer.nodeId, route.services)
+            for sid, route in self.routes.servers().items()
+        }
+
+    # Front callbacks
+
+    def peerHello(self, session):
+        if session.role not in (protocol.CLIENT, protocol.PROXY):
+            raise Rejected(f"the cloud accepts clients and proxies, not {session.role}s")
+
+    def welcomeExtras(self, session):
+        return {"pub": self._endpoints["pub"], "sub": self._endpoints["sub"]}
+
+    def peerJoined(self, session):
+        if session.role == protocol.CLIENT:
+            self.presence.attach(session.nodeId, presence.CLOUD, session.incarnation, session.since)
+            self._broadcast(
+                self.presenceSource.set(
+                    (session.nodeId, presence.CLOUD), [session.incarnation, session.since]
+                )
+            )
+        else:
+            self._routeReplicas[session] = MapReplica("routes")
+            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+
+    def peerLeft(self, session, reason):
+        self.forwarder.peerGone(session, reason)
+        if session.role == protocol.CLIENT:
+            self.presence.detach(session.nodeId, presence.CLOUD, session.incarnation, reason)
+            delta = self.presenceSource.delete((session.nodeId, presence.CLOUD), reason)
+            if delta is not None:
+                self._broadcast(delta)
+        else:
+            self._routeReplicas.pop(session, None)
+            for route in self.routes.removePeer(session):
+                log.info("server {server} gone with proxy {proxy}", server=route.serverId, proxy=session.nodeId)
+
+    def peerMessage(self, session, message):
+        msgtype = message.type
+        header = message.header
+        if session.role == protocol.CLIENT:
+            if msgtype == protocol.REQUEST:
+                self._request(session, message)
+            elif msgtype in (protocol.REPLY, protocol.ERROR):
+                self.forwarder.answer(session, message)
+            else:
+                raise protocol.ProtocolError(
+                    protocol.E_UNKNOWN_TYPE, f"a client may not send {msgtype!r} here"
+                )
+            return
+        # A proxy.
+        if msgtype in (protocol.REPLY, protocol.ERROR):
+            self.forwarder.answer(session, message)
+        elif msgtype == protocol.MESSAGE:
+            to = protocol.field(header, "to", str, required=True)
+            client = self.front.byNode.get(to)
+            if client is None or client.role != protocol.CLIENT:
+                sendError(session, requestId(header), protocol.E_NO_ROUTE, f"client {to!r} is not connected")
+            else:
+                self.forwarder.forward(session, message, client)
+        elif msgtype == protocol.ROUTES:
+            self._routesFrom(session, message)
+        elif msgtype == protocol.SYNC:
+            if header.get("map") == "presence":
+                session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+        elif msgtype == protocol.REQUEST and self.isSysFor(header):
+            self.answerSys(session, header, message.payload)
+        else:
+            raise protocol.ProtocolError(
+                protocol.E_UNKNOWN_TYPE, f"a proxy may not send {msgtype!r} here"
+            )
+
+    def _request(self, session, message):
+        header = message.header
+        if self.isSysFor(header):
+            self.answerSys(session, header, message.payload)
+            return
+        rid = requestId(header)
+        target = protocol.field(header, "to", str, required=True)
+        route = self.routes.resolve(target)
+        if route is None:
+            sendError(session, rid, protocol.E_NO_ROUTE, f"no server or service {target!r}")
+            return
+        self.forwarder.forward(
+            session,
+            message,
+            route.peer,
+            {
+                "client": session.nodeId,
+                "cinc": session.incarnation,
+                "creq": rid,
+                "path": presence.CLOUD,
+                "server": route.serverId,
+            },
+        )
+
+    def _routesFrom(self, session, message):
+        replica = self._routeReplicas.get(session)
+        if replica is None:
+            return
+        try:
+            changes = replica.apply(message.header, message.payload)
+        except ReplicaGap:
+            session.send(protocol.SYNC, {"map": "routes"})
+            return
+        except (ValueError, TypeError) as e:
+            raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad ROUTES: {e}")
+        for serverId, old, new, reason in changes:
+            if new is None:
+                route = self.routes.get(serverId)
+                if route is not None and route.peer is session:
+                    self.routes.remove(serverId)
+            else:
+                incarnation, services = _routeValue(new)
+                existing = self.routes.get(serverId)
+                if existing is not None and existing.peer is not session:
+                    log.warn(
+                        "server {server} now reported by proxy {new} (was {old})",
+                        server=serverId, new=session.nodeId, old=existing.peer.nodeId,
+                    )
+                self.routes.add(Route(serverId, session, incarnation, services))
+
+    def _broadcast(self, message):
+        header, payload = message
+        for session in self.front.peers(protocol.PROXY):
+            session.send(protocol.PRESENCE, header, payload)
+
+
+def _routeValue(value):
+    """
+    Check a ROUTES entry value: C{[incarnation, [service, ...]]}.
+    """
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], str)
+        or not isinstance(value[1], list)
+        or not all(isinstance(s, str) for s in value[1])
+    ):
+        raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, "bad ROUTES entry")
+    return value[0], value[1]
+

@@ -1,0 +1,373 @@
+"""
+The ROUTER side of a hop: the peers attached to a node.
+
+L{Front} owns one bound ROUTER socket.  It does the work every role shares:
+decoding, the HELLO/WELCOME handshake and version negotiation, one
+L{PeerSession} per attached node, heartbeats both ways, limits per peer, and
+clear errors for bad input.  What a message I{means} is left to the role
+(the C{owner}), through a small set of callbacks:
+
+  - C{owner.peerHello(session)}: may raise L{zmqrelay.errors.Rejected};
+  - C{owner.peerJoined(session)} / C{owner.peerLeft(session, reason)};
+  - C{owner.peerMessage(session, message)}: may raise
+    L{zmqrelay.protocol.ProtocolError}, which goes back to the peer as ERR;
+  - C{owner.welcomeExtras(session)}: extra WELCOME fields.
+"""
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from zmqrelay import protocol
+from zmqrelay.errors import Rejected
+from zmqrelay.ratelimit import PeerGuard, TokenBucket
+
+log = Logger()
+
+_MAX_ID = 256
+
+
+class PeerSession:
+    """
+    One node attached to our ROUTER, after HELLO.
+
+    @ivar nodeId: its id.
+    @ivar role: its role.
+    @ivar incarnation: its incarnation.
+    @ivar version: the negotiated protocol version.
+    @ivar hello: its HELLO header.
+    @ivar since: when it said hello.
+    @ivar lastSeen: when we last heard from it.
+    @ivar lastSent: when we last sent to it.
+    """
+
+    def __init__(self, front, routingId, nodeId, role, incarnation, version, hello, now):
+        self.front = front
+        self.routingId = routingId
+        self.nodeId = nodeId
+        self.role = role
+        self.incarnation = incarnation
+        self.version = version
+        self.hello = hello
+        self.since = now
+        self.lastSeen = now
+        self.lastSent = now
+        self.heartbeat = front.config.heartbeat
+        self.liveness = front.config.liveness
+        self.guard = None
+        self.alive = True
+
+    def send(self, msgtype, header, payload=b""):
+        """
+        Send one message to this peer.
+
+        @return: C{True} if queued.
+        """
+        return self.front.sendTo(self, msgtype, header, payload)
+
+    def __repr__(self):
+        return f"<PeerSession {self.role} {self.nodeId}/{self.incarnation}>"
+
+
+class Front:
+    """
+    A bound ROUTER and the sessions of the peers attached to it.
+
+    @ivar sessions: routing id to L{PeerSession}.
+    @ivar byNode: node id to L{PeerSession}.
+    @ivar counters: what was received, refused and dropped.
+    """
+
+    #: Errors sent to peers without a session, per second (a stranger's flood
+    #: must not turn into our flood).
+    strangerReplies = 100.0
+
+    def __init__(self, owner, config, reactor, socketFactory, address, options=None):
+        self.owner = owner
+        self.config = config
+        self.reactor = reactor
+        self.socketFactory = socketFactory
+        self.address = address
+        self.options = options
+        self.endpoint = None
+        self.sessions = {}
+        self.byNode = {}
+        self.counters = {
+            "received": 0,
+            "malformed": 0,
+            "refused": 0,
+            "ignored": 0,
+            "rejected": 0,
+            "unknown-type": 0,
+            "too-large": 0,
+        }
+        self._socket = None
+        self._ticker = None
+        self._strangers = None
+        self._logBucket = None
+
+    def start(self):
+        """
+        Bind and start heartbeats.
+
+        @return: the endpoint bound.
+        """
+        now = self.reactor.seconds()
+        self._strangers = TokenBucket(self.strangerReplies, self.strangerReplies, now)
+        self._logBucket = TokenBucket(1.0, 10.0, now)
+        self._socket = self.socketFactory.socket("router", self._onMessage, self.options)
+        self.endpoint = self._socket.bind(self.address)
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.config.heartbeat / 2.0, now=False)
+        return self.endpoint
+
+    def stop(self):
+        """
+        Say goodbye to every peer and close the socket.
+        """
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
+        for session in list(self.sessions.values()):
+            self.sendTo(session, protocol.BYE, {"reason": "shutdown"})
+            session.alive = False
+        self.sessions.clear()
+        self.byNode.clear()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    # Sending
+
+    def sendTo(self, session, msgtype, header, payload=b""):
+        """
+        Send one message to a session.
+
+        @return: C{True} if queued.
+        """
+        if self._socket is None:
+            return False
+        ok = self._socket.send(
+            [session.routingId] + protocol.encode(msgtype, header, payload, session.version)
+        )
+        if ok:
+            session.lastSent = self.reactor.seconds()
+        return ok
+
+    def _sendRaw(self, routingId, msgtype, header, version=protocol.CURRENT_VERSION):
+        if self._socket is not None:
+            self._socket.send([routingId] + protocol.encode(msgtype, header, b"", version))
+
+    def peers(self, role=None):
+        """
+        @return: the live sessions, optionally only those of one role.
+        """
+        return [s for s in self.sessions.values() if role is None or s.role == role]
+
+    # Receiving
+
+    def _onMessage(self, frames):
+        self.counters["received"] += 1
+        routingId = frames[0]
+        session = self.sessions.get(routingId)
+        size = 0
+        for f in frames:
+            size += len(f)
+        now = self.reactor.seconds()
+        if session is not None:
+            session.lastSeen = now
+            guard = session.guard
+            if guard is not None:
+                wait = guard.check(now, size)
+                if wait is None:
+                    self.counters["ignored"] += 1
+                    return
+                if wait:
+                    self.counters["refused"] += 1
+                    self._refuse(session, frames, wait)
+                    return
+        if size > self.config.maxMessageSize:
+            self.counters["too-large"] += 1
+            self._error(
+                routingId, session, None, protocol.E_TOO_LARGE,
+                f"message of {size} bytes, limit {self.config.maxMessageSize}",
+            )
+            return
+        try:
+            message = protocol.decode(frames[1:])
+        except protocol.ProtocolError as e:
+            self.counters["malformed"] += 1
+            self._error(routingId, session, None, e.code, e.message)
+            return
+        msgtype = message.type
+        if session is None:
+            if msgtype == protocol.HELLO:
+                self._hello(routingId, message, now)
+            elif msgtype != protocol.BYE:
+                self._error(
+                    routingId, None, message.header, protocol.E_HELLO_FIRST,
+                    "no session: send HELLO first",
+                )
+            return
+        if msgtype == protocol.HEARTBEAT:
+            return
+        if msgtype == protocol.HELLO:
+            self._hello(routingId, message, now)
+            return
+        if msgtype == protocol.BYE:
+            self.drop(session, "bye")
+            return
+        try:
+            self.owner.peerMessage(session, message)
+        except protocol.ProtocolError as e:
+            if e.code == protocol.E_UNKNOWN_TYPE:
+                self.counters["unknown-type"] += 1
+            else:
+                self.counters["malformed"] += 1
+            self._error(routingId, session, message.header, e.code, e.message)
+
+    def _refuse(self, session, frames, wait):
+        header = None
+        try:
+            header = protocol.decode(frames[1:]).header
+        except protocol.ProtocolError:
+            pass
+        self._error(
+            session.routingId, session, header, protocol.E_OVER_LIMIT,
+            "rate limit exceeded", retryAfter=wait,
+        )
+
+    def _error(self, routingId, session, header, code, text, retryAfter=None):
+        """
+        Answer a bad message with ERR, and log it at a bounded rate.
+        """
+        now = self.reactor.seconds()
+        if self._logBucket.take(now) == 0.0:
+            log.warn(
+                "{peer}: {code}: {text}",
+                peer=session or routingId.hex(),
+                code=code,
+                text=text,
+            )
+        if session is None and self._strangers.take(now) != 0.0:
+            return
+        reply = {"code": code, "msg": text}
+        if header is not None:
+            rid = header.get("id")
+            if isinstance(rid, int) and not isinstance(rid, bool):
+                reply["id"] = rid
+        if retryAfter is not None:
+            reply["retry"] = round(retryAfter, 3)
+        if session is not None:
+            self.sendTo(session, protocol.ERROR, reply)
+        else:
+            self._sendRaw(routingId, protocol.ERROR, reply)
+
+    def _reject(self, routingId, code, text):
+        self.counters["rejected"] += 1
+        log.error("refused hello from {peer}: {code}: {text}", peer=routingId.hex(), code=code, text=text)
+        self._sendRaw(
+            routingId,
+            protocol.REJECT,
+            {"code": code, "msg": text, "versions": list(self.config.versions)},
+        )
+
+    def _hello(self, routingId, message, now):
+        header = message.header
+        try:
+            versions = protocol.versionList(header)
+            nodeId = protocol.field(header, "id", str, required=True)
+            role = protocol.field(header, "role", str, required=True)
+            incarnation = protocol.field(header, "inc", str, required=True)
+            hb = protocol.field(header, "hb", int, 0)
+            liveness = protocol.field(header, "liveness", int, 0)
+        except protocol.ProtocolError as e:
+            self._reject(routingId, e.code, e.message)
+            return
+        if not nodeId or len(nodeId) > _MAX_ID or len(incarnation) > _MAX_ID:
+            self._reject(routingId, protocol.E_BAD_MESSAGE, "bad node id or incarnation")
+            return
+        version = protocol.negotiate(self.config.versions, versions)
+        if version is None:
+            self._reject(
+                routingId, protocol.E_VERSION,
+                f"no common protocol version: you speak {sorted(versions)}, "
+                f"we speak {list(self.config.versions)}",
+            )
+            return
+        session = PeerSession(self, routingId, nodeId, role, incarnation, version, header, now)
+        session.heartbeat = max(self.config.heartbeat, hb / 1000.0)
+        session.liveness = max(self.config.liveness, liveness)
+        try:
+            self.owner.peerHello(session)
+        except Rejected as e:
+            self._reject(routingId, e.code, e.message)
+            return
+        old = self.sessions.get(routingId) or self.byNode.get(nodeId)
+        if old is not None:
+            if old.incarnation == incarnation and old.role == role:
+                # The same process on a new connection: keep its session (and
+                # everything hanging off it), move it to the new routing id.
+                del self.sessions[old.routingId]
+                old.routingId = routingId
+                old.version = version
+                old.lastSeen = now
+                old.hello = header
+                self.sessions[routingId] = old
+                self._welcome(old)
+                return
+            self.drop(old, "replaced")
+        c = self.config
+        session.guard = PeerGuard(
+            now, c.rate, c.burst, c.byteRate, max(c.byteRate, c.maxMessageSize),
+            c.strikes, c.cooldown,
+        ) if role == protocol.CLIENT else None
+        self.sessions[routingId] = session
+        self.byNode[nodeId] = session
+        self._welcome(session)
+        self.owner.peerJoined(session)
+
+    def _welcome(self, session):
+        c = self.config
+        header = {
+            "id": c.nodeId,
+            "role": self.owner.role,
+            "inc": c.incarnation,
+            "version": session.version,
+            "versions": list(c.versions),
+            "hb": int(session.heartbeat * 1000),
+            "liveness": session.liveness,
+            "max": c.maxMessageSize,
+            "inflight": c.maxInFlight,
+            "you": session.nodeId,
+        }
+        header.update(self.owner.welcomeExtras(session))
+        self.sendTo(session, protocol.WELCOME, header)
+
+    def drop(self, session, reason):
+        """
+        Forget a session (it said bye, went silent, or was replaced).
+        """
+        if self.sessions.get(session.routingId) is session:
+            del self.sessions[session.routingId]
+        if self.byNode.get(session.nodeId) is session:
+            del self.byNode[session.nodeId]
+        if not session.alive:
+            return
+        session.alive = False
+        if reason != "bye":
+            self.sendTo(session, protocol.BYE, {"reason": reason})
+        log.info(
+            "{role} {peer} ({inc}) left: {reason}",
+            role=session.role, peer=session.nodeId, inc=session.incarnation, reason=reason,
+        )
+        self.owner.peerLeft(session, reason)
+
+    def _tick(self):
+        now = self.reactor.seconds()
+        for session in list(self.sessions.values()):
+            if now - session.lastSeen > session.heartbeat * session.liveness:
+                self.drop(session, "heartbeat-timeout")
+            elif now - session.lastSent >= session.heartbeat:
+                self.sendTo(session, protocol.HEARTBEAT, {})
+

@@ -1,0 +1,242 @@
+"""
+The zope interfaces of zmqrelay: the map of the system.
+
+Roles (L{ICloud}, L{IProxy}, L{IServer}, L{IClient}) are Twisted services.
+Applications plug in through L{IRequestHandler}, L{INotificationReceiver} and
+L{IPresenceObserver}.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class INode(Interface):
+    """
+    A zmqrelay node: any of the four roles.
+    """
+
+    nodeId = Attribute("This node's id (L{str}).")
+    incarnation = Attribute(
+        "A random id of this process (L{str}); a restarted node has a new one."
+    )
+    role = Attribute("C{'client'}, C{'server'}, C{'proxy'} or C{'cloud'}.")
+
+    def endpoints():
+        """
+        The endpoints this node has bound, once it is running.
+
+        @return: a L{dict} mapping C{'control'}, C{'pub'} and (relays)
+            C{'sub'} to ZeroMQ endpoint strings.
+        """
+
+    def stats():
+        """
+        Counters of what this node did and dropped.
+
+        @return: a L{dict} of counter name to L{int}.
+        """
+
+
+class IPresenceView(Interface):
+    """
+    Which clients are connected, by id, right now.
+    """
+
+    def connectedClients():
+        """
+        The clients connected now.
+
+        @return: a L{dict} mapping client id to a L{zmqrelay.presence.ClientPresence}
+            (incarnation, since when, and by which paths).
+        """
+
+    def isConnected(clientId):
+        """
+        @return: C{True} if a client with that id is connected on any path.
+        """
+
+    def addObserver(observer):
+        """
+        Start telling C{observer} about connections and disconnections.
+
+        @param observer: an L{IPresenceObserver}.
+        """
+
+    def removeObserver(observer):
+        """
+        Stop telling C{observer}.
+        """
+
+
+class IPresenceObserver(Interface):
+    """
+    Told when a client connects or disconnects, on any path.
+
+    A client reachable on two paths (direct and through the cloud) is one
+    client: it is connected when its first path appears and disconnected when
+    its last path goes.
+    """
+
+    def clientConnected(event):
+        """
+        @param event: a L{zmqrelay.presence.PresenceEvent} with C{connected}
+            true, naming the client id, incarnation and path.
+        """
+
+    def clientDisconnected(event):
+        """
+        @param event: a L{zmqrelay.presence.PresenceEvent} with C{connected}
+            false and a C{reason} (C{'bye'}, C{'heartbeat-timeout'},
+            C{'replaced'}, C{'upstream-lost'}, ...).
+        """
+
+
+class IRequest(Interface):
+    """
+    A request as a server's application sees it.
+    """
+
+    clientId = Attribute(
+        "The id of the client that asked, stamped by the node the client is "
+        "attached to; never the client's own claim."
+    )
+    clientIncarnation = Attribute("The incarnation of that client process.")
+    requestId = Attribute("The client's id for this request (L{int}).")
+    target = Attribute("The server id or service name the client asked for.")
+    path = Attribute("C{'direct'}, C{'proxy'} or C{'cloud'}: how it came.")
+    deadline = Attribute(
+        "The local reactor time (seconds) after which nobody waits for the answer."
+    )
+    payload = Attribute("The request bytes.")
+
+
+class IRequestHandler(Interface):
+    """
+    A server application: answers requests.
+    """
+
+    def handleRequest(request):
+        """
+        Answer one request.
+
+        @param request: an L{IRequest}.
+        @return: the reply L{bytes}, or a L{Deferred} firing with them.  A
+            failure (or a raised exception) goes back to the client as a
+            L{zmqrelay.errors.HandlerError}.  The server calls this once per
+            request id: a retried request is answered from the reply cache.
+        """
+
+
+class INotificationReceiver(Interface):
+    """
+    Receives the notifications a client subscribed to.
+    """
+
+    def notificationReceived(notification):
+        """
+        @param notification: a L{zmqrelay.sequence.Notification} (topic,
+            payload, server id, incarnation, sequence number, replayed flag).
+        """
+
+    def notificationsLost(gap):
+        """
+        Some notifications were lost and could not be recovered by replay.
+
+        @param gap: a L{zmqrelay.sequence.Gap} (server, topic, first and last
+            missing sequence numbers).
+        """
+
+
+class IServer(INode, IPresenceView):
+    """
+    A server: answers requests and publishes notifications.
+    """
+
+    serviceNames = Attribute("The service names this server offers (L{tuple} of L{str}).")
+
+    def publish(topic, payload):
+        """
+        Publish a notification to every subscribed client on every path.
+
+        @param topic: L{bytes}; subscribers match on prefixes of it.
+        @param payload: L{bytes}.
+        @return: the sequence number given to it (L{int}).
+        """
+
+    def send(clientId, payload, timeout=None):
+        """
+        Send a message to one client, on whatever path it is attached.
+
+        @param clientId: the client's id.
+        @param payload: L{bytes}.
+        @param timeout: seconds to wait for the client's receipt.
+        @return: a L{Deferred} firing with C{None} when the client has it, or
+            failing with L{zmqrelay.errors.NoRoute} (not connected),
+            L{zmqrelay.errors.TargetLost} or L{zmqrelay.errors.RequestTimeout}.
+        """
+
+
+class IClient(INode):
+    """
+    A client: sends requests, receives notifications and messages.
+    """
+
+    def request(target, payload, timeout=None, attempts=None):
+        """
+        Send a request to a server id or a service name.
+
+        @param target: a server id, or a service name (any live server that
+            offers it).
+        @param payload: L{bytes}.
+        @param timeout: seconds for each attempt.
+        @param attempts: how many times to try in all; a retry reuses the
+            request id, so the server runs its handler at most once.
+        @return: a L{Deferred} that always fires: with the reply L{bytes}, or
+            with a L{zmqrelay.errors.RelayError} (timeout, no route, target
+            lost, over limit, handler error, version mismatch, ...).
+            Cancelling it abandons the request.
+        """
+
+    def subscribe(prefix, receiver):
+        """
+        Receive notifications whose topic starts with C{prefix}.
+
+        @param prefix: L{bytes} (C{b''} for everything).
+        @param receiver: an L{INotificationReceiver}.
+        """
+
+    def unsubscribe(prefix, receiver):
+        """
+        Undo one L{subscribe}.
+        """
+
+    def whenConnected():
+        """
+        @return: a L{Deferred} firing when at least one path is up.
+        """
+
+    messageHandler = Attribute(
+        "A callable taking (serverId, payload) for messages a server sent to "
+        "this client with C{IServer.send}, or C{None}."
+    )
+
+
+class IProxy(INode, IPresenceView):
+    """
+    A site proxy: forwards for every server on its network.
+    """
+
+    def servers():
+        """
+        @return: a L{dict} of server id to the services it offers.
+        """
+
+
+class ICloud(INode, IPresenceView):
+    """
+    The cloud: forwards between clients and every site's proxy.
+    """
+
+    def servers():
+        """
+        @return: a L{dict} of server id to (proxy id, services).
+        """

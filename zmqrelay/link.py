@@ -1,0 +1,314 @@
+"""
+The DEALER side of a hop: one node's connection toward another.
+
+L{UpstreamLink} is a small state machine in the manner of Twisted's
+C{ClientService}::
+
+    STOPPED --start--> CONNECTING --WELCOME--> CONNECTED
+                          |   ^                   |
+       hello timeout,     |   |  backoff          | silence, BYE,
+       REJECT (long wait) v   |                   | upstream forgot us
+                         WAITING <----------------+
+
+Every attempt uses a fresh DEALER socket, so nothing queued for a dead
+session is delivered to a new one.  Delays come from a pluggable policy
+(exponential backoff with jitter by default) and an injectable clock.
+After a REJECT the link waits C{rejectDelay} at least: never a tight loop.
+
+The owner is told through:
+
+  - C{owner.linkUp(link)}: WELCOME received (C{link.welcome} has it);
+  - C{owner.linkDown(link, reason)}: the session ended;
+  - C{owner.linkMessage(link, message)}: any other message; may raise
+    L{zmqrelay.protocol.ProtocolError}, which is logged and counted;
+  - C{owner.helloExtras(link)}: extra HELLO fields.
+"""
+
+from twisted.application.internet import backoffPolicy
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from zmqrelay import errors, protocol
+
+log = Logger()
+
+STOPPED = "stopped"
+CONNECTING = "connecting"
+CONNECTED = "connected"
+WAITING = "waiting"
+
+
+class UpstreamLink:
+    """
+    A connection from this node to one upstream node.
+
+    @ivar endpoint: the ZeroMQ endpoint dialled.
+    @ivar state: one of C{STOPPED}, C{CONNECTING}, C{CONNECTED}, C{WAITING}.
+    @ivar welcome: the last WELCOME header, or C{None}.
+    @ivar nodeId: the upstream node's id once connected.
+    @ivar lastError: the last L{zmqrelay.errors.RelayError} (a REJECT), or C{None}.
+    """
+
+    def __init__(self, owner, config, reactor, socketFactory, endpoint, name=None,
+                 retryPolicy=None, options=None):
+        self.owner = owner
+        self.config = config
+        self.reactor = reactor
+        self.socketFactory = socketFactory
+        self.endpoint = endpoint
+        self.name = name or endpoint
+        self.options = options
+        self.retryPolicy = retryPolicy or backoffPolicy(
+            initialDelay=config.reconnectInitial, maxDelay=config.reconnectMax, factor=2.0
+        )
+        self.state = STOPPED
+        self.welcome = None
+        self.nodeId = None
+        self.role = None
+        self.incarnation = None
+        self.version = protocol.CURRENT_VERSION
+        self.lastError = None
+        self.lastSeen = 0.0
+        self.lastSent = 0.0
+        self.heartbeat = config.heartbeat
+        self.liveness = config.liveness
+        self.attempt = 0
+        self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0}
+        self._socket = None
+        self._timer = None
+        self._ticker = None
+        self._waiters = []
+
+    def __repr__(self):
+        return f"<UpstreamLink {self.name} {self.state} {self.nodeId}>"
+
+    @property
+    def alive(self):
+        """
+        C{True} while a session is up.
+        """
+        return self.state == CONNECTED
+
+    def start(self):
+        """
+        Start connecting.
+        """
+        if self.state == STOPPED:
+            self._connect()
+
+    def stop(self):
+        """
+        Say goodbye and close; the link stays down.
+        """
+        if self.state == CONNECTED:
+            self.send(protocol.BYE, {"reason": "shutdown"})
+        wasUp = self.state == CONNECTED
+        self.state = STOPPED
+        self._cancelTimer()
+        self._stopTicker()
+        self._closeSocket()
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(errors.ShuttingDown("link stopped"))
+        if wasUp:
+            self.owner.linkDown(self, "shutdown")
+
+    def whenUp(self, timeout):
+        """
+        @return: a L{Deferred} firing with this link when it is connected,
+            or failing with L{zmqrelay.errors.RequestTimeout} after
+            C{timeout} seconds.  Cancelling it stops the wait.
+        """
+        if self.state == CONNECTED:
+            d = Deferred()
+            d.callback(self)
+            return d
+
+        def cancel(d):
+            if d in self._waiters:
+                self._waiters.remove(d)
+
+        d = Deferred(cancel)
+        self._waiters.append(d)
+
+        def timedOut(failure):
+            failure.trap(defer.TimeoutError)
+            raise errors.RequestTimeout(f"{self.name} not connected after {timeout}s")
+
+        d.addTimeout(timeout, self.reactor)
+        d.addErrback(timedOut)
+        return d
+
+    def send(self, msgtype, header, payload=b""):
+        """
+        Send one message upstream.
+
+        @return: C{True} if queued; C{False} if not connected or full.
+        """
+        if self.state != CONNECTED:
+            return False
+        ok = self._socket.send(protocol.encode(msgtype, header, payload, self.version))
+        if ok:
+            self.lastSent = self.reactor.seconds()
+        return ok
+
+    # The state machine
+
+    def _connect(self):
+        self.state = CONNECTING
+        self.counters["connects"] += 1
+        self._closeSocket()
+        self._socket = self.socketFactory.socket("dealer", self._onMessage, self.options)
+        self._socket.connect(self.endpoint)
+        c = self.config
+        hello = {
+            "id": c.nodeId,
+            "role": self.owner.role,
+            "inc": c.incarnation,
+            "versions": list(c.versions),
+            "hb": int(c.heartbeat * 1000),
+            "liveness": c.liveness,
+            "max": c.maxMessageSize,
+        }
+        hello.update(self.owner.helloExtras(self))
+        self._socket.send(protocol.encode(protocol.HELLO, hello, b"", max(c.versions)))
+        self._timer = self.reactor.callLater(c.helloTimeout, self._helloTimedOut)
+
+    def _helloTimedOut(self):
+        self._timer = None
+        log.info("{link}: no WELCOME within {t}s", link=self.name, t=self.config.helloTimeout)
+        self._wait(self._nextDelay())
+
+    def _nextDelay(self):
+        self.attempt += 1
+        return self.retryPolicy(self.attempt)
+
+    def _wait(self, delay):
+        self._cancelTimer()
+        self._stopTicker()
+        self._closeSocket()
+        self.state = WAITING
+        self._timer = self.reactor.callLater(delay, self._retry)
+
+    def _retry(self):
+        self._timer = None
+        self._connect()
+
+    def _lost(self, reason, delay=None):
+        """
+        The session is over; tell the owner and try again later.
+        """
+        self.counters["lost"] += 1
+        log.info("{link}: upstream {peer} lost: {reason}", link=self.name, peer=self.nodeId, reason=reason)
+        self._wait(self._nextDelay() if delay is None else delay)
+        self.owner.linkDown(self, reason)
+
+    def _onMessage(self, frames):
+        now = self.reactor.seconds()
+        try:
+            message = protocol.decode(frames)
+        except protocol.ProtocolError as e:
+            self.counters["malformed"] += 1
+            log.warn("{link}: malformed message: {error}", link=self.name, error=e)
+            return
+        self.lastSeen = now
+        msgtype = message.type
+        if self.state == CONNECTING:
+            if msgtype == protocol.WELCOME:
+                self._welcomed(message, now)
+            elif msgtype == protocol.REJECT:
+                self._rejected(message.header)
+            elif msgtype == protocol.ERROR:
+                self._rejected(message.header)
+            return
+        if self.state != CONNECTED:
+            return
+        if msgtype == protocol.HEARTBEAT:
+            return
+        if msgtype == protocol.BYE:
+            self._lost("bye")
+        elif msgtype == protocol.REJECT:
+            self._rejected(message.header)
+            self.owner.linkDown(self, "rejected")
+        elif msgtype == protocol.ERROR and message.header.get("code") == protocol.E_HELLO_FIRST:
+            # The upstream restarted and does not know us: say hello again now.
+            self._lost("upstream-restarted", delay=0)
+        else:
+            try:
+                self.owner.linkMessage(self, message)
+            except protocol.ProtocolError as e:
+                self.counters["malformed"] += 1
+                log.warn("{link}: bad {type}: {error}", link=self.name, type=msgtype, error=e)
+
+    def _welcomed(self, message, now):
+        header = message.header
+        version = header.get("version")
+        if version not in self.config.versions:
+            self._rejected({"code": protocol.E_VERSION, "msg": f"upstream chose version {version!r}"})
+            return
+        self._cancelTimer()
+        self.state = CONNECTED
+        self.attempt = 0
+        self.lastError = None
+        self.version = version
+        self.welcome = header
+        self.nodeId = header.get("id")
+        self.role = header.get("role")
+        self.incarnation = header.get("inc")
+        hb = header.get("hb")
+        self.heartbeat = hb / 1000.0 if isinstance(hb, int) and hb > 0 else self.config.heartbeat
+        liveness = header.get("liveness")
+        self.liveness = liveness if isinstance(liveness, int) and liveness > 0 else self.config.liveness
+        self.lastSent = now
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.heartbeat / 2.0, now=False)
+        log.info(
+            "{link}: connected to {role} {peer} (protocol v{version})",
+            link=self.name, role=self.role, peer=self.nodeId, version=version,
+        )
+        self.owner.linkUp(self)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def _rejected(self, header):
+        self.counters["rejects"] += 1
+        code = header.get("code", protocol.E_REJECTED)
+        text = header.get("msg", "")
+        versions = header.get("versions")
+        self.lastError = errors.fromWire(str(code), str(text))
+        log.error(
+            "{link}: refused by upstream: {code}: {text} (it speaks {versions}, we speak "
+            "{ours}); next try in {delay}s",
+            link=self.name, code=code, text=text, versions=versions,
+            ours=list(self.config.versions), delay=self.config.rejectDelay,
+        )
+        delay = max(self.config.rejectDelay, self._nextDelay())
+        self._wait(delay)
+
+    def _tick(self):
+        now = self.reactor.seconds()
+        if now - self.lastSeen > self.heartbeat * self.liveness:
+            self._lost("heartbeat-timeout")
+        elif now - self.lastSent >= self.heartbeat:
+            self.send(protocol.HEARTBEAT, {})
+
+    def _cancelTimer(self):
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _stopTicker(self):
+        if self._ticker is not None:
+            if self._ticker.running:
+                self._ticker.stop()
+            self._ticker = None
+
+    def _closeSocket(self):
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

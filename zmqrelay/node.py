@@ -1,0 +1,341 @@
+"""
+What every role is built from: the node service, request forwarding, and the
+notification relay.
+
+  - L{Node}: a C{MultiService} that owns the ZeroMQ context of one node, its
+    counters, its readiness line and the C{sys} requests every node answers;
+  - L{Forwarder}: forwards requests hop by hop with local ids, sends answers
+    back, and fails the requests of a lost peer at once;
+  - L{NotificationRelay}: an XSUB/XPUB pair that forwards notifications down
+    and subscriptions up, frames untouched.
+"""
+
+import msgpack
+from twisted.application.service import MultiService
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from zmqrelay import protocol
+from zmqrelay.routing import InFlight
+
+log = Logger()
+
+
+def advertised(bound, dialled):
+    """
+    The endpoint a peer should use for one of our bound endpoints.
+
+    A TCP endpoint keeps its port but takes the host the peer dialled to
+    reach us: behind NAT, or bound to C{0.0.0.0}, our own idea of our address
+    is useless to it.
+
+    @param bound: the endpoint as we advertise it (C{tcp://0.0.0.0:5556}).
+    @param dialled: the endpoint the peer connected to (C{tcp://relay:5555}).
+    @return: the endpoint the peer should connect to.
+    """
+    if not bound.startswith("tcp://") or not dialled.startswith("tcp://"):
+        return bound
+    host = dialled[len("tcp://"):].rsplit(":", 1)[0]
+    port = bound.rsplit(":", 1)[1]
+    return f"tcp://{host}:{port}"
+
+
+def sendError(peer, rid, code, text, retryAfter=None):
+    """
+    Send ERR for request C{rid} to C{peer}.
+    """
+    header = {"id": rid, "code": code, "msg": text}
+    if retryAfter is not None:
+        header["retry"] = round(retryAfter, 3)
+    return peer.send(protocol.ERROR, header)
+
+
+def requestId(header):
+    """
+    @return: the C{id} field of a REQ/REP/ERR/MSG header.
+    @raise ProtocolError: if it is missing or not an integer.
+    """
+    return protocol.field(header, "id", int, required=True)
+
+
+class Node(MultiService):
+    """
+    The parts every role shares.
+
+    Subclasses set C{role} and implement C{_start} and C{_stop}.
+
+    @ivar config: the L{zmqrelay.config.NodeConfig}.
+    @ivar reactor: the injected reactor.
+    @ivar counters: L{dict} of counter name to L{int}.
+    """
+
+    role = None
+
+    def __init__(self, config, reactor=None, socketFactory=None):
+        MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.reactor = reactor
+        self.nodeId = config.nodeId
+        self.incarnation = config.incarnation
+        self._socketFactory = socketFactory
+        self._ownsFactory = socketFactory is None
+        self._endpoints = {}
+        self.counters = {}
+
+    @property
+    def socketFactory(self):
+        """
+        The node's L{zmqrelay._zmq.SocketFactory}, made on first use.
+        """
+        if self._socketFactory is None:
+            from zmqrelay._zmq import SocketFactory
+
+            self._socketFactory = SocketFactory(self.reactor, self.config.socketOptions())
+        return self._socketFactory
+
+    def endpoints(self):
+        return dict(self._endpoints)
+
+    def stats(self):
+        result = dict(self.counters)
+        for name, part in self._countedParts():
+            for key, value in part.counters.items():
+                result[f"{name}.{key}"] = value
+        return result
+
+    def _countedParts(self):
+        return []
+
+    def startService(self):
+        MultiService.startService(self)
+        self._start()
+        log.info(
+            "ready: role={role} id={node} inc={inc} {endpoints}",
+            role=self.role,
+            node=self.nodeId,
+            inc=self.incarnation,
+            endpoints=" ".join(f"{k}={v}" for k, v in sorted(self._endpoints.items())),
+        )
+
+    def stopService(self):
+        d = maybeDeferred(MultiService.stopService, self)
+        try:
+            self._stop()
+        finally:
+            if self._ownsFactory and self._socketFactory is not None:
+                self._socketFactory.shutdown()
+                self._socketFactory = None
+        return d
+
+    def _start(self):
+        raise NotImplementedError()
+
+    def _stop(self):
+        raise NotImplementedError()
+
+    # sys requests: answered by the node they are addressed to.
+
+    def isSysFor(self, header):
+        """
+        @return: C{True} if this REQ is a C{sys} request for this node.
+        """
+        return "sys" in header and header.get("to") in (None, "", self.nodeId)
+
+    def answerSys(self, peer, header, payload):
+        """
+        Answer a C{sys} request (C{ping}, C{stats}, C{presence}).
+        """
+        rid = requestId(header)
+        op = header.get("sys")
+        answer = self.sysOperation(op, payload)
+        if answer is None:
+            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"unknown sys operation {op!r}")
+        else:
+            peer.send(protocol.REPLY, {"id": rid}, answer)
+
+    def sysOperation(self, op, payload):
+        """
+        @return: the reply payload of a C{sys} operation, or C{None} if this
+            node does not know it.
+        """
+        if op == "ping":
+            return b"pong"
+        if op == "stats":
+            return msgpack.packb(self.stats(), use_bin_type=True)
+        if op == "presence" and hasattr(self, "presence"):
+            return msgpack.packb(
+                {cid: p.asDict() for cid, p in self.presence.connectedClients().items()},
+                use_bin_type=True,
+            )
+        return None
+
+
+class Forwarder:
+    """
+    Forwards requests (and directed messages) one hop, and their answers back.
+
+    Each forwarded message gets a fresh id local to this hop; the answer is
+    matched by that id and must come from the peer the request went to.
+
+    @ivar counters: C{forwarded}, C{answered}, C{late} (answers for nothing
+        we know: timed out or duplicated), C{lost} (failed because a peer
+        went), C{expired}.
+    """
+
+    def __init__(self, reactor, config):
+        self.reactor = reactor
+        self.config = config
+        self.inflight = InFlight()
+        self.counters = {"forwarded": 0, "answered": 0, "late": 0, "lost": 0, "expired": 0}
+        self._sweeper = None
+
+    def start(self):
+        """
+        Start forgetting expired requests periodically.
+        """
+        self._sweeper = LoopingCall(self.expire)
+        self._sweeper.clock = self.reactor
+        self._sweeper.start(max(self.config.heartbeat, 0.1), now=False)
+
+    def stop(self):
+        """
+        Stop, failing nothing: the node is going away with its peers.
+        """
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+        self.inflight.clear()
+
+    def forward(self, origin, message, target, stamps=None):
+        """
+        Forward a REQ or MSG from C{origin} to C{target}.
+
+        @param stamps: header fields to set (who asked, by which path), which
+            overwrite whatever the origin claimed.
+        """
+        header = message.header
+        rid = requestId(header)
+        ttl = protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000))
+        if ttl <= 0:
+            sendError(origin, rid, protocol.E_TIMEOUT, "deadline passed before forwarding")
+            return
+        if origin.role == protocol.CLIENT and self.inflight.countFrom(origin) >= self.config.maxInFlight:
+            sendError(
+                origin, rid, protocol.E_OVER_LIMIT,
+                f"more than {self.config.maxInFlight} requests in flight", 0.05,
+            )
+            return
+        now = self.reactor.seconds()
+        pending = self.inflight.add(origin, rid, target, now + ttl / 1000.0)
+        if pending is None:
+            sendError(origin, rid, protocol.E_OVER_LIMIT, "relay in-flight table full", 0.1)
+            return
+        forwarded = dict(header)
+        if stamps:
+            forwarded.update(stamps)
+        forwarded["id"] = pending.forwardId
+        if not target.send(message.type, forwarded, message.payload):
+            self.inflight.pop(pending.forwardId)
+            sendError(
+                origin, rid, protocol.E_OVER_LIMIT,
+                f"queue to {target.nodeId} is full", 0.1,
+            )
+            return
+        self.counters["forwarded"] += 1
+
+    def answer(self, peer, message):
+        """
+        Send a REP or ERR that C{peer} sent back to whoever asked.
+        """
+        pending = self.inflight.pop(requestId(message.header), peer)
+        if pending is None:
+            self.counters["late"] += 1
+            return
+        self.counters["answered"] += 1
+        header = dict(message.header)
+        header["id"] = pending.originId
+        pending.origin.send(message.type, header, message.payload)
+
+    def peerGone(self, peer, reason):
+        """
+        C{peer} is gone: fail at once what we sent it, forget what it sent us.
+        """
+        for pending in self.inflight.dropPeer(peer):
+            self.counters["lost"] += 1
+            sendError(
+                pending.origin, pending.originId, protocol.E_TARGET_LOST,
+                f"{peer.role} {peer.nodeId} lost: {reason}",
+            )
+
+    def expire(self):
+        """
+        Forget requests whose deadline passed; their origin has timed out.
+        """
+        expired = self.inflight.expire(self.reactor.seconds())
+        self.counters["expired"] += len(expired)
+
+
+class NotificationRelay:
+    """
+    Forwards notifications from a bound XSUB to an XPUB, and subscriptions
+    back, frames untouched.
+
+    @ivar counters: C{notifications}, C{subscriptions}, C{dropped}.
+    """
+
+    def __init__(self, socketFactory, subAddress, pubAddress):
+        self.socketFactory = socketFactory
+        self.subAddress = subAddress
+        self.pubAddress = pubAddress
+        self.counters = {"notifications": 0, "subscriptions": 0, "dropped": 0}
+        self.xsub = None
+        self.xpub = None
+        self._upstream = None
+
+    def start(self):
+        """
+        Bind both sockets.
+
+        @return: (sub endpoint, pub endpoint) as bound.
+        """
+        self.xpub = self.socketFactory.socket("xpub", self._fromSubscribers)
+        self.xsub = self.socketFactory.socket("xsub", self._fromPublishers)
+        return self.xsub.bind(self.subAddress), self.xpub.bind(self.pubAddress)
+
+    def connectUpstream(self, endpoint):
+        """
+        Also publish to an upstream XSUB (a proxy's notifications go to the
+        cloud), replacing any earlier upstream.
+        """
+        if endpoint == self._upstream:
+            return
+        if self._upstream is not None:
+            self.xpub.disconnect(self._upstream)
+        self._upstream = endpoint
+        self.xpub.connect(endpoint)
+
+    def stop(self):
+        """
+        Close both sockets.
+        """
+        for sock in (self.xsub, self.xpub):
+            if sock is not None:
+                sock.close()
+        self.xsub = self.xpub = None
+
+    def _fromPublishers(self, frames):
+        self.counters["notifications"] += 1
+        if not self.xpub.send(frames):
+            self.counters["dropped"] += 1
+
+    def _fromSubscribers(self, frames):
+        # Only (un)subscriptions travel upstream; anything else a subscriber
+        # sends is not ours to pass on.
+        if len(frames) != 1 or frames[0][:1] not in (b"\x00", b"\x01"):
+            self.counters["dropped"] += 1
+            return
+        self.counters["subscriptions"] += 1
+        self.xsub.send(frames)

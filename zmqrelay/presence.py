@@ -1,0 +1,248 @@
+"""
+Presence: which clients are connected, by id, on which paths.
+
+A node learns about clients from two kinds of source: the clients attached to
+itself, and the replicated view of the node upstream of it (see
+L{zmqrelay.replica}).  L{PresenceView} merges them per client id and tells
+observers only about real transitions: a client reachable on two paths is
+connected once and disconnected once; a restarted client (new incarnation)
+replaces the old one at once.
+
+Pure: no sockets, no reactor.
+"""
+
+from collections import deque
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqrelay.interfaces import IPresenceView
+
+log = Logger()
+
+DIRECT = "direct"
+PROXY = "proxy"
+CLOUD = "cloud"
+PATHS = (DIRECT, PROXY, CLOUD)
+
+# Disconnect reasons.
+BYE = "bye"
+HEARTBEAT_TIMEOUT = "heartbeat-timeout"
+REPLACED = "replaced"
+UPSTREAM_LOST = "upstream-lost"
+RESYNC = "resync"
+SHUTDOWN = "shutdown"
+
+
+class PresenceEvent:
+    """
+    One connection or disconnection of a client.
+
+    @ivar clientId: the client's id.
+    @ivar incarnation: the client process's incarnation.
+    @ivar connected: C{True} for a connection.
+    @ivar path: the path that changed (C{'direct'}, C{'proxy'}, C{'cloud'}).
+    @ivar reason: why it disconnected (C{''} for connections).
+    @ivar since: when the client connected (seconds, the attaching node's clock).
+    """
+
+    __slots__ = ("clientId", "incarnation", "connected", "path", "reason", "since")
+
+    def __init__(self, clientId, incarnation, connected, path, reason="", since=0.0):
+        self.clientId = clientId
+        self.incarnation = incarnation
+        self.connected = connected
+        self.path = path
+        self.reason = reason
+        self.since = since
+
+    def __repr__(self):
+        what = "connected" if self.connected else f"disconnected ({self.reason})"
+        return f"<PresenceEvent {self.clientId}/{self.incarnation} {what} via {self.path}>"
+
+
+class ClientPresence:
+    """
+    What is known about one connected client.
+
+    @ivar clientId: its id.
+    @ivar incarnation: its current incarnation.
+    @ivar since: when its current incarnation first connected.
+    @ivar paths: a L{dict} of path name to (incarnation, since).
+    """
+
+    __slots__ = ("clientId", "incarnation", "since", "paths")
+
+    def __init__(self, clientId, incarnation, since):
+        self.clientId = clientId
+        self.incarnation = incarnation
+        self.since = since
+        self.paths = {}
+
+    def asDict(self):
+        """
+        @return: a plain L{dict} for logs and tools.
+        """
+        return {
+            "client": self.clientId,
+            "inc": self.incarnation,
+            "since": self.since,
+            "paths": sorted(self.paths),
+        }
+
+
+@implementer(IPresenceView)
+class PresenceView:
+    """
+    The merged, per-client-id presence of one node.
+    """
+
+    retiredKept = 4
+
+    def __init__(self):
+        self._clients = {}
+        self._retired = {}
+        self._observers = []
+
+    def addObserver(self, observer):
+        self._observers.append(observer)
+
+    def removeObserver(self, observer):
+        self._observers.remove(observer)
+
+    def connectedClients(self):
+        return dict(self._clients)
+
+    def isConnected(self, clientId):
+        return clientId in self._clients
+
+    def get(self, clientId):
+        """
+        @return: the L{ClientPresence} of C{clientId}, or C{None}.
+        """
+        return self._clients.get(clientId)
+
+    def attach(self, clientId, path, incarnation, since):
+        """
+        A client is reachable on C{path}.
+        """
+        if incarnation in self._retired.get(clientId, ()):
+            return
+        record = self._clients.get(clientId)
+        if record is not None and record.incarnation != incarnation:
+            # A new process with the same id: the old one is gone, whatever
+            # paths still remember it.
+            self._retire(clientId, record.incarnation)
+            del self._clients[clientId]
+            self._emit(
+                "clientDisconnected",
+                PresenceEvent(
+                    clientId, record.incarnation, False, path, REPLACED, record.since
+                ),
+            )
+            record = None
+        if record is None:
+            record = self._clients[clientId] = ClientPresence(clientId, incarnation, since)
+            record.paths[path] = (incarnation, since)
+            self._emit(
+                "clientConnected",
+                PresenceEvent(clientId, incarnation, True, path, "", since),
+            )
+        else:
+            record.paths[path] = (incarnation, since)
+
+    def detach(self, clientId, path, incarnation, reason):
+        """
+        A client is no longer reachable on C{path}.
+        """
+        record = self._clients.get(clientId)
+        if record is None or record.incarnation != incarnation:
+            return
+        if record.paths.pop(path, None) is None:
+            return
+        if not record.paths:
+            del self._clients[clientId]
+            self._retired.pop(clientId, None)
+            self._emit(
+                "clientDisconnected",
+                PresenceEvent(clientId, incarnation, False, path, reason, record.since),
+            )
+
+    def detachPath(self, path, reason):
+        """
+        Every client reachable on C{path} is no longer reachable on it.
+        """
+        for record in list(self._clients.values()):
+            entry = record.paths.get(path)
+            if entry is not None:
+                self.detach(record.clientId, path, entry[0], reason)
+
+    def _retire(self, clientId, incarnation):
+        retired = self._retired.get(clientId)
+        if retired is None:
+            retired = self._retired[clientId] = deque(maxlen=self.retiredKept)
+        retired.append(incarnation)
+
+    def _emit(self, method, event):
+        for observer in list(self._observers):
+            try:
+                getattr(observer, method)(event)
+            except Exception:
+                log.failure("presence observer {observer} failed", observer=observer)
+
+
+def replicaChanges(changes):
+    """
+    Turn the changes of a replicated presence map into attach and detach steps.
+
+    Entries are keyed C{(clientId, path)} with values C{[incarnation, since]}.
+    A value that changed but kept its incarnation (a resync) is no step at
+    all, so observers see no flapping.
+
+    @param changes: as returned by L{zmqrelay.replica.MapReplica.apply}.
+    @return: an iterator of C{('detach', clientId, path, incarnation, reason)}
+        and C{('attach', clientId, path, incarnation, since)}.
+    @raise ValueError: on a malformed entry.
+    """
+    for key, old, new, reason in changes:
+        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+            raise ValueError(f"bad presence key {key!r}")
+        clientId, path = key
+        for value in (old, new):
+            if value is not None and not (
+                isinstance(value, list)
+                and len(value) == 2
+                and isinstance(value[0], str)
+                and isinstance(value[1], (int, float))
+            ):
+                raise ValueError(f"bad presence value {value!r}")
+        if old is not None and (new is None or new[0] != old[0]):
+            yield ("detach", clientId, path, old[0], reason or RESYNC)
+        if new is not None and (old is None or new[0] != old[0]):
+            yield ("attach", clientId, path, new[0], new[1])
+
+
+class PresenceLog:
+    """
+    An L{IPresenceObserver} that logs every event; plugins install it.
+    """
+
+    def __init__(self, logger=None):
+        self.log = logger or log
+
+    def clientConnected(self, event):
+        self.log.info(
+            "client {client} ({inc}) connected via {path}",
+            client=event.clientId,
+            inc=event.incarnation,
+            path=event.path,
+        )
+
+    def clientDisconnected(self, event):
+        self.log.info(
+            "client {client} ({inc}) disconnected via {path}: {reason}",
+            client=event.clientId,
+            inc=event.incarnation,
+            path=event.path,
+            reason=event.reason,
+        )

@@ -1,0 +1,279 @@
+"""
+The zmqrelay wire format: frames to messages and back.
+
+Pure code: no sockets, no reactor.  C{docs/PROTOCOL.md} is the specification;
+this module follows it.
+
+A control message (DEALER <-> ROUTER) is four frames::
+
+    [signature + version] [type] [header] [payload]
+
+and a notification (XPUB -> SUB) is four frames with the topic first, so that
+ZeroMQ's prefix filtering works on it::
+
+    [topic] [signature + version] [header] [payload]
+
+The header is a msgpack map with text keys; the payload is opaque bytes that
+relays forward untouched.
+"""
+
+import msgpack
+
+#: The first four bytes of every signature frame.
+SIGNATURE = b"ZRLY"
+
+#: The protocol versions this release speaks, lowest first.
+SUPPORTED_VERSIONS = (1,)
+
+#: The version a node writes when it has negotiated nothing yet.
+CURRENT_VERSION = SUPPORTED_VERSIONS[-1]
+
+#: Pre-built signature frames, one per version byte.
+_SIG = {v: SIGNATURE + bytes([v]) for v in range(256)}
+
+# Message types: the second frame of a control message.
+HELLO = b"HELLO"
+WELCOME = b"WELCOME"
+REJECT = b"REJECT"
+HEARTBEAT = b"HB"
+BYE = b"BYE"
+REQUEST = b"REQ"
+REPLY = b"REP"
+ERROR = b"ERR"
+MESSAGE = b"MSG"
+PRESENCE = b"PRESENCE"
+ROUTES = b"ROUTES"
+SYNC = b"SYNC"
+
+#: Every message type this version understands.
+KNOWN_TYPES = frozenset(
+    [
+        HELLO,
+        WELCOME,
+        REJECT,
+        HEARTBEAT,
+        BYE,
+        REQUEST,
+        REPLY,
+        ERROR,
+        MESSAGE,
+        PRESENCE,
+        ROUTES,
+        SYNC,
+    ]
+)
+
+# Roles, as named in HELLO.
+CLIENT = "client"
+SERVER = "server"
+PROXY = "proxy"
+CLOUD = "cloud"
+ROLES = frozenset([CLIENT, SERVER, PROXY, CLOUD])
+
+# Error codes carried in ERR and REJECT.
+E_BAD_MESSAGE = "bad-message"
+E_UNKNOWN_TYPE = "unknown-type"
+E_HELLO_FIRST = "hello-first"
+E_VERSION = "version"
+E_NO_ROUTE = "no-route"
+E_TARGET_LOST = "target-lost"
+E_TIMEOUT = "timeout"
+E_HANDLER = "handler-error"
+E_OVER_LIMIT = "over-limit"
+E_TOO_LARGE = "too-large"
+E_REJECTED = "rejected"
+E_AUTH = "auth"
+E_SHUTDOWN = "shutdown"
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+class ProtocolError(Exception):
+    """
+    A message could not be decoded or does not follow the protocol.
+
+    @ivar code: the error code to send back (one of the C{E_*} constants).
+    @ivar message: a human-readable explanation.
+    """
+
+    def __init__(self, code, message):
+        Exception.__init__(self, code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return f"{self.code}: {self.message}"
+
+
+class Message:
+    """
+    A decoded control message.
+
+    @ivar version: the protocol version byte of the signature frame.
+    @ivar type: the message type (bytes, e.g. L{REQUEST}).
+    @ivar header: the decoded header map.
+    @ivar payload: the opaque payload bytes.
+    """
+
+    __slots__ = ("version", "type", "header", "payload")
+
+    def __init__(self, version, type, header, payload):
+        self.version = version
+        self.type = type
+        self.header = header
+        self.payload = payload
+
+    def __repr__(self):
+        return (
+            f"<Message v{self.version} {self.type!r} {self.header!r} "
+            f"{len(self.payload)} bytes>"
+        )
+
+
+def encodeHeader(header):
+    """
+    Encode a header map.
+
+    @param header: a L{dict} with L{str} keys.
+    @rtype: L{bytes}
+    """
+    return _packb(header)
+
+
+def decodeHeader(data):
+    """
+    Decode a header frame.
+
+    @raise ProtocolError: if C{data} is not a msgpack map.
+    @rtype: L{dict}
+    """
+    try:
+        header = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:
+        raise ProtocolError(E_BAD_MESSAGE, f"header is not msgpack: {e}")
+    if not isinstance(header, dict):
+        raise ProtocolError(E_BAD_MESSAGE, "header is not a map")
+    return header
+
+
+def encode(msgtype, header, payload=b"", version=CURRENT_VERSION):
+    """
+    Build the frames of a control message.
+
+    @param msgtype: one of the message type constants.
+    @param header: the header map.
+    @param payload: the payload bytes.
+    @param version: the protocol version to write.
+    @return: a L{list} of four L{bytes} frames.
+    """
+    return [_SIG[version], msgtype, _packb(header), payload]
+
+
+def decode(frames):
+    """
+    Parse the frames of a control message (routing frames already removed).
+
+    Tolerant reader: frames after the payload are ignored and a missing
+    payload frame reads as empty.
+
+    @param frames: a L{list} of L{bytes}.
+    @rtype: L{Message}
+    @raise ProtocolError: if the frames are not a control message.
+    """
+    if len(frames) < 3:
+        raise ProtocolError(E_BAD_MESSAGE, f"{len(frames)} frames, need 3 or more")
+    sig = frames[0]
+    if len(sig) != 5 or sig[:4] != SIGNATURE:
+        raise ProtocolError(E_BAD_MESSAGE, "bad signature frame")
+    return Message(
+        sig[4],
+        frames[1],
+        decodeHeader(frames[2]),
+        frames[3] if len(frames) > 3 else b"",
+    )
+
+
+def encodeNotification(topic, header, payload, version=CURRENT_VERSION):
+    """
+    Build the frames of a notification.
+
+    @param topic: the topic (bytes); subscribers match on its prefix.
+    @param header: the header map (C{server}, C{inc}, C{seq}).
+    @param payload: the payload bytes.
+    @return: a L{list} of four L{bytes} frames.
+    """
+    return [topic, _SIG[version], _packb(header), payload]
+
+
+def decodeNotification(frames):
+    """
+    Parse a notification.
+
+    @return: a tuple (topic, L{Message}) whose message type is C{None}.
+    @raise ProtocolError: if the frames are not a notification.
+    """
+    if len(frames) < 3:
+        raise ProtocolError(E_BAD_MESSAGE, "notification needs 3 or more frames")
+    sig = frames[1]
+    if len(sig) != 5 or sig[:4] != SIGNATURE:
+        raise ProtocolError(E_BAD_MESSAGE, "bad notification signature frame")
+    return frames[0], Message(
+        sig[4],
+        None,
+        decodeHeader(frames[2]),
+        frames[3] if len(frames) > 3 else b"",
+    )
+
+
+def negotiate(ours, theirs):
+    """
+    Pick the highest protocol version both sides speak.
+
+    @param ours: the versions we speak.
+    @param theirs: the versions the peer says it speaks.
+    @return: the version, or C{None} if there is none in common.
+    """
+    common = set(ours).intersection(theirs)
+    return max(common) if common else None
+
+
+def field(header, key, kind, default=None, required=False):
+    """
+    Read one header field, checking its type.
+
+    A peer controls every header; this is the single place that checks what
+    it sent before any role looks at it.
+
+    @param header: the header map.
+    @param key: the field name.
+    @param kind: the expected type, or a tuple of types.
+    @param default: returned when the field is absent and not required.
+    @param required: raise if the field is absent.
+    @raise ProtocolError: if the field has the wrong type or is missing.
+    """
+    value = header.get(key, default)
+    if value is None:
+        if required:
+            raise ProtocolError(E_BAD_MESSAGE, f"header field {key!r} is required")
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ProtocolError(
+            E_BAD_MESSAGE, f"header field {key!r} has type {type(value).__name__}"
+        )
+    return value
+
+
+def versionList(header):
+    """
+    Read the C{versions} field of a HELLO or REJECT.
+
+    @return: a L{list} of L{int}.
+    @raise ProtocolError: if it is not a list of small integers.
+    """
+    versions = field(header, "versions", list, required=True)
+    if not versions or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v < 256
+        for v in versions
+    ):
+        raise ProtocolError(E_BAD_MESSAGE, "versions must be integers 1..255")
+    return versions

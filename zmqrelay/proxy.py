@@ -1,0 +1,245 @@
+"""
+A site proxy: forwards for every server on its network.
+
+It is made of:
+  - a L{Front} where the site's servers and LAN clients attach;
+  - an L{UpstreamLink} to the cloud (optional: a proxy alone serves its LAN);
+  - a L{Forwarder} for requests (cloud or LAN client -> server) and directed
+    messages (server -> LAN client or cloud);
+  - a L{RouteTable} of its servers, replicated up to the cloud;
+  - presence: its LAN clients plus the cloud's replicated view, replicated
+    down to its servers;
+  - a L{NotificationRelay}: servers publish into it, LAN clients subscribe,
+    and it publishes on to the cloud.
+"""
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqrelay import presence, protocol
+from zmqrelay.errors import Rejected
+from zmqrelay.front import Front
+from zmqrelay.interfaces import IProxy
+from zmqrelay.link import UpstreamLink
+from zmqrelay.node import Forwarder, Node, NotificationRelay, advertised, requestId, sendError
+from zmqrelay.presence import PresenceView
+from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
+from zmqrelay.routing import Route, RouteTable
+
+log = Logger()
+
+
+@implementer(IProxy)
+class Proxy(Node):
+    """
+    The proxy role.
+
+    @ivar presence: the L{PresenceView} of LAN and cloud clients.
+    """
+
+    role = protocol.PROXY
+
+    def __init__(self, config, listen, pub, sub, cloud=None, reactor=None, socketFactory=None):
+        Node.__init__(self, config, reactor, socketFactory)
+        self.listenAddress = listen
+        self.pubAddress = pub
+        self.subAddress = sub
+        self.cloudAddress = cloud
+        self.presence = PresenceView()
+        self.cloudPresence = MapReplica("presence")
+        self.presenceSource = MapSource("presence")
+        self.routes = RouteTable()
+        self.routesSource = MapSource("routes")
+        self.front = None
+        self.link = None
+        self.forwarder = Forwarder(self.reactor, config)
+        self.relay = None
+
+    def _countedParts(self):
+        parts = [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
+        if self.link is not None:
+            parts.append(("cloud", self.link))
+        return parts
+
+    def _start(self):
+        self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
+        self.relay = NotificationRelay(self.socketFactory, self.subAddress, self.pubAddress)
+        sub, pub = self.relay.start()
+        self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
+        self.forwarder.start()
+        if self.cloudAddress:
+            self.link = UpstreamLink(
+                self, self.config, self.reactor, self.socketFactory, self.cloudAddress, "cloud"
+            )
+            self.link.start()
+
+    def _stop(self):
+        if self.link is not None:
+            self.link.stop()
+        self.forwarder.stop()
+        if self.front is not None:
+            self.front.stop()
+        if self.relay is not None:
+            self.relay.stop()
+
+    def servers(self):
+        return {sid: route.services for sid, route in self.routes.servers().items()}
+
+    # Front callbacks: servers and LAN clients
+
+    def peerHello(self, session):
+        if session.role not in (protocol.SERVER, protocol.CLIENT):
+            raise Rejected(f"a proxy accepts servers and clients, not {session.role}s")
+        if session.role == protocol.SERVER:
+            services = session.hello.get("services", [])
+            if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+                raise Rejected("services must be a list of names")
+
+    def welcomeExtras(self, session):
+        return {"pub": self._endpoints["pub"], "sub": self._endpoints["sub"]}
+
+    def peerJoined(self, session):
+        if session.role == protocol.SERVER:
+            services = session.hello.get("services", [])
+            self.routes.add(Route(session.nodeId, session, session.incarnation, services))
+            self._toCloud(
+                protocol.ROUTES,
+                self.routesSource.set(session.nodeId, [session.incarnation, list(services)]),
+            )
+            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+        else:
+            self._clientAt(session.nodeId, presence.PROXY, session.incarnation, session.since)
+
+    def peerLeft(self, session, reason):
+        self.forwarder.peerGone(session, reason)
+        if session.role == protocol.SERVER:
+            route = self.routes.get(session.nodeId)
+            if route is not None and route.peer is session:
+                self.routes.remove(session.nodeId)
+                delta = self.routesSource.delete(session.nodeId, reason)
+                if delta is not None:
+                    self._toCloud(protocol.ROUTES, delta)
+        else:
+            self._clientGone(session.nodeId, presence.PROXY, session.incarnation, reason)
+
+    def peerMessage(self, session, message):
+        msgtype = message.type
+        header = message.header
+        if msgtype in (protocol.REPLY, protocol.ERROR):
+            self.forwarder.answer(session, message)
+        elif msgtype == protocol.REQUEST and session.role == protocol.CLIENT:
+            if self.isSysFor(header):
+                self.answerSys(session, header, message.payload)
+                return
+            rid = requestId(header)
+            target = protocol.field(header, "to", str, required=True)
+            route = self.routes.resolve(target)
+            if route is None:
+                sendError(session, rid, protocol.E_NO_ROUTE, f"no server or service {target!r} on this site")
+                return
+            self.forwarder.forward(
+                session,
+                message,
+                route.peer,
+                {
+                    "client": session.nodeId,
+                    "cinc": session.incarnation,
+                    "creq": rid,
+                    "path": presence.PROXY,
+                    "server": route.serverId,
+                },
+            )
+        elif msgtype == protocol.MESSAGE and session.role == protocol.SERVER:
+            to = protocol.field(header, "to", str, required=True)
+            stamps = {"from": session.nodeId}
+            client = self.front.byNode.get(to)
+            if client is not None and client.role == protocol.CLIENT:
+                self.forwarder.forward(session, message, client, stamps)
+            elif self.link is not None and self.link.alive and self.cloudPresence.entries.get(
+                (to, presence.CLOUD)
+            ) is not None:
+                self.forwarder.forward(session, message, self.link, stamps)
+            else:
+                sendError(session, requestId(header), protocol.E_NO_ROUTE, f"client {to!r} is not connected")
+        elif msgtype == protocol.SYNC and session.role == protocol.SERVER:
+            if header.get("map") == "presence":
+                session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+        elif msgtype == protocol.REQUEST and self.isSysFor(header):
+            self.answerSys(session, header, message.payload)
+        else:
+            raise protocol.ProtocolError(
+                protocol.E_UNKNOWN_TYPE, f"a {session.role} may not send {msgtype!r} here"
+            )
+
+    # Link callbacks: the cloud
+
+    def helloExtras(self, link):
+        return {}
+
+    def linkUp(self, link):
+        link.send(protocol.ROUTES, *self.routesSource.snapshot())
+        sub = link.welcome.get("sub")
+        if isinstance(sub, str):
+            self.relay.connectUpstream(advertised(sub, link.endpoint))
+
+    def linkDown(self, link, reason):
+        self.forwarder.peerGone(link, reason)
+        self._applyCloudPresence(self.cloudPresence.clear(presence.UPSTREAM_LOST))
+
+    def linkMessage(self, link, message):
+        msgtype = message.type
+        header = message.header
+        if msgtype == protocol.REQUEST:
+            if self.isSysFor(header):
+                self.answerSys(link, header, message.payload)
+                return
+            target = protocol.field(header, "server", str) or protocol.field(header, "to", str, required=True)
+            route = self.routes.resolve(target)
+            if route is None:
+                sendError(link, requestId(header), protocol.E_NO_ROUTE, f"no server {target!r} on this site")
+            else:
+                self.forwarder.forward(link, message, route.peer)
+        elif msgtype in (protocol.REPLY, protocol.ERROR):
+            self.forwarder.answer(link, message)
+        elif msgtype == protocol.PRESENCE:
+            try:
+                self._applyCloudPresence(self.cloudPresence.apply(header, message.payload))
+            except ReplicaGap:
+                link.send(protocol.SYNC, {"map": "presence"})
+            except (ValueError, TypeError) as e:
+                raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+        elif msgtype == protocol.SYNC:
+            if header.get("map") == "routes":
+                link.send(protocol.ROUTES, *self.routesSource.snapshot())
+        else:
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the cloud")
+
+    # Presence
+
+    def _applyCloudPresence(self, changes):
+        for step, clientId, path, incarnation, extra in presence.replicaChanges(changes):
+            if path != presence.CLOUD:
+                continue
+            if step == "detach":
+                self._clientGone(clientId, path, incarnation, extra)
+            else:
+                self._clientAt(clientId, path, incarnation, extra)
+
+    def _clientAt(self, clientId, path, incarnation, since):
+        self.presence.attach(clientId, path, incarnation, since)
+        self._toServers(self.presenceSource.set((clientId, path), [incarnation, since]))
+
+    def _clientGone(self, clientId, path, incarnation, reason):
+        self.presence.detach(clientId, path, incarnation, reason)
+        delta = self.presenceSource.delete((clientId, path), reason)
+        if delta is not None:
+            self._toServers(delta)
+
+    def _toServers(self, message):
+        header, payload = message
+        for session in self.front.peers(protocol.SERVER):
+            session.send(protocol.PRESENCE, header, payload)
+
+    def _toCloud(self, msgtype, message):
+        if self.link is not None and self.link.alive:
+            self.link.send(msgtype, *message)

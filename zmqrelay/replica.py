@@ -1,0 +1,181 @@
+"""
+Replicated maps: one node owns a map, its peers hold copies.
+
+The owner (L{MapSource}) sends a snapshot when a peer says hello, then
+sequenced deltas.  A holder (L{MapReplica}) applies them and notices a gap
+(a lost delta, or a new epoch after the owner restarted), and then asks for a
+new snapshot.  Applying a snapshot yields the difference from what the
+replica held, so the layers above see one change per key whatever happened
+in between.
+
+Used for presence (cloud -> proxy -> server) and for server routes (proxy ->
+cloud).  Pure: no sockets, no reactor.
+"""
+
+import os
+
+import msgpack
+
+SNAPSHOT = "snapshot"
+DELTA = "delta"
+
+
+def newEpoch():
+    """
+    @return: a random epoch id (L{str}) for a new source.
+    """
+    return os.urandom(6).hex()
+
+
+def _key(raw):
+    return tuple(raw) if isinstance(raw, list) else raw
+
+
+class MapSource:
+    """
+    The owner's side of a replicated map.
+
+    Keys are L{str} or tuples of L{str}; values are msgpack-able.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.epoch = newEpoch()
+        self.seq = 0
+        self.entries = {}
+
+    def snapshot(self):
+        """
+        @return: (header, payload) of a snapshot message.
+        """
+        payload = msgpack.packb(
+            [[list(k) if isinstance(k, tuple) else k, v] for k, v in self.entries.items()],
+            use_bin_type=True,
+        )
+        return (
+            {"map": self.name, "kind": SNAPSHOT, "epoch": self.epoch, "seq": self.seq},
+            payload,
+        )
+
+    def set(self, key, value):
+        """
+        Add or replace an entry.
+
+        @return: (header, payload) of the delta to send every holder.
+        """
+        self.entries[key] = value
+        return self._delta(["set", key, value])
+
+    def delete(self, key, reason=""):
+        """
+        Remove an entry if present.
+
+        @return: (header, payload) of the delta, or C{None} if it was absent.
+        """
+        if self.entries.pop(key, None) is None:
+            return None
+        return self._delta(["del", key, reason])
+
+    def _delta(self, op):
+        self.seq += 1
+        if isinstance(op[1], tuple):
+            op[1] = list(op[1])
+        return (
+            {"map": self.name, "kind": DELTA, "epoch": self.epoch, "seq": self.seq},
+            msgpack.packb(op, use_bin_type=True),
+        )
+
+
+class ReplicaGap(Exception):
+    """
+    The replica missed something and needs a snapshot.
+    """
+
+
+class MapReplica:
+    """
+    A holder's copy of a replicated map.
+
+    @ivar entries: the current copy.
+    @ivar epoch: the source epoch of the copy, or C{None} before a snapshot.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.epoch = None
+        self.seq = 0
+        self.entries = {}
+
+    def apply(self, header, payload):
+        """
+        Apply a snapshot or delta.
+
+        @return: a L{list} of changes C{(key, old, new, reason)}; C{old} is
+            C{None} for an added key and C{new} is C{None} for a removed one.
+        @raise ReplicaGap: if a delta does not follow what we hold; the
+            caller asks the source for a snapshot.
+        @raise ValueError: if the message is malformed.
+        """
+        kind = header.get("kind")
+        epoch = header.get("epoch")
+        seq = header.get("seq")
+        if not isinstance(epoch, str) or not isinstance(seq, int):
+            raise ValueError("replica message needs epoch and seq")
+        data = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        if kind == SNAPSHOT:
+            if not isinstance(data, list):
+                raise ValueError("snapshot payload is not a list")
+            fresh = {}
+            for item in data:
+                if not isinstance(item, list) or len(item) != 2:
+                    raise ValueError("snapshot entry is not a pair")
+                fresh[_key(item[0])] = item[1]
+            changes = self._diff(fresh, "resync")
+            self.entries = fresh
+            self.epoch = epoch
+            self.seq = seq
+            return changes
+        if kind != DELTA:
+            raise ValueError(f"unknown replica message kind {kind!r}")
+        if epoch != self.epoch or seq != self.seq + 1:
+            raise ReplicaGap(f"{self.name}: have {self.epoch}/{self.seq}, got {epoch}/{seq}")
+        if not isinstance(data, list) or len(data) != 3:
+            raise ValueError("delta payload is not [op, key, value]")
+        op, key, value = data
+        key = _key(key)
+        self.seq = seq
+        if op == "set":
+            old = self.entries.get(key)
+            self.entries[key] = value
+            return [(key, old, value, "")]
+        if op == "del":
+            old = self.entries.pop(key, None)
+            if old is None:
+                return []
+            return [(key, old, None, value if isinstance(value, str) else "")]
+        raise ValueError(f"unknown delta op {op!r}")
+
+    def clear(self, reason):
+        """
+        Forget everything (the source is gone).
+
+        @return: the removals, as from L{apply}.
+        """
+        changes = self._diff({}, reason)
+        self.entries = {}
+        self.epoch = None
+        self.seq = 0
+        return changes
+
+    def _diff(self, fresh, reason):
+        changes = []
+        for key, old in self.entries.items():
+            new = fresh.get(key)
+            if new is None:
+                changes.append((key, old, None, reason))
+            elif new != old:
+                changes.append((key, old, new, reason))
+        for key, new in fresh.items():
+            if key not in self.entries:
+                changes.append((key, None, new, reason))
+        return changes

@@ -1,0 +1,319 @@
+"""
+A server: answers requests and publishes notifications.
+
+It is made of:
+  - a L{Front} where LAN clients attach directly;
+  - an L{UpstreamLink} to its site's proxy (optional);
+  - the application, an L{IRequestHandler}, called once per request id
+    (a L{ReplyCache} answers retries);
+  - an XPUB socket, bound for direct subscribers and connected to the
+    proxy, with a L{NotificationHistory} for replay;
+  - presence: its direct clients plus the proxy's replicated view;
+  - L{Calls} for messages it sends to clients.
+"""
+
+import msgpack
+from twisted.internet import defer
+from twisted.internet.defer import fail, maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqrelay import errors, presence, protocol
+from zmqrelay.calls import Calls
+from zmqrelay.errors import Rejected
+from zmqrelay.front import Front
+from zmqrelay.history import NotificationHistory
+from zmqrelay.interfaces import IRequest, IServer
+from zmqrelay.link import UpstreamLink
+from zmqrelay.node import Node, advertised, requestId, sendError
+from zmqrelay.presence import PresenceView
+from zmqrelay.replica import MapReplica, ReplicaGap
+from zmqrelay.replycache import ReplyCache
+
+log = Logger()
+
+
+@implementer(IRequest)
+class Request:
+    """
+    One request, as the application sees it.
+    """
+
+    __slots__ = ("clientId", "clientIncarnation", "requestId", "target", "path", "deadline", "payload")
+
+    def __init__(self, clientId, clientIncarnation, requestId, target, path, deadline, payload):
+        self.clientId = clientId
+        self.clientIncarnation = clientIncarnation
+        self.requestId = requestId
+        self.target = target
+        self.path = path
+        self.deadline = deadline
+        self.payload = payload
+
+    def __repr__(self):
+        return f"<Request {self.requestId} from {self.clientId} via {self.path} for {self.target}>"
+
+
+@implementer(IServer)
+class Server(Node):
+    """
+    The server role.
+
+    @ivar handler: the application's L{IRequestHandler}.
+    @ivar presence: the L{PresenceView} of direct, proxy and cloud clients.
+    """
+
+    role = protocol.SERVER
+
+    def __init__(self, config, handler, services=(), listen=None, pub=None, proxy=None,
+                 reactor=None, socketFactory=None):
+        Node.__init__(self, config, reactor, socketFactory)
+        self.handler = handler
+        self.serviceNames = tuple(services)
+        self.listenAddress = listen
+        self.pubAddress = pub
+        self.proxyAddress = proxy
+        self.presence = PresenceView()
+        self.proxyPresence = MapReplica("presence")
+        self.replies = ReplyCache(config.replyCacheSize)
+        self.history = NotificationHistory(config.historySize)
+        self.calls = Calls(self.reactor)
+        self.front = None
+        self.link = None
+        self.xpub = None
+        self.counters = {"requests": 0, "handled": 0, "failed": 0, "expired": 0,
+                         "published": 0, "replays": 0, "messages": 0}
+
+    def _countedParts(self):
+        parts = []
+        if self.front is not None:
+            parts.append(("front", self.front))
+        if self.link is not None:
+            parts.append(("proxy", self.link))
+        return parts
+
+    def stats(self):
+        result = Node.stats(self)
+        result["cache.hits"] = self.replies.hits
+        result["calls.late"] = self.calls.late
+        return result
+
+    def _start(self):
+        self.xpub = self.socketFactory.socket("xpub", self._subscriptions)
+        if self.pubAddress:
+            self._endpoints["pub"] = self.xpub.bind(self.pubAddress)
+        if self.listenAddress:
+            self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
+            self._endpoints["control"] = self.front.start()
+        if self.proxyAddress:
+            self.link = UpstreamLink(
+                self, self.config, self.reactor, self.socketFactory, self.proxyAddress, "proxy"
+            )
+            self.link.start()
+
+    def _stop(self):
+        self.calls.failAll(errors.ShuttingDown("server stopping"))
+        if self.link is not None:
+            self.link.stop()
+        if self.front is not None:
+            self.front.stop()
+        if self.xpub is not None:
+            self.xpub.close()
+            self.xpub = None
+
+    # The application's API
+
+    def publish(self, topic, payload):
+        seq = self.history.record(topic, payload)
+        self.counters["published"] += 1
+        if self.xpub is not None:
+            self.xpub.send(
+                protocol.encodeNotification(
+                    topic, {"server": self.nodeId, "inc": self.incarnation, "seq": seq}, payload
+                )
+            )
+        return seq
+
+    def send(self, clientId, payload, timeout=None):
+        timeout = timeout or self.config.requestTimeout
+        peer = self.front.byNode.get(clientId) if self.front is not None else None
+        if peer is None or peer.role != protocol.CLIENT:
+            peer = self.link if self.link is not None and self.link.alive else None
+            if peer is None or not self.presence.isConnected(clientId):
+                return fail(errors.NoRoute(f"client {clientId!r} is not connected"))
+        rid = self.calls.newId()
+        d = self.calls.expect(rid, peer, timeout)
+        if not peer.send(protocol.MESSAGE, {"id": rid, "to": clientId, "ttl": int(timeout * 1000)}, payload):
+            d.cancel()
+            return fail(errors.OverLimit(f"queue to {peer.nodeId} is full", 0.1))
+        self.counters["messages"] += 1
+        return d.addCallback(lambda _: None)
+
+    # Front callbacks: direct clients
+
+    def peerHello(self, session):
+        if session.role != protocol.CLIENT:
+            raise Rejected(f"a server accepts clients, not {session.role}s")
+
+    def welcomeExtras(self, session):
+        extras = {"services": list(self.serviceNames)}
+        if "pub" in self._endpoints:
+            extras["pub"] = self._endpoints["pub"]
+        return extras
+
+    def peerJoined(self, session):
+        self.presence.attach(session.nodeId, presence.DIRECT, session.incarnation, session.since)
+
+    def peerLeft(self, session, reason):
+        self.calls.failPeer(session, errors.TargetLost(f"client {session.nodeId} {reason}"))
+        self.presence.detach(session.nodeId, presence.DIRECT, session.incarnation, reason)
+
+    def peerMessage(self, session, message):
+        msgtype = message.type
+        if msgtype == protocol.REQUEST:
+            header = message.header
+            if self.isSysFor(header) and header.get("sys") != "replay":
+                self.answerSys(session, header, message.payload)
+                return
+            rid = requestId(header)
+            self._request(
+                session, message, session.nodeId, session.incarnation, rid, presence.DIRECT
+            )
+        elif msgtype in (protocol.REPLY, protocol.ERROR):
+            self.calls.settle(session, message)
+        else:
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"a client may not send {msgtype!r} here")
+
+    # Link callbacks: the proxy
+
+    def helloExtras(self, link):
+        return {"services": list(self.serviceNames)}
+
+    def linkUp(self, link):
+        sub = link.welcome.get("sub")
+        if isinstance(sub, str):
+            endpoint = advertised(sub, link.endpoint)
+            if endpoint != getattr(self, "_upstreamPub", None):
+                if getattr(self, "_upstreamPub", None):
+                    self.xpub.disconnect(self._upstreamPub)
+                self._upstreamPub = endpoint
+                self.xpub.connect(endpoint)
+
+    def linkDown(self, link, reason):
+        self.calls.failPeer(link, errors.TargetLost(f"proxy {reason}"))
+        self._applyProxyPresence(self.proxyPresence.clear(presence.UPSTREAM_LOST))
+
+    def linkMessage(self, link, message):
+        msgtype = message.type
+        header = message.header
+        if msgtype == protocol.REQUEST:
+            if self.isSysFor(header) and header.get("sys") != "replay":
+                self.answerSys(link, header, message.payload)
+                return
+            self._request(
+                link,
+                message,
+                protocol.field(header, "client", str, required=True),
+                protocol.field(header, "cinc", str, ""),
+                protocol.field(header, "creq", int, required=True),
+                protocol.field(header, "path", str, presence.PROXY),
+            )
+        elif msgtype in (protocol.REPLY, protocol.ERROR):
+            self.calls.settle(link, message)
+        elif msgtype == protocol.PRESENCE:
+            try:
+                self._applyProxyPresence(self.proxyPresence.apply(header, message.payload))
+            except ReplicaGap:
+                link.send(protocol.SYNC, {"map": "presence"})
+            except (ValueError, TypeError) as e:
+                raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+        else:
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the proxy")
+
+    def _applyProxyPresence(self, changes):
+        for step, clientId, path, incarnation, extra in presence.replicaChanges(changes):
+            if path == presence.DIRECT:
+                continue
+            if step == "detach":
+                self.presence.detach(clientId, path, incarnation, extra)
+            else:
+                self.presence.attach(clientId, path, incarnation, extra)
+
+    # Requests
+
+    def _request(self, peer, message, clientId, clientInc, creq, path):
+        header = message.header
+        rid = requestId(header)
+        self.counters["requests"] += 1
+        if header.get("sys") == "replay":
+            self._replay(peer, rid, message.payload)
+            return
+        key = (clientId, clientInc, creq)
+        cached = self.replies.lookup(key)
+        if cached is not None:
+            if cached.done:
+                answer = dict(cached.header)
+                answer["id"] = rid
+                peer.send(cached.msgtype, answer, cached.payload)
+            else:
+                cached.waiters.append((peer, rid))
+            return
+        ttl = protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000))
+        now = self.reactor.seconds()
+        if ttl <= 0:
+            self.counters["expired"] += 1
+            sendError(peer, rid, protocol.E_TIMEOUT, "deadline passed before the server got it")
+            return
+        request = Request(
+            clientId, clientInc, creq, protocol.field(header, "to", str, self.nodeId),
+            path, now + ttl / 1000.0, message.payload,
+        )
+        self.replies.begin(key).waiters.append((peer, rid))
+        d = maybeDeferred(self.handler.handleRequest, request)
+        # A handler that never answers must not pin the request forever.
+        d.addTimeout(ttl / 1000.0, self.reactor)
+        d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
+
+    def _handled(self, result, key):
+        if not isinstance(result, bytes):
+            return self._handlerFailed(None, key, None, f"handler returned {type(result).__name__}, not bytes")
+        self.counters["handled"] += 1
+        self._answer(key, protocol.REPLY, {}, result)
+
+    def _handlerFailed(self, failure, key, request, text=None):
+        self.counters["failed"] += 1
+        code = protocol.E_HANDLER
+        if failure is not None and failure.check(TimeoutError, defer.TimeoutError):
+            code, text = protocol.E_TIMEOUT, "the handler did not answer before the deadline"
+        elif failure is not None:
+            log.failure("handler failed for {request}", failure, request=request)
+            text = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        self._answer(key, protocol.ERROR, {"code": code, "msg": text}, b"")
+
+    def _answer(self, key, msgtype, header, payload):
+        for peer, rid in self.replies.finish(key, msgtype, header, payload):
+            answer = dict(header)
+            answer["id"] = rid
+            peer.send(msgtype, answer, payload)
+
+    def _replay(self, peer, rid, payload):
+        self.counters["replays"] += 1
+        try:
+            ask = msgpack.unpackb(payload, raw=False)
+            topic, inc, first, last = ask["topic"], ask["inc"], ask["first"], ask["last"]
+            if not (isinstance(topic, bytes) and isinstance(first, int) and isinstance(last, int)):
+                raise ValueError("bad types")
+        except Exception as e:
+            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"bad replay request: {e}")
+            return
+        items = self.history.replay(topic, first, last) if inc == self.incarnation else []
+        peer.send(
+            protocol.REPLY,
+            {"id": rid},
+            msgpack.packb({"inc": self.incarnation, "items": items}, use_bin_type=True),
+        )
+
+    def _subscriptions(self, frames):
+        # (Un)subscriptions arrive here; ZeroMQ filters for us, so only count.
+        self.counters["subscriptions"] = self.counters.get("subscriptions", 0) + 1
+

@@ -1,0 +1,3 @@
+"""
+twistd subcommands: C{Options} and C{makeService} for each role.
+"""

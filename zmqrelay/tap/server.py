@@ -1,0 +1,81 @@
+"""
+C{twistd zmqrelay-server}: a server running an application.
+"""
+
+from twisted.python import usage
+from twisted.python.reflect import namedAny
+
+from zmqrelay.tap._common import NodeOptions, _nonNegative, checkEndpoint
+
+
+class Options(NodeOptions):
+    """
+    Options of C{twistd zmqrelay-server}.
+    """
+
+    role = "server"
+    synopsis = "--proxy ENDPOINT [--service NAME ...] [options]"
+    longdesc = (
+        "Run a server: it connects out to its site's proxy and binds its own "
+        "endpoints for LAN clients. --app names a factory taking the server "
+        "and returning an IRequestHandler (if it is also a Service, it is "
+        "started and stopped with the server)."
+    )
+    optParameters = [
+        ["proxy", "p", None, "The site proxy's control endpoint (omit for direct clients only)."],
+        ["listen", "l", "tcp://*:5575", "Control endpoint (ROUTER) for direct clients ('' for none)."],
+        ["pub", None, "tcp://*:5576", "Notification endpoint (XPUB) direct clients subscribe to ('' for none)."],
+        ["app", "a", "zmqrelay.examples.example", "Dotted name of the application factory."],
+        ["tick", None, 0.0, "Example app: seconds between tick notifications (0: none).", _nonNegative(float)],
+        ["reply-cache", None, 10000, "Replies kept to answer retried requests.", int],
+        ["history", None, 1000, "Notifications kept per topic for replay.", int],
+    ]
+
+    def __init__(self):
+        NodeOptions.__init__(self)
+        self["services"] = []
+
+    def opt_service(self, name):
+        """
+        A service name this server offers (repeatable).
+        """
+        self["services"].append(name)
+
+    def postOptions(self):
+        NodeOptions.postOptions(self)
+        for name in ("proxy", "listen", "pub"):
+            checkEndpoint(self[name] or None, name)
+        if not self["proxy"] and not self["listen"]:
+            raise usage.UsageError("a server needs --proxy, --listen or both")
+        try:
+            self["appFactory"] = namedAny(self["app"])
+        except Exception as e:
+            raise usage.UsageError(f"--app {self['app']!r}: {e}")
+
+
+def makeService(options):
+    """
+    @return: a L{zmqrelay.server.Server} service running the application.
+    """
+    from twisted.application.service import IService
+
+    from zmqrelay.presence import PresenceLog
+    from zmqrelay.server import Server
+
+    config = options.nodeConfig(
+        replyCacheSize=options["reply-cache"], historySize=options["history"]
+    )
+    server = Server(
+        config, None, options["services"], options["listen"] or None,
+        options["pub"] or None, options["proxy"],
+    )
+    factory = options["appFactory"]
+    if factory.__module__ == "zmqrelay.examples":
+        app = factory(server, options["tick"])
+    else:
+        app = factory(server)
+    server.handler = app
+    if IService.providedBy(app):
+        app.setServiceParent(server)
+    server.presence.addObserver(PresenceLog())
+    return server
