@@ -144,24 +144,7 @@ class Cloud(Node):
         if self.isSysFor(header):
             self.answerSys(session, header, message.payload)
             return
-        rid = requestId(header)
-        target = protocol.field(header, "to", str, required=True)
-        route = self.routes.resolve(target)
-        if route is None:
-            sendError(session, rid, protocol.E_NO_ROUTE, f"no server or service {target!r}")
-            return
-        self.forwarder.forward(
-            session,
-            message,
-            route.peer,
-            {
-                "client": session.nodeId,
-                "cinc": session.incarnation,
-                "creq": rid,
-                "path": presence.CLOUD,
-                "server": route.serverId,
-            },
-        )
+        self.forwarder.clientRequest(session, message, self.routes, presence.CLOUD)
 
     def _routesFrom(self, session, message):
         replica = self._routeReplicas.get(session)

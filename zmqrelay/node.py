@@ -246,6 +246,34 @@ class Forwarder:
             return
         self.counters["forwarded"] += 1
 
+    def clientRequest(self, session, message, routes, path):
+        """
+        Forward a client's REQ to the server (or service) it names, stamping
+        who asked and by which path.
+
+        @param routes: the L{zmqrelay.routing.RouteTable} to resolve in.
+        @param path: C{'cloud'}, C{'proxy'} (or C{'direct'}).
+        """
+        header = message.header
+        rid = requestId(header)
+        target = protocol.field(header, "to", str, required=True)
+        route = routes.resolve(target)
+        if route is None:
+            sendError(session, rid, protocol.E_NO_ROUTE, f"no server or service {target!r} via {path}")
+            return
+        self.forward(
+            session,
+            message,
+            route.peer,
+            {
+                "client": session.nodeId,
+                "cinc": session.incarnation,
+                "creq": rid,
+                "path": path,
+                "server": route.serverId,
+            },
+        )
+
     def answer(self, peer, message):
         """
         Send a REP or ERR that C{peer} sent back to whoever asked.

@@ -131,24 +131,7 @@ class Proxy(Node):
             if self.isSysFor(header):
                 self.answerSys(session, header, message.payload)
                 return
-            rid = requestId(header)
-            target = protocol.field(header, "to", str, required=True)
-            route = self.routes.resolve(target)
-            if route is None:
-                sendError(session, rid, protocol.E_NO_ROUTE, f"no server or service {target!r} on this site")
-                return
-            self.forwarder.forward(
-                session,
-                message,
-                route.peer,
-                {
-                    "client": session.nodeId,
-                    "cinc": session.incarnation,
-                    "creq": rid,
-                    "path": presence.PROXY,
-                    "server": route.serverId,
-                },
-            )
+            self.forwarder.clientRequest(session, message, self.routes, presence.PROXY)
         elif msgtype == protocol.MESSAGE and session.role == protocol.SERVER:
             to = protocol.field(header, "to", str, required=True)
             stamps = {"from": session.nodeId}
