@@ -14,6 +14,24 @@ from twisted.internet.defer import Deferred
 from zmqrelay import errors, protocol
 
 
+#: The longest retry-after taken from a peer (seconds).
+MAX_RETRY_AFTER = 60.0
+
+
+def _retryAfter(value):
+    """
+    A peer's retry-after, made safe to hand to C{callLater}: a number from 0
+    to L{MAX_RETRY_AFTER}, or C{None}.  (A negative or NaN delay makes the
+    reactor raise in the middle of a callback chain; an infinite one never
+    fires, and the request would wait for ever.)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not value >= 0:
+        return None
+    return min(value, MAX_RETRY_AFTER)
+
+
 class _Call:
     __slots__ = ("rid", "deferred", "timer", "peer")
 
@@ -94,7 +112,7 @@ class Calls:
                 errors.fromWire(
                     str(header.get("code", "error")),
                     str(header.get("msg", "")),
-                    retry if isinstance(retry, (int, float)) else None,
+                    _retryAfter(retry),
                 )
             )
         return True

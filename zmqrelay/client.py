@@ -85,7 +85,10 @@ class _Attempts:
         self.current = client.calls.expect(self.rid, link, self.timeout)
         self.current.addCallbacks(self._answered, self._failed, errbackArgs=(link,))
         if not link.send(protocol.REQUEST, header, self.payload):
-            client.calls.failPeer(link, errors.OverLimit("send queue full", 0.05))
+            # Fail this attempt only: the other calls on this link were sent.
+            call = client.calls._forget(self.rid)
+            if call is not None:
+                call.deferred.errback(errors.OverLimit("send queue full", 0.05))
 
     def _answered(self, payload):
         self.current = None
@@ -339,7 +342,16 @@ class Client(Node):
             self.counters["notifications"] += 1
             self._deliver(Notification(topic, message.payload, serverId, inc, seq))
         if missing is not None:
-            timer = self.reactor.callLater(GAP_GRACE, self._replay, serverId, inc, topic, *missing)
+            first, last = missing
+            head = last - self.tracker.maxMissing
+            if head >= first:
+                # Longer than any server keeps for replay (or a forged
+                # sequence number): the head of the gap is lost for good, and
+                # must never be expanded number by number.
+                self.counters["lost"] += head - first + 1
+                self._reportLost(serverId, inc, topic, [(first, head)])
+                first = head + 1
+            timer = self.reactor.callLater(GAP_GRACE, self._replay, serverId, inc, topic, first, last)
             self._replayTimers.add(timer)
 
     def _deliver(self, notification):
@@ -368,21 +380,13 @@ class Client(Node):
             missing = self.tracker.stillMissing(serverId, inc, topic, first, last)
             if missing:
                 self.counters["lost"] += len(missing)
-                self._reportLost(serverId, inc, topic, missing)
+                self._reportLost(serverId, inc, topic, _ranges(missing))
 
         d.addCallback(replayed)
         d.addErrback(lambda f: log.warn("replay from {server} failed: {error}", server=serverId, error=f.value))
         d.addBoth(lost)
 
-    def _reportLost(self, serverId, inc, topic, missing):
-        start = prev = missing[0]
-        ranges = []
-        for seq in missing[1:]:
-            if seq != prev + 1:
-                ranges.append((start, prev))
-                start = seq
-            prev = seq
-        ranges.append((start, prev))
+    def _reportLost(self, serverId, inc, topic, ranges):
         for first, last in ranges:
             gap = Gap(serverId, inc, topic, first, last)
             log.warn("notifications lost: {gap}", gap=gap)
@@ -393,3 +397,19 @@ class Client(Node):
                             receiver.notificationsLost(gap)
                         except Exception:
                             log.failure("notification receiver failed")
+
+
+def _ranges(seqs):
+    """
+    @param seqs: sorted sequence numbers.
+    @return: the (first, last) runs of consecutive numbers in C{seqs}.
+    """
+    start = prev = seqs[0]
+    ranges = []
+    for seq in seqs[1:]:
+        if seq != prev + 1:
+            ranges.append((start, prev))
+            start = seq
+        prev = seq
+    ranges.append((start, prev))
+    return ranges

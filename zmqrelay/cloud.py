@@ -17,7 +17,7 @@ from zmqrelay import presence, protocol
 from zmqrelay.errors import Rejected
 from zmqrelay.front import Front
 from zmqrelay.interfaces import ICloud
-from zmqrelay.node import Forwarder, Node, NotificationRelay, requestId, sendError
+from zmqrelay.node import Forwarder, Node, NotificationRelay, PresenceViewMixin, requestId, sendError
 from zmqrelay.presence import PresenceView
 from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
 from zmqrelay.routing import Route, RouteTable
@@ -26,7 +26,7 @@ log = Logger()
 
 
 @implementer(ICloud)
-class Cloud(Node):
+class Cloud(PresenceViewMixin, Node):
     """
     The cloud role.
 
@@ -53,7 +53,9 @@ class Cloud(Node):
 
     def _start(self):
         self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
-        self.relay = NotificationRelay(self.socketFactory, self.subAddress, self.pubAddress)
+        self.relay = NotificationRelay(
+            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize
+        )
         sub, pub = self.relay.start()
         self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
         self.forwarder.start()

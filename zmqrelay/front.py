@@ -25,6 +25,15 @@ log = Logger()
 
 _MAX_ID = 256
 
+#: The slowest heartbeat (seconds) and the most missed beats a peer may ask
+#: for in its hello: a silent session must end within a bounded time, or idle
+#: connections could pile up sessions for ever.
+MAX_HEARTBEAT = 60.0
+MAX_LIVENESS = 10
+
+#: The largest header frame read to answer an over-size message.
+_MAX_HEADER = 4096
+
 
 class PeerSession:
     """
@@ -188,8 +197,16 @@ class Front:
                     return
         if size > self.config.maxMessageSize:
             self.counters["too-large"] += 1
+            # Read just the header (small) so the ERR names the request and
+            # the sender fails it at once instead of timing out.
+            header = None
+            if len(frames) > 3 and len(frames[3]) <= _MAX_HEADER:
+                try:
+                    header = protocol.decodeHeader(frames[3])
+                except protocol.ProtocolError:
+                    pass
             self._error(
-                routingId, session, None, protocol.E_TOO_LARGE,
+                routingId, session, header, protocol.E_TOO_LARGE,
                 f"message of {size} bytes, limit {self.config.maxMessageSize}",
             )
             return
@@ -265,7 +282,13 @@ class Front:
 
     def _reject(self, routingId, code, text):
         self.counters["rejected"] += 1
-        log.error("refused hello from {peer}: {code}: {text}", peer=routingId.hex(), code=code, text=text)
+        # Counted always; logged and answered at a bounded rate, like any
+        # other bad input (a HELLO flood must not become a log flood).
+        now = self.reactor.seconds()
+        if self._logBucket.take(now) == 0.0:
+            log.error("refused hello from {peer}: {code}: {text}", peer=routingId.hex(), code=code, text=text)
+        if self._strangers.take(now) != 0.0:
+            return
         self._sendRaw(
             routingId,
             protocol.REJECT,
@@ -296,8 +319,9 @@ class Front:
             )
             return
         session = PeerSession(self, routingId, nodeId, role, incarnation, version, header, now)
-        session.heartbeat = max(self.config.heartbeat, hb / 1000.0)
-        session.liveness = max(self.config.liveness, liveness)
+        c = self.config
+        session.heartbeat = min(max(c.heartbeat, hb / 1000.0), max(c.heartbeat, MAX_HEARTBEAT))
+        session.liveness = min(max(c.liveness, liveness), max(c.liveness, MAX_LIVENESS))
         try:
             self.owner.peerHello(session)
         except Rejected as e:

@@ -31,6 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from zmqrelay import errors, protocol
+from zmqrelay.ratelimit import TokenBucket
 
 log = Logger()
 
@@ -75,7 +76,9 @@ class UpstreamLink:
         self.heartbeat = config.heartbeat
         self.liveness = config.liveness
         self.attempt = 0
-        self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0}
+        self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0, "unknown-type": 0}
+        # Bad input is counted always but logged at a bounded rate.
+        self._logBucket = TokenBucket(1.0, 10.0, reactor.seconds())
         self._socket = None
         self._timer = None
         self._ticker = None
@@ -211,7 +214,8 @@ class UpstreamLink:
             message = protocol.decode(frames)
         except protocol.ProtocolError as e:
             self.counters["malformed"] += 1
-            log.warn("{link}: malformed message: {error}", link=self.name, error=e)
+            if self._logBucket.take(now) == 0.0:
+                log.warn("{link}: malformed message: {error}", link=self.name, error=e)
             return
         self.lastSeen = now
         msgtype = message.type
@@ -227,6 +231,9 @@ class UpstreamLink:
             return
         if msgtype == protocol.HEARTBEAT:
             return
+        if msgtype not in protocol.KNOWN_TYPES:
+            self._unknownType(message, now)
+            return
         if msgtype == protocol.BYE:
             self._lost("bye")
         elif msgtype == protocol.REJECT:
@@ -240,7 +247,23 @@ class UpstreamLink:
                 self.owner.linkMessage(self, message)
             except protocol.ProtocolError as e:
                 self.counters["malformed"] += 1
-                log.warn("{link}: bad {type}: {error}", link=self.name, type=msgtype, error=e)
+                if self._logBucket.take(now) == 0.0:
+                    log.warn("{link}: bad {type}: {error}", link=self.name, type=msgtype, error=e)
+
+    def _unknownType(self, message, now):
+        """
+        Tolerant reader: a newer upstream's message type is answered with
+        unknown-type (never with a crash, and never an ERR for an ERR).
+        """
+        self.counters["unknown-type"] += 1
+        text = f"unknown message type {message.type[:32]!r}"
+        if self._logBucket.take(now) == 0.0:
+            log.warn("{link}: {text}", link=self.name, text=text)
+        header = {"code": protocol.E_UNKNOWN_TYPE, "msg": text}
+        rid = message.header.get("id")
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            header["id"] = rid
+        self.send(protocol.ERROR, header)
 
     def _welcomed(self, message, now):
         header = message.header

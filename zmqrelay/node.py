@@ -59,6 +59,25 @@ def requestId(header):
     return protocol.field(header, "id", int, required=True)
 
 
+class PresenceViewMixin:
+    """
+    L{zmqrelay.interfaces.IPresenceView} for a role that keeps its merged
+    presence in C{self.presence} (a L{zmqrelay.presence.PresenceView}).
+    """
+
+    def connectedClients(self):
+        return self.presence.connectedClients()
+
+    def isConnected(self, clientId):
+        return self.presence.isConnected(clientId)
+
+    def addObserver(self, observer):
+        self.presence.addObserver(observer)
+
+    def removeObserver(self, observer):
+        self.presence.removeObserver(observer)
+
+
 class Node(MultiService):
     """
     The parts every role shares.
@@ -311,14 +330,23 @@ class NotificationRelay:
     Forwards notifications from a bound XSUB to an XPUB, and subscriptions
     back, frames untouched.
 
-    @ivar counters: C{notifications}, C{subscriptions}, C{dropped}.
+    Anyone who can reach the XSUB can publish into it, so what publishers
+    send is checked (never changed): only what a subscriber can read goes
+    on.  Bad input is counted (C{malformed}, C{too-large}) and logged on the
+    1st, 2nd, 4th, 8th... time, a bounded rate with no clock.
+
+    @ivar counters: C{notifications}, C{subscriptions}, C{dropped} (queue
+        full), C{malformed}, C{too-large}.
     """
 
-    def __init__(self, socketFactory, subAddress, pubAddress):
+    def __init__(self, socketFactory, subAddress, pubAddress, maxMessageSize=None):
         self.socketFactory = socketFactory
         self.subAddress = subAddress
         self.pubAddress = pubAddress
-        self.counters = {"notifications": 0, "subscriptions": 0, "dropped": 0}
+        self.maxMessageSize = maxMessageSize
+        self.counters = {
+            "notifications": 0, "subscriptions": 0, "dropped": 0, "malformed": 0, "too-large": 0,
+        }
         self.xsub = None
         self.xpub = None
         self._upstream = None
@@ -355,6 +383,21 @@ class NotificationRelay:
         self.xsub = self.xpub = None
 
     def _fromPublishers(self, frames):
+        if self.maxMessageSize is not None:
+            size = 0
+            for f in frames:
+                size += len(f)
+            if size > self.maxMessageSize:
+                self._bad("too-large", f"notification of {size} bytes")
+                return
+        try:
+            header = protocol.decodeNotification(frames)[1].header
+            protocol.field(header, "server", str, required=True)
+            protocol.field(header, "inc", str, required=True)
+            protocol.field(header, "seq", int, required=True)
+        except protocol.ProtocolError as e:
+            self._bad("malformed", e.message)
+            return
         self.counters["notifications"] += 1
         if not self.xpub.send(frames):
             self.counters["dropped"] += 1
@@ -363,7 +406,12 @@ class NotificationRelay:
         # Only (un)subscriptions travel upstream; anything else a subscriber
         # sends is not ours to pass on.
         if len(frames) != 1 or frames[0][:1] not in (b"\x00", b"\x01"):
-            self.counters["dropped"] += 1
+            self._bad("malformed", "a subscriber sent something other than a subscription")
             return
         self.counters["subscriptions"] += 1
         self.xsub.send(frames)
+
+    def _bad(self, counter, text):
+        n = self.counters[counter] = self.counters[counter] + 1
+        if n & (n - 1) == 0:
+            log.warn("notification relay: {counter} input #{n}: {text}", counter=counter, n=n, text=text)

@@ -16,7 +16,7 @@ from collections import deque
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay.interfaces import IPresenceView
+from zmqrelay.interfaces import IPresenceObserver, IPresenceView
 
 log = Logger()
 
@@ -222,6 +222,7 @@ def replicaChanges(changes):
             yield ("attach", clientId, path, new[0], new[1])
 
 
+@implementer(IPresenceObserver)
 class PresenceLog:
     """
     An L{IPresenceObserver} that logs every event; plugins install it.

@@ -21,7 +21,9 @@ from zmqrelay.errors import Rejected
 from zmqrelay.front import Front
 from zmqrelay.interfaces import IProxy
 from zmqrelay.link import UpstreamLink
-from zmqrelay.node import Forwarder, Node, NotificationRelay, advertised, requestId, sendError
+from zmqrelay.node import (
+    Forwarder, Node, NotificationRelay, PresenceViewMixin, advertised, requestId, sendError,
+)
 from zmqrelay.presence import PresenceView
 from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
 from zmqrelay.routing import Route, RouteTable
@@ -30,7 +32,7 @@ log = Logger()
 
 
 @implementer(IProxy)
-class Proxy(Node):
+class Proxy(PresenceViewMixin, Node):
     """
     The proxy role.
 
@@ -63,7 +65,9 @@ class Proxy(Node):
 
     def _start(self):
         self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
-        self.relay = NotificationRelay(self.socketFactory, self.subAddress, self.pubAddress)
+        self.relay = NotificationRelay(
+            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize
+        )
         sub, pub = self.relay.start()
         self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
         self.forwarder.start()

@@ -143,13 +143,17 @@ class MapReplica:
             raise ValueError("delta payload is not [op, key, value]")
         op, key, value = data
         key = _key(key)
-        self.seq = seq
+        # The sequence advances only once the delta is applied: a malformed
+        # one leaves the replica behind, so the next delta is a gap and the
+        # holder resyncs instead of silently diverging.
         if op == "set":
             old = self.entries.get(key)
             self.entries[key] = value
+            self.seq = seq
             return [(key, old, value, "")]
         if op == "del":
             old = self.entries.pop(key, None)
+            self.seq = seq
             if old is None:
                 return []
             return [(key, old, None, value if isinstance(value, str) else "")]

@@ -64,12 +64,13 @@ class Gap:
 
 
 class _Stream:
-    __slots__ = ("incarnation", "last", "missing")
+    __slots__ = ("incarnation", "last", "missing", "untracked")
 
     def __init__(self, incarnation, last):
         self.incarnation = incarnation
         self.last = last
         self.missing = set()
+        self.untracked = []
 
 
 DELIVER = "deliver"
@@ -119,6 +120,11 @@ class SequenceTracker:
             self.counters["delivered"] += 1
             if len(stream.missing) + (last - first + 1) <= self.maxMissing:
                 stream.missing.update(range(first, last + 1))
+            elif len(stream.untracked) < self.maxMissing:
+                # Too many to remember one by one: a late arrival from this
+                # range reads as a duplicate, but stillMissing() must still
+                # report the range as lost rather than let it vanish.
+                stream.untracked.append((first, last))
             return DELIVER, (first, last)
         if seq in stream.missing:
             stream.missing.discard(seq)
@@ -137,6 +143,17 @@ class SequenceTracker:
         stream = self._streams.get((serverId, topic))
         if stream is None or stream.incarnation != incarnation:
             return list(range(first, last + 1))
-        lost = sorted(s for s in stream.missing if first <= s <= last)
+        lost = [s for s in stream.missing if first <= s <= last]
         stream.missing.difference_update(lost)
-        return lost
+        kept = []
+        for a, b in stream.untracked:
+            if a > last or b < first:
+                kept.append((a, b))
+                continue
+            lost.extend(range(max(a, first), min(b, last) + 1))
+            if a < first:
+                kept.append((a, first - 1))
+            if b > last:
+                kept.append((last + 1, b))
+        stream.untracked = kept
+        return sorted(lost)

@@ -25,7 +25,7 @@ from zmqrelay.front import Front
 from zmqrelay.history import NotificationHistory
 from zmqrelay.interfaces import IRequest, IServer
 from zmqrelay.link import UpstreamLink
-from zmqrelay.node import Node, advertised, requestId, sendError
+from zmqrelay.node import Node, PresenceViewMixin, advertised, requestId, sendError
 from zmqrelay.presence import PresenceView
 from zmqrelay.replica import MapReplica, ReplicaGap
 from zmqrelay.replycache import ReplyCache
@@ -55,7 +55,7 @@ class Request:
 
 
 @implementer(IServer)
-class Server(Node):
+class Server(PresenceViewMixin, Node):
     """
     The server role.
 
@@ -143,7 +143,8 @@ class Server(Node):
                 return fail(errors.NoRoute(f"client {clientId!r} is not connected"))
         rid = self.calls.newId()
         d = self.calls.expect(rid, peer, timeout)
-        if not peer.send(protocol.MESSAGE, {"id": rid, "to": clientId, "ttl": int(timeout * 1000)}, payload):
+        header = {"id": rid, "to": clientId, "ttl": int(timeout * 1000), "from": self.nodeId}
+        if not peer.send(protocol.MESSAGE, header, payload):
             d.cancel()
             return fail(errors.OverLimit(f"queue to {peer.nodeId} is full", 0.1))
         self.counters["messages"] += 1

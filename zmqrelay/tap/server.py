@@ -27,8 +27,8 @@ class Options(NodeOptions):
         ["pub", None, "tcp://*:5576", "Notification endpoint (XPUB) direct clients subscribe to ('' for none)."],
         ["app", "a", "zmqrelay.examples.example", "Dotted name of the application factory."],
         ["tick", None, 0.0, "Example app: seconds between tick notifications (0: none).", _nonNegative(float)],
-        ["reply-cache", None, 10000, "Replies kept to answer retried requests.", int],
-        ["history", None, 1000, "Notifications kept per topic for replay.", int],
+        ["reply-cache", None, 10000, "Replies kept to answer retried requests.", _nonNegative(int)],
+        ["history", None, 1000, "Notifications kept per topic for replay.", _nonNegative(int)],
     ]
 
     def __init__(self):

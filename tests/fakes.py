@@ -1,0 +1,292 @@
+"""
+Fakes shared by the unit tests: sockets that record what is sent, owners
+that record what a L{zmqrelay.front.Front} or L{zmqrelay.link.UpstreamLink}
+tells them, and a few helpers to build and read frames.
+
+Nothing here opens a socket or touches the global reactor.
+"""
+
+import itertools
+
+from zope.interface import implementer
+
+from zmqrelay import protocol
+from zmqrelay.interfaces import INotificationReceiver, IPresenceObserver, IRequestHandler
+
+
+class FakeSocket:
+    """
+    A socket that records what is done to it.
+
+    @ivar kind: C{'router'}, C{'dealer'}, ...
+    @ivar onMessage: the callback the code under test gave for incoming
+        messages; call L{receive} to deliver one.
+    @ivar sent: every frame list L{send} accepted.
+    @ivar refused: every frame list L{send} refused (closed socket, or
+        C{sendResult} false).
+    @ivar sendResult: set C{False} to make L{send} refuse, as a full queue
+        would.
+    """
+
+    def __init__(self, factory, kind, onMessage, options):
+        self.factory = factory
+        self.kind = kind
+        self.onMessage = onMessage
+        self.options = options
+        self.sent = []
+        self.refused = []
+        self.bound = []
+        self.connected = []
+        self.disconnected = []
+        self.subscriptions = []
+        self.closed = False
+        self.sendResult = True
+
+    def bind(self, address):
+        """
+        Pretend to bind: a C{*} port becomes a made-up port.
+        """
+        endpoint = address
+        if address.endswith(":*"):
+            endpoint = address[:-1] + str(next(self.factory.ports))
+        self.bound.append(endpoint)
+        return endpoint
+
+    def connect(self, address):
+        self.connected.append(address)
+
+    def disconnect(self, address):
+        self.disconnected.append(address)
+
+    def subscribe(self, prefix):
+        self.subscriptions.append(prefix)
+
+    def unsubscribe(self, prefix):
+        self.subscriptions.remove(prefix)
+
+    def send(self, frames):
+        if self.closed or not self.sendResult:
+            self.refused.append(list(frames))
+            return False
+        self.sent.append(list(frames))
+        return True
+
+    def close(self):
+        self.closed = True
+
+    def receive(self, frames):
+        """
+        Deliver one incoming message to the code under test.
+        """
+        self.onMessage(list(frames))
+
+    # Reading what was sent
+
+    def messages(self, routed=False):
+        """
+        @param routed: C{True} for ROUTER sockets: strip the routing frame.
+        @return: the decoded control messages sent, as a list of
+            L{protocol.Message} (or, if C{routed}, of (routing id, message)).
+        """
+        result = []
+        for frames in self.sent:
+            if routed:
+                result.append((frames[0], protocol.decode(frames[1:])))
+            else:
+                result.append(protocol.decode(frames))
+        return result
+
+    def ofType(self, msgtype, routed=False):
+        """
+        @return: the sent messages of one type (see L{messages}).
+        """
+        if routed:
+            return [(r, m) for r, m in self.messages(True) if m.type == msgtype]
+        return [m for m in self.messages() if m.type == msgtype]
+
+    def clear(self):
+        """
+        Forget what was sent so far.
+        """
+        del self.sent[:]
+
+
+class FakeSocketFactory:
+    """
+    Stands in for L{zmqrelay._zmq.SocketFactory}.
+
+    @ivar sockets: every L{FakeSocket} made, in order.
+    """
+
+    def __init__(self):
+        self.sockets = []
+        self.ports = itertools.count(40000)
+        self.shutdowns = 0
+
+    def socket(self, kind, onMessage, options=None):
+        sock = FakeSocket(self, kind, onMessage, options)
+        self.sockets.append(sock)
+        return sock
+
+    def ofKind(self, kind):
+        """
+        @return: the sockets of one kind, in creation order.
+        """
+        return [s for s in self.sockets if s.kind == kind]
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+class FrontOwner:
+    """
+    Records the callbacks a L{zmqrelay.front.Front} makes.
+
+    @ivar reject: if set, an exception L{peerHello} raises.
+    @ivar messageError: if set, an exception L{peerMessage} raises.
+    """
+
+    def __init__(self, role=protocol.CLOUD):
+        self.role = role
+        self.hellos = []
+        self.joined = []
+        self.left = []
+        self.received = []
+        self.reject = None
+        self.messageError = None
+
+    def peerHello(self, session):
+        self.hellos.append(session)
+        if self.reject is not None:
+            raise self.reject
+
+    def peerJoined(self, session):
+        self.joined.append(session)
+
+    def peerLeft(self, session, reason):
+        self.left.append((session, reason))
+
+    def peerMessage(self, session, message):
+        self.received.append((session, message))
+        if self.messageError is not None:
+            raise self.messageError
+
+    def welcomeExtras(self, session):
+        return {"extra": "yes"}
+
+
+class LinkOwner:
+    """
+    Records the callbacks an L{zmqrelay.link.UpstreamLink} makes.
+    """
+
+    def __init__(self, role=protocol.CLIENT):
+        self.role = role
+        self.ups = []
+        self.downs = []
+        self.received = []
+        self.messageError = None
+
+    def helloExtras(self, link):
+        return {"services": ["svc"]}
+
+    def linkUp(self, link):
+        self.ups.append(link)
+
+    def linkDown(self, link, reason):
+        self.downs.append((link, reason))
+
+    def linkMessage(self, link, message):
+        self.received.append((link, message))
+        if self.messageError is not None:
+            raise self.messageError
+
+
+@implementer(IRequestHandler)
+class RecordingHandler:
+    """
+    A request handler that answers C{b"re:" + payload} and counts its runs.
+
+    @ivar answers: if set, a callable taking the request and returning the
+        answer (bytes or a Deferred) instead.
+    """
+
+    def __init__(self):
+        self.requests = []
+        self.answers = None
+
+    def handleRequest(self, request):
+        self.requests.append(request)
+        if self.answers is not None:
+            return self.answers(request)
+        return b"re:" + request.payload
+
+
+@implementer(IPresenceObserver)
+class PresenceRecorder:
+    """
+    Records presence events as tuples.
+    """
+
+    def __init__(self):
+        self.events = []
+
+    def clientConnected(self, event):
+        self.events.append(("connected", event.clientId, event.incarnation, event.path))
+
+    def clientDisconnected(self, event):
+        self.events.append(
+            ("disconnected", event.clientId, event.incarnation, event.path, event.reason)
+        )
+
+
+@implementer(INotificationReceiver)
+class NotificationRecorder:
+    """
+    Records notifications and gaps.
+    """
+
+    def __init__(self):
+        self.notifications = []
+        self.gaps = []
+
+    def notificationReceived(self, notification):
+        self.notifications.append(notification)
+
+    def notificationsLost(self, gap):
+        self.gaps.append(gap)
+
+
+def helloFrames(nodeId, incarnation="inc-1", role=protocol.CLIENT, versions=(1,), **extra):
+    """
+    @return: the frames of a HELLO (no routing frame).
+    """
+    header = {
+        "id": nodeId,
+        "role": role,
+        "inc": incarnation,
+        "versions": list(versions),
+        "hb": 1000,
+        "liveness": 3,
+    }
+    header.update(extra)
+    return protocol.encode(protocol.HELLO, header, b"", max(versions))
+
+
+def welcomeFrames(nodeId="up", role=protocol.PROXY, incarnation="up-inc", version=1, **extra):
+    """
+    @return: the frames of a WELCOME as an upstream would send it.
+    """
+    header = {
+        "id": nodeId,
+        "role": role,
+        "inc": incarnation,
+        "version": version,
+        "versions": [version],
+        "hb": 1000,
+        "liveness": 3,
+        "max": 4 * 1024 * 1024,
+        "inflight": 1000,
+    }
+    header.update(extra)
+    return protocol.encode(protocol.WELCOME, header, b"", version)

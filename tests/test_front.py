@@ -1,0 +1,428 @@
+"""
+Tests for L{zmqrelay.front}: the ROUTER side of a hop, driven through a fake
+socket and a L{Clock}.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from zmqrelay import protocol
+from zmqrelay.config import NodeConfig
+from zmqrelay.errors import Rejected
+from zmqrelay.front import Front
+
+from tests.fakes import FakeSocketFactory, FrontOwner, helloFrames
+
+
+class FrontTestCase(SynchronousTestCase):
+    """
+    A started L{Front} with a fake ROUTER socket.
+    """
+
+    settings = {}
+
+    def setUp(self):
+        self.clock = Clock()
+        self.config = NodeConfig("front-node", incarnation="front-inc", **self.settings)
+        self.owner = FrontOwner()
+        self.factory = FakeSocketFactory()
+        self.front = Front(self.owner, self.config, self.clock, self.factory, "tcp://127.0.0.1:*")
+        self.endpoint = self.front.start()
+        self.socket = self.factory.sockets[0]
+        # Whatever a test does, stopping must leave nothing scheduled.
+        self.addCleanup(self.stopFront)
+
+    def stopFront(self):
+        self.front.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def receive(self, routingId, frames):
+        self.socket.receive([routingId] + list(frames))
+
+    def hello(self, routingId, nodeId, incarnation="inc-1", **kw):
+        self.receive(routingId, helloFrames(nodeId, incarnation, **kw))
+        return self.front.sessions.get(routingId)
+
+    def sentTo(self, routingId, msgtype=None):
+        return [
+            m for r, m in self.socket.messages(routed=True)
+            if r == routingId and (msgtype is None or m.type == msgtype)
+        ]
+
+    def request(self, rid=1, **extra):
+        header = {"id": rid, "to": "s1"}
+        header.update(extra)
+        return protocol.encode(protocol.REQUEST, header, b"payload")
+
+
+class StartStopTests(FrontTestCase):
+    """
+    Binding, stopping and saying goodbye.
+    """
+
+    def test_bind(self):
+        """
+        start() makes one ROUTER socket, binds it and returns the endpoint bound.
+        """
+        self.assertEqual(self.socket.kind, "router")
+        self.assertEqual(self.socket.bound, [self.endpoint])
+        self.assertTrue(self.endpoint.startswith("tcp://127.0.0.1:"))
+        self.assertEqual(self.front.endpoint, self.endpoint)
+        self.stopFront()
+
+    def test_stop(self):
+        """
+        stop() says BYE to every peer, closes the socket and leaves no timers.
+        """
+        self.hello(b"r1", "c1")
+        self.socket.clear()
+        self.stopFront()
+        byes = self.sentTo(b"r1", protocol.BYE)
+        self.assertEqual([m.header["reason"] for m in byes], ["shutdown"])
+        self.assertTrue(self.socket.closed)
+        self.assertEqual(self.front.sessions, {})
+        self.assertFalse(self.front.sendTo(object(), protocol.HEARTBEAT, {}))
+
+
+class HelloTests(FrontTestCase):
+    """
+    The HELLO / WELCOME handshake.
+    """
+
+    settings = {"versions": (1, 2, 3)}
+
+    def test_welcome(self):
+        """
+        HELLO gets a WELCOME with the highest common version, and the peer joins.
+        """
+        session = self.hello(b"r1", "c1", versions=(2, 3, 4))
+        self.assertIsNotNone(session)
+        self.assertEqual(session.version, 3)
+        self.assertEqual((session.nodeId, session.role, session.incarnation), ("c1", "client", "inc-1"))
+        [welcome] = self.sentTo(b"r1", protocol.WELCOME)
+        self.assertEqual(welcome.version, 3)
+        self.assertEqual(welcome.header["version"], 3)
+        self.assertEqual(welcome.header["versions"], [1, 2, 3])
+        self.assertEqual(welcome.header["id"], "front-node")
+        self.assertEqual(welcome.header["inc"], "front-inc")
+        self.assertEqual(welcome.header["you"], "c1")
+        self.assertEqual(welcome.header["max"], self.config.maxMessageSize)
+        self.assertEqual(welcome.header["extra"], "yes")
+        self.assertEqual(self.owner.joined, [session])
+        self.assertIs(self.front.byNode["c1"], session)
+
+    def test_noCommonVersion(self):
+        """
+        No common version: REJECT naming our versions, and no session.
+        """
+        self.receive(b"r1", protocol.encode(protocol.HELLO, {
+            "id": "c1", "role": "client", "inc": "i", "versions": [7, 8]}, b"", 7))
+        [reject] = self.sentTo(b"r1", protocol.REJECT)
+        self.assertEqual(reject.header["code"], protocol.E_VERSION)
+        self.assertEqual(reject.header["versions"], [1, 2, 3])
+        self.assertIn("[7, 8]", reject.header["msg"])
+        self.assertEqual(self.front.sessions, {})
+        self.assertEqual(self.owner.joined, [])
+        self.assertEqual(self.front.counters["rejected"], 1)
+
+    def test_badHello(self):
+        """
+        A HELLO without a valid id, role, incarnation or versions is rejected as bad-message.
+        """
+        for header in (
+            {"role": "client", "inc": "i", "versions": [1]},
+            {"id": "c", "inc": "i", "versions": [1]},
+            {"id": "c", "role": "client", "versions": [1]},
+            {"id": "c", "role": "client", "inc": "i"},
+            {"id": 5, "role": "client", "inc": "i", "versions": [1]},
+            {"id": "", "role": "client", "inc": "i", "versions": [1]},
+            {"id": "x" * 300, "role": "client", "inc": "i", "versions": [1]},
+            {"id": "c", "role": "client", "inc": "i", "versions": [1], "hb": "fast"},
+        ):
+            self.socket.clear()
+            self.receive(b"r1", protocol.encode(protocol.HELLO, header))
+            [reject] = self.sentTo(b"r1", protocol.REJECT)
+            self.assertEqual(reject.header["code"], protocol.E_BAD_MESSAGE)
+        self.assertEqual(self.front.sessions, {})
+
+    def test_ownerRejects(self):
+        """
+        A Rejected raised by the owner's peerHello becomes a REJECT with its code.
+        """
+        self.owner.reject = Rejected("no servers here")
+        self.hello(b"r1", "s1", role="server")
+        [reject] = self.sentTo(b"r1", protocol.REJECT)
+        self.assertEqual(reject.header["code"], protocol.E_REJECTED)
+        self.assertEqual(reject.header["msg"], "no servers here")
+        self.assertEqual(self.front.sessions, {})
+
+    def test_messageBeforeHello(self):
+        """
+        A message from a stranger gets ERR hello-first, echoing its request id.
+        """
+        self.receive(b"r9", self.request(rid=42))
+        [error] = self.sentTo(b"r9", protocol.ERROR)
+        self.assertEqual(error.header["code"], protocol.E_HELLO_FIRST)
+        self.assertEqual(error.header["id"], 42)
+        self.assertEqual(self.owner.received, [])
+
+    def test_byeBeforeHello(self):
+        """
+        A BYE from a stranger is dropped without an answer.
+        """
+        self.receive(b"r9", protocol.encode(protocol.BYE, {}))
+        self.assertEqual(self.socket.sent, [])
+
+    def test_sameIncarnationNewRoutingId(self):
+        """
+        The same process on a new connection keeps its session (no leave, no join).
+        """
+        session = self.hello(b"r1", "c1", "inc-1")
+        again = self.hello(b"r2", "c1", "inc-1")
+        self.assertIs(again, session)
+        self.assertEqual(session.routingId, b"r2")
+        self.assertNotIn(b"r1", self.front.sessions)
+        self.assertEqual(self.owner.joined, [session])
+        self.assertEqual(self.owner.left, [])
+        self.assertEqual(len(self.sentTo(b"r2", protocol.WELCOME)), 1)
+        self.assertTrue(session.alive)
+
+    def test_reHelloSameRoutingId(self):
+        """
+        A repeated HELLO on the same connection is welcomed again, keeping the session.
+        """
+        session = self.hello(b"r1", "c1", "inc-1")
+        self.assertIs(self.hello(b"r1", "c1", "inc-1"), session)
+        self.assertEqual(len(self.sentTo(b"r1", protocol.WELCOME)), 2)
+        self.assertEqual(self.owner.joined, [session])
+
+    def test_newIncarnationReplaces(self):
+        """
+        A new incarnation of a node replaces the old session: it leaves ('replaced') and gets BYE.
+        """
+        old = self.hello(b"r1", "c1", "inc-1")
+        new = self.hello(b"r2", "c1", "inc-2")
+        self.assertIsNot(new, old)
+        self.assertEqual(self.owner.left, [(old, "replaced")])
+        self.assertEqual(self.owner.joined, [old, new])
+        self.assertFalse(old.alive)
+        self.assertEqual([m.header["reason"] for m in self.sentTo(b"r1", protocol.BYE)], ["replaced"])
+        self.assertEqual(list(self.front.sessions), [b"r2"])
+        self.assertIs(self.front.byNode["c1"], new)
+
+
+class MessageTests(FrontTestCase):
+    """
+    Messages from peers with a session, and bad input.
+    """
+
+    settings = {"maxMessageSize": 1000}
+
+    def test_messageToOwner(self):
+        """
+        A request from a session goes to the owner, with the session.
+        """
+        session = self.hello(b"r1", "c1")
+        self.receive(b"r1", self.request(rid=5))
+        [(got, message)] = self.owner.received
+        self.assertIs(got, session)
+        self.assertEqual((message.type, message.header["id"], message.payload), (protocol.REQUEST, 5, b"payload"))
+
+    def test_heartbeatNotForwarded(self):
+        """
+        Heartbeats from a peer are handled by the front, not the owner.
+        """
+        self.hello(b"r1", "c1")
+        self.receive(b"r1", protocol.encode(protocol.HEARTBEAT, {}))
+        self.assertEqual(self.owner.received, [])
+
+    def test_malformed(self):
+        """
+        Malformed frames get ERR bad-message, are counted, and raise nothing.
+        """
+        self.hello(b"r1", "c1")
+        self.socket.clear()
+        for frames in (
+            [b"garbage"],
+            [],
+            [b"ZRLY\x01", protocol.REQUEST, b"\xc1"],
+            [b"ZRLY\x01", protocol.REQUEST, protocol.encodeHeader([1])],
+        ):
+            self.receive(b"r1", frames)
+            self.receive(b"stranger", frames)
+        errors = [m for _, m in self.socket.messages(routed=True)]
+        self.assertEqual(len(errors), 8)
+        self.assertEqual({m.type for m in errors}, {protocol.ERROR})
+        self.assertEqual({m.header["code"] for m in errors}, {protocol.E_BAD_MESSAGE})
+        self.assertEqual(self.front.counters["malformed"], 8)
+        self.assertEqual(self.owner.received, [])
+
+    def test_ownerProtocolError(self):
+        """
+        A ProtocolError from the owner goes back as ERR with its code, counted by kind.
+        """
+        self.hello(b"r1", "c1")
+        self.owner.messageError = protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, "what?")
+        self.receive(b"r1", protocol.encode(b"NEWTYPE", {"id": 3}))
+        self.owner.messageError = protocol.ProtocolError(protocol.E_BAD_MESSAGE, "bad field")
+        self.receive(b"r1", self.request(rid=4))
+        errors = self.sentTo(b"r1", protocol.ERROR)
+        self.assertEqual(
+            [(m.header["code"], m.header["id"]) for m in errors],
+            [(protocol.E_UNKNOWN_TYPE, 3), (protocol.E_BAD_MESSAGE, 4)],
+        )
+        self.assertEqual(self.front.counters["unknown-type"], 1)
+        self.assertEqual(self.front.counters["malformed"], 1)
+
+    def test_tooLarge(self):
+        """
+        A message over the size limit gets ERR too-large and never reaches the owner.
+        """
+        self.hello(b"r1", "c1")
+        self.receive(b"r1", protocol.encode(protocol.REQUEST, {"id": 8}, b"x" * 1000))
+        [error] = self.sentTo(b"r1", protocol.ERROR)
+        self.assertEqual(error.header["code"], protocol.E_TOO_LARGE)
+        self.assertIn("1000", error.header["msg"])
+        self.assertEqual(self.owner.received, [])
+        self.assertEqual(self.front.counters["too-large"], 1)
+        self.receive(b"stranger", [b"y" * 2000])
+        self.assertEqual(self.sentTo(b"stranger", protocol.ERROR)[0].header["code"], protocol.E_TOO_LARGE)
+
+    def test_bye(self):
+        """
+        BYE ends the session: the owner hears 'bye' and no BYE is sent back.
+        """
+        session = self.hello(b"r1", "c1")
+        self.socket.clear()
+        self.receive(b"r1", protocol.encode(protocol.BYE, {}))
+        self.assertEqual(self.owner.left, [(session, "bye")])
+        self.assertEqual(self.socket.sent, [])
+        self.assertEqual(self.front.sessions, {})
+        self.assertEqual(self.front.byNode, {})
+
+    def test_strangerErrorsBounded(self):
+        """
+        A flood of bad messages from strangers gets a bounded number of answers.
+        """
+        for i in range(300):
+            self.receive(b"s%d" % i, [b"junk"])
+        self.assertEqual(self.front.counters["malformed"], 300)
+        self.assertLessEqual(len(self.socket.sent), Front.strangerReplies)
+        self.assertGreater(len(self.socket.sent), 0)
+
+    def test_peers(self):
+        """
+        peers() lists sessions, optionally of one role.
+        """
+        self.hello(b"r1", "c1")
+        self.hello(b"r2", "s1", role="server")
+        self.assertEqual(len(self.front.peers()), 2)
+        self.assertEqual([s.nodeId for s in self.front.peers("server")], ["s1"])
+
+
+class HeartbeatTests(FrontTestCase):
+    """
+    Heartbeats both ways.
+    """
+
+    def test_heartbeatsOnIdle(self):
+        """
+        An idle session gets a heartbeat about every heartbeat interval.
+        """
+        self.hello(b"r1", "c1")
+        self.socket.clear()
+        for _ in range(4):
+            self.clock.advance(0.5)
+            self.receive(b"r1", protocol.encode(protocol.HEARTBEAT, {}))
+        self.assertEqual(len(self.sentTo(b"r1", protocol.HEARTBEAT)), 2)
+
+    def test_noHeartbeatWhenBusy(self):
+        """
+        A session we keep sending to gets no heartbeats.
+        """
+        session = self.hello(b"r1", "c1")
+        self.socket.clear()
+        for _ in range(8):
+            self.clock.advance(0.25)
+            session.send(protocol.MESSAGE, {"id": 1})
+            self.receive(b"r1", protocol.encode(protocol.HEARTBEAT, {}))
+        self.assertEqual(self.sentTo(b"r1", protocol.HEARTBEAT), [])
+
+    def test_silentPeerDropped(self):
+        """
+        A peer silent for heartbeat * liveness is dropped with 'heartbeat-timeout'.
+        """
+        session = self.hello(b"r1", "c1")
+        limit = self.config.heartbeat * self.config.liveness
+        self.clock.advance(limit)
+        self.assertEqual(self.owner.left, [])
+        self.clock.advance(self.config.heartbeat / 2)
+        self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
+        self.assertEqual(self.front.sessions, {})
+        self.assertEqual(self.sentTo(b"r1", protocol.BYE)[-1].header["reason"], "heartbeat-timeout")
+
+    def test_talkingPeerKept(self):
+        """
+        A peer that keeps sending heartbeats stays, however long.
+        """
+        self.hello(b"r1", "c1")
+        for _ in range(40):
+            self.clock.advance(1.0)
+            self.receive(b"r1", protocol.encode(protocol.HEARTBEAT, {}))
+        self.assertEqual(self.owner.left, [])
+
+    def test_peerHeartbeatRespected(self):
+        """
+        A peer announcing a slower heartbeat gets a longer timeout.
+        """
+        session = self.hello(b"r1", "c1", hb=4000)
+        self.assertEqual(session.heartbeat, 4.0)
+        self.clock.advance(10.0)
+        self.assertEqual(self.owner.left, [])
+        self.clock.advance(3.0)
+        self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
+
+
+class RateLimitTests(FrontTestCase):
+    """
+    Limits per client: refusal with retry-after, then cooldown.
+    """
+
+    settings = {"rate": 1.0, "burst": 2, "strikes": 2, "cooldown": 10.0}
+
+    def test_overLimitThenIgnoredThenRecovered(self):
+        """
+        Over the rate: ERR over-limit with retry; repeat offenders are ignored for the cooldown.
+        """
+        session = self.hello(b"r1", "c1")
+        self.socket.clear()
+        for rid in range(1, 6):
+            self.receive(b"r1", self.request(rid=rid))
+        self.assertEqual([m.header["id"] for _, m in self.owner.received], [1, 2])
+        errors = self.sentTo(b"r1", protocol.ERROR)
+        self.assertEqual([(m.header["code"], m.header["id"]) for m in errors],
+                         [(protocol.E_OVER_LIMIT, 3), (protocol.E_OVER_LIMIT, 4)])
+        self.assertEqual(errors[0].header["retry"], 1.0)
+        self.assertEqual(self.front.counters["refused"], 2)
+        self.assertEqual(self.front.counters["ignored"], 1)
+        # In cooldown: silence, though the session stays alive.
+        for _ in range(9):
+            self.clock.advance(1.0)
+            self.receive(b"r1", self.request(rid=99))
+        self.assertEqual(len(self.sentTo(b"r1", protocol.ERROR)), 2)
+        self.assertEqual(len(self.owner.received), 2)
+        self.assertTrue(session.alive)
+        # After the cooldown, service resumes.
+        self.clock.advance(1.0)
+        self.receive(b"r1", self.request(rid=100))
+        self.assertEqual(self.owner.received[-1][1].header["id"], 100)
+
+    def test_serversNotLimited(self):
+        """
+        Relay peers (servers, proxies) have no per-peer rate limit.
+        """
+        session = self.hello(b"r1", "s1", role="server")
+        self.assertIsNone(session.guard)
+        for rid in range(20):
+            self.receive(b"r1", self.request(rid=rid))
+        self.assertEqual(len(self.owner.received), 20)

@@ -1,0 +1,304 @@
+"""
+Tests for L{zmqrelay.replica}: replicated maps by snapshot plus deltas.
+"""
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from zmqrelay.replica import DELTA, SNAPSHOT, MapReplica, MapSource, ReplicaGap
+
+
+def _pack(value):
+    return msgpack.packb(value, use_bin_type=True)
+
+
+class SnapshotDeltaTests(SynchronousTestCase):
+    """
+    A replica follows its source through a snapshot and deltas.
+    """
+
+    def setUp(self):
+        self.source = MapSource("presence")
+        self.replica = MapReplica("presence")
+
+    def test_snapshotOfEmpty(self):
+        """
+        The snapshot of an empty source says so, with its epoch and sequence.
+        """
+        header, payload = self.source.snapshot()
+        self.assertEqual(header["kind"], SNAPSHOT)
+        self.assertEqual(header["map"], "presence")
+        self.assertEqual(header["epoch"], self.source.epoch)
+        self.assertEqual(header["seq"], 0)
+        self.assertEqual(self.replica.apply(header, payload), [])
+        self.assertEqual(self.replica.epoch, self.source.epoch)
+
+    def test_snapshotThenDeltas(self):
+        """
+        After a snapshot, deltas in order keep the replica equal to the source.
+        """
+        self.source.set(("c1", "cloud"), ["inc1", 1.0])
+        self.assertEqual(
+            self.replica.apply(*self.source.snapshot()),
+            [(("c1", "cloud"), None, ["inc1", 1.0], "resync")],
+        )
+        changes = self.replica.apply(*self.source.set(("c2", "cloud"), ["inc2", 2.0]))
+        self.assertEqual(changes, [(("c2", "cloud"), None, ["inc2", 2.0], "")])
+        changes = self.replica.apply(*self.source.set(("c2", "cloud"), ["inc3", 3.0]))
+        self.assertEqual(changes, [(("c2", "cloud"), ["inc2", 2.0], ["inc3", 3.0], "")])
+        changes = self.replica.apply(*self.source.delete(("c1", "cloud"), "bye"))
+        self.assertEqual(changes, [(("c1", "cloud"), ["inc1", 1.0], None, "bye")])
+        self.assertEqual(self.replica.entries, self.source.entries)
+        self.assertEqual(self.replica.seq, self.source.seq)
+
+    def test_stringKeys(self):
+        """
+        Plain string keys (routes) replicate as strings, tuple keys as tuples.
+        """
+        self.source.set("s1", ["inc", ["echo"]])
+        self.replica.apply(*self.source.snapshot())
+        self.replica.apply(*self.source.set(("a", "b"), 1))
+        self.assertEqual(self.replica.entries, {"s1": ["inc", ["echo"]], ("a", "b"): 1})
+
+    def test_deleteAbsent(self):
+        """
+        Deleting an absent key makes no delta and uses no sequence number.
+        """
+        self.assertIsNone(self.source.delete("nope"))
+        self.assertEqual(self.source.seq, 0)
+
+    def test_deltaHeader(self):
+        """
+        Each delta carries the next sequence number and the source's epoch.
+        """
+        first, _ = self.source.set("a", 1)
+        second, _ = self.source.set("b", 2)
+        self.assertEqual((first["kind"], first["seq"]), (DELTA, 1))
+        self.assertEqual(second["seq"], 2)
+        self.assertEqual(second["epoch"], self.source.epoch)
+
+    def test_epochsDiffer(self):
+        """
+        Two sources get different epochs (a restarted owner is noticed).
+        """
+        self.assertNotEqual(MapSource("x").epoch, MapSource("x").epoch)
+
+
+class GapTests(SynchronousTestCase):
+    """
+    A replica notices what it missed and asks for a snapshot.
+    """
+
+    def setUp(self):
+        self.source = MapSource("routes")
+        self.replica = MapReplica("routes")
+        self.replica.apply(*self.source.snapshot())
+
+    def test_skippedSequence(self):
+        """
+        A delta that skips a sequence number raises ReplicaGap and changes nothing.
+        """
+        self.source.set("a", 1)
+        delta = self.source.set("b", 2)
+        self.assertRaises(ReplicaGap, self.replica.apply, *delta)
+        self.assertEqual(self.replica.entries, {})
+        self.assertEqual(self.replica.seq, 0)
+
+    def test_repeatedDelta(self):
+        """
+        A delta applied twice is a gap (it does not follow what we hold).
+        """
+        delta = self.source.set("a", 1)
+        self.replica.apply(*delta)
+        self.assertRaises(ReplicaGap, self.replica.apply, *delta)
+
+    def test_newEpoch(self):
+        """
+        A delta from a restarted source (new epoch) raises ReplicaGap.
+        """
+        restarted = MapSource("routes")
+        self.assertRaises(ReplicaGap, self.replica.apply, *restarted.set("a", 1))
+
+    def test_deltaBeforeSnapshot(self):
+        """
+        A delta before any snapshot raises ReplicaGap.
+        """
+        fresh = MapReplica("routes")
+        self.assertRaises(ReplicaGap, fresh.apply, *self.source.set("a", 1))
+
+    def test_resyncAfterGap(self):
+        """
+        After a gap, a snapshot brings the replica back and deltas apply again.
+        """
+        self.source.set("a", 1)
+        self.assertRaises(ReplicaGap, self.replica.apply, *self.source.set("b", 2))
+        self.replica.apply(*self.source.snapshot())
+        self.assertEqual(self.replica.entries, {"a": 1, "b": 2})
+        self.assertEqual(self.replica.apply(*self.source.set("c", 3)), [("c", None, 3, "")])
+
+
+class SnapshotDiffTests(SynchronousTestCase):
+    """
+    A snapshot yields the difference from what the replica held.
+    """
+
+    def test_oneChangePerKey(self):
+        """
+        Kept keys yield nothing; changed, added and removed keys one change each.
+        """
+        old = MapSource("m")
+        for key, value in [("same", 1), ("changed", 2), ("removed", 3)]:
+            old.set(key, value)
+        replica = MapReplica("m")
+        replica.apply(*old.snapshot())
+        new = MapSource("m")
+        for key, value in [("same", 1), ("changed", 20), ("added", 4)]:
+            new.set(key, value)
+        changes = replica.apply(*new.snapshot())
+        self.assertEqual(
+            sorted(changes),
+            sorted(
+                [
+                    ("changed", 2, 20, "resync"),
+                    ("removed", 3, None, "resync"),
+                    ("added", None, 4, "resync"),
+                ]
+            ),
+        )
+        self.assertEqual(len({c[0] for c in changes}), len(changes))
+        self.assertEqual(replica.entries, new.entries)
+        self.assertEqual(replica.epoch, new.epoch)
+
+    def test_sameSnapshotTwice(self):
+        """
+        The same snapshot applied twice yields nothing the second time.
+        """
+        source = MapSource("m")
+        source.set("a", [1, 2])
+        replica = MapReplica("m")
+        replica.apply(*source.snapshot())
+        self.assertEqual(replica.apply(*source.snapshot()), [])
+
+    def test_clear(self):
+        """
+        clear() removes everything with the reason given and forgets the epoch.
+        """
+        source = MapSource("m")
+        source.set("a", 1)
+        source.set(("b", "c"), 2)
+        replica = MapReplica("m")
+        replica.apply(*source.snapshot())
+        changes = replica.clear("upstream-lost")
+        self.assertEqual(
+            sorted(changes, key=repr),
+            sorted([("a", 1, None, "upstream-lost"), (("b", "c"), 2, None, "upstream-lost")], key=repr),
+        )
+        self.assertEqual(replica.entries, {})
+        self.assertIsNone(replica.epoch)
+        self.assertEqual(replica.seq, 0)
+        self.assertRaises(ReplicaGap, replica.apply, *source.set("d", 4))
+        self.assertEqual(replica.clear("again"), [])
+
+
+class MalformedTests(SynchronousTestCase):
+    """
+    What a peer may send wrong raises ValueError, never something else.
+    """
+
+    def setUp(self):
+        self.source = MapSource("m")
+        self.replica = MapReplica("m")
+        self.replica.apply(*self.source.snapshot())
+        self.epoch = self.source.epoch
+
+    def header(self, kind=DELTA, seq=1, **extra):
+        header = {"map": "m", "kind": kind, "epoch": self.epoch, "seq": seq}
+        header.update(extra)
+        return header
+
+    def test_missingEpochOrSeq(self):
+        """
+        A header without a text epoch and an integer seq is malformed.
+        """
+        for header in (
+            {"kind": SNAPSHOT, "seq": 0},
+            {"kind": SNAPSHOT, "epoch": "e"},
+            {"kind": SNAPSHOT, "epoch": 5, "seq": 0},
+            {"kind": SNAPSHOT, "epoch": "e", "seq": "0"},
+        ):
+            self.assertRaises(ValueError, self.replica.apply, header, _pack([]))
+
+    def test_badSnapshot(self):
+        """
+        A snapshot payload that is not a list of pairs is malformed.
+        """
+        for payload in (_pack({"a": 1}), _pack([["a"]]), _pack([["a", 1, 2]]), _pack(["a"])):
+            self.assertRaises(
+                ValueError, self.replica.apply, self.header(SNAPSHOT, 0), payload
+            )
+
+    def test_badDelta(self):
+        """
+        A delta that is not [op, key, value], or has an unknown op, is malformed.
+        """
+        for payload in (_pack(["set", "a"]), _pack({"op": "set"}), _pack(["frob", "a", 1])):
+            replica = MapReplica("m")
+            replica.apply(*self.source.snapshot())
+            self.assertRaises(ValueError, replica.apply, self.header(), payload)
+
+    def test_malformedDeltaThenGap(self):
+        """
+        A malformed delta does not advance the replica, so the next one is a gap.
+        """
+        for payload in (_pack(["frob", "a", 1]), _pack(["set", {"k": 1}, 1])):
+            replica = MapReplica("m")
+            replica.apply(*self.source.snapshot())
+            seq = self.source.seq
+            self.assertRaises(
+                (ValueError, TypeError), replica.apply, self.header(seq=seq + 1), payload
+            )
+            self.assertEqual(replica.seq, seq)
+            self.assertRaises(
+                ReplicaGap, replica.apply, self.header(seq=seq + 2), _pack(["set", "b", 2])
+            )
+
+    def test_unknownKind(self):
+        """
+        An unknown message kind is malformed.
+        """
+        self.assertRaises(ValueError, self.replica.apply, self.header("patch"), _pack([]))
+
+    def test_garbagePayload(self):
+        """
+        A payload that is not msgpack is malformed.
+        """
+        for payload in (b"\xc1", b"\x93\x01", b""):
+            self.assertRaises(ValueError, self.replica.apply, self.header(), payload)
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(
+        st.sampled_from([SNAPSHOT, DELTA, "x"]),
+        st.integers(min_value=0, max_value=3),
+        st.one_of(
+            st.binary(max_size=30),
+            st.recursive(
+                st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=3)),
+                lambda inner: st.lists(inner, max_size=4),
+                max_leaves=10,
+            ).map(_pack),
+        ),
+    )
+    def test_anyPayload(self, kind, seq, payload):
+        """
+        Any payload either applies or raises ValueError, TypeError or ReplicaGap.
+        """
+        replica = MapReplica("m")
+        replica.apply(*self.source.snapshot())
+        try:
+            changes = replica.apply(self.header(kind, seq), payload)
+        except (ValueError, TypeError, ReplicaGap):
+            pass
+        else:
+            self.assertIsInstance(changes, list)

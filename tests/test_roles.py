@@ -1,0 +1,568 @@
+"""
+Tests for the four roles (L{zmqrelay.cloud}, L{zmqrelay.proxy},
+L{zmqrelay.server}, L{zmqrelay.client}) built on fake sockets and a L{Clock}:
+their interfaces, a clean start and stop, and a few behaviours.
+"""
+
+import msgpack
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from zmqrelay import errors, protocol
+from zmqrelay.client import GAP_GRACE, Client
+from zmqrelay.cloud import Cloud
+from zmqrelay.config import NodeConfig
+from zmqrelay.interfaces import ICloud, IClient, IProxy, IRequest, IServer
+from zmqrelay.proxy import Proxy
+from zmqrelay.server import Server
+
+from tests.fakes import (
+    FakeSocketFactory,
+    NotificationRecorder,
+    PresenceRecorder,
+    RecordingHandler,
+    helloFrames,
+    welcomeFrames,
+)
+
+LISTEN = "tcp://127.0.0.1:*"
+
+
+class RoleTestCase(SynchronousTestCase):
+    """
+    Shared set-up: a Clock, a fake socket factory, and a cleanup that stops
+    the role and checks nothing is left scheduled.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.factory = FakeSocketFactory()
+
+    def config(self, nodeId, **kw):
+        return NodeConfig(nodeId, incarnation=nodeId + "-inc", **kw)
+
+    def start(self, role):
+        role.startService()
+        self.addCleanup(self.stop, role)
+        return role
+
+    def stop(self, role):
+        if role.running:
+            self.successResultOf(role.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(all(s.closed for s in self.factory.sockets))
+
+    def router(self):
+        [sock] = self.factory.ofKind("router")
+        return sock
+
+    def dealers(self):
+        return self.factory.ofKind("dealer")
+
+    def sentTo(self, sock, routingId, msgtype):
+        return [m for r, m in sock.messages(routed=True) if r == routingId and m.type == msgtype]
+
+
+class CloudTests(RoleTestCase):
+    """
+    The cloud role.
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.cloud = Cloud(self.config("cloud"), LISTEN, LISTEN, LISTEN,
+                           reactor=self.clock, socketFactory=self.factory)
+
+    def test_interface(self):
+        """
+        Cloud provides ICloud, before and after it starts.
+        """
+        verifyObject(ICloud, self.cloud)
+        self.start(self.cloud)
+        verifyObject(ICloud, self.cloud)
+        self.assertEqual(self.cloud.role, "cloud")
+
+    def test_startStop(self):
+        """
+        Starting binds control, pub and sub; stopping closes them and cancels every timer.
+        """
+        self.start(self.cloud)
+        self.assertEqual(sorted(self.cloud.endpoints()), ["control", "pub", "sub"])
+        self.assertEqual(sorted(s.kind for s in self.factory.sockets), ["router", "xpub", "xsub"])
+        self.assertNotEqual(self.clock.getDelayedCalls(), [])
+        self.successResultOf(self.cloud.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(all(s.closed for s in self.factory.sockets))
+
+    def test_clientPresence(self):
+        """
+        A client's hello and bye show in the cloud's presence and its observers.
+        """
+        self.start(self.cloud)
+        recorder = PresenceRecorder()
+        self.cloud.addObserver(recorder)
+        self.router().receive([b"r1"] + helloFrames("c1", "ci"))
+        self.assertTrue(self.cloud.isConnected("c1"))
+        self.assertEqual(list(self.cloud.connectedClients()), ["c1"])
+        self.router().receive([b"r1"] + protocol.encode(protocol.BYE, {}))
+        self.assertFalse(self.cloud.isConnected("c1"))
+        self.assertEqual([e[0] for e in recorder.events], ["connected", "disconnected"])
+        self.cloud.removeObserver(recorder)
+
+    def test_noRoute(self):
+        """
+        A request for an unknown target is answered at once with ERR no-route.
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"r1"] + helloFrames("c1"))
+        router.receive([b"r1"] + protocol.encode(protocol.REQUEST, {"id": 5, "to": "nobody"}))
+        [error] = self.sentTo(router, b"r1", protocol.ERROR)
+        self.assertEqual((error.header["code"], error.header["id"]), (protocol.E_NO_ROUTE, 5))
+
+    def test_forwardAndTargetLost(self):
+        """
+        A request goes to the proxy of its server, stamped; the reply comes back; a lost proxy fails the rest.
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"p"] + helloFrames("proxy1", "pi", role="proxy"))
+        [snapshot] = self.sentTo(router, b"p", protocol.PRESENCE)
+        self.assertEqual(snapshot.header["kind"], "snapshot")
+        router.receive([b"p"] + protocol.encode(
+            protocol.ROUTES,
+            {"map": "routes", "kind": "snapshot", "epoch": "e1", "seq": 0},
+            msgpack.packb([["s1", ["s1-inc", ["echo"]]]]),
+        ))
+        self.assertEqual(self.cloud.servers(), {"s1": ("proxy1", ("echo",))})
+        router.receive([b"c"] + helloFrames("c1", "ci"))
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 7, "to": "echo", "client": "liar"}, b"q"))
+        [forwarded] = self.sentTo(router, b"p", protocol.REQUEST)
+        h = forwarded.header
+        self.assertEqual((h["client"], h["cinc"], h["creq"], h["path"], h["server"]),
+                         ("c1", "ci", 7, "cloud", "s1"))
+        self.assertEqual(forwarded.payload, b"q")
+        router.receive([b"p"] + protocol.encode(protocol.REPLY, {"id": h["id"]}, b"a"))
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual((reply.header["id"], reply.payload), (7, b"a"))
+        # A second request in flight when the proxy goes.
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 8, "to": "s1"}))
+        router.receive([b"p"] + protocol.encode(protocol.BYE, {}))
+        [error] = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual((error.header["code"], error.header["id"]), (protocol.E_TARGET_LOST, 8))
+        self.assertEqual(self.cloud.servers(), {})
+
+    def test_serverRefused(self):
+        """
+        A server may not attach to the cloud directly.
+        """
+        self.start(self.cloud)
+        self.router().receive([b"s"] + helloFrames("s1", role="server"))
+        [reject] = self.sentTo(self.router(), b"s", protocol.REJECT)
+        self.assertEqual(reject.header["code"], protocol.E_REJECTED)
+
+
+class ProxyTests(RoleTestCase):
+    """
+    The proxy role.
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.proxy = Proxy(self.config("proxy1"), LISTEN, LISTEN, LISTEN, "inproc://cloud",
+                           reactor=self.clock, socketFactory=self.factory)
+
+    def test_interface(self):
+        """
+        Proxy provides IProxy, before and after it starts.
+        """
+        verifyObject(IProxy, self.proxy)
+        self.start(self.proxy)
+        verifyObject(IProxy, self.proxy)
+
+    def test_startStop(self):
+        """
+        Starting binds three sockets and dials the cloud; stopping leaves nothing scheduled.
+        """
+        self.start(self.proxy)
+        [dealer] = self.dealers()
+        self.assertEqual(dealer.connected, ["inproc://cloud"])
+        self.assertEqual(dealer.messages()[0].header["role"], "proxy")
+        self.successResultOf(self.proxy.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_routesUpstream(self):
+        """
+        A server attaching is routed, and its route is sent to the cloud once the link is up.
+        """
+        self.start(self.proxy)
+        router = self.router()
+        router.receive([b"s"] + helloFrames("s1", "si", role="server", services=["echo"]))
+        self.assertEqual(self.proxy.servers(), {"s1": ("echo",)})
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("cloud", role="cloud", sub="inproc://cloud-sub"))
+        [routes] = dealer.ofType(protocol.ROUTES)
+        self.assertEqual(routes.header["kind"], "snapshot")
+        self.assertEqual(msgpack.unpackb(routes.payload), [["s1", ["si", ["echo"]]]])
+        # Its notifications now go on to the cloud.
+        self.assertEqual(self.factory.ofKind("xpub")[0].connected, ["inproc://cloud-sub"])
+
+
+class ServerTests(RoleTestCase):
+    """
+    The server role, with direct clients and through a proxy.
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.handler = RecordingHandler()
+        self.server = Server(
+            self.config("s1"), self.handler, ("echo",), listen=LISTEN, pub=LISTEN,
+            proxy="inproc://proxy", reactor=self.clock, socketFactory=self.factory,
+        )
+
+    def test_interface(self):
+        """
+        Server provides IServer, before and after it starts.
+        """
+        verifyObject(IServer, self.server)
+        self.start(self.server)
+        verifyObject(IServer, self.server)
+
+    def test_startStop(self):
+        """
+        Starting binds control and pub and dials the proxy; stopping leaves nothing scheduled.
+        """
+        self.start(self.server)
+        self.assertEqual(sorted(self.server.endpoints()), ["control", "pub"])
+        self.assertEqual(self.dealers()[0].connected, ["inproc://proxy"])
+        self.assertEqual(self.dealers()[0].messages()[0].header["services"], ["echo"])
+        self.successResultOf(self.server.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def directClient(self):
+        router = self.router()
+        router.receive([b"c"] + helloFrames("c1", "ci"))
+        return router
+
+    def test_directRequest(self):
+        """
+        A request from a direct client runs the handler and the reply goes back.
+        """
+        self.start(self.server)
+        router = self.directClient()
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3, "to": "s1"}, b"hi"))
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual((reply.header["id"], reply.payload), (3, b"re:hi"))
+        [request] = self.handler.requests
+        verifyObject(IRequest, request)
+        self.assertEqual((request.clientId, request.clientIncarnation, request.requestId, request.path),
+                         ("c1", "ci", 3, "direct"))
+        self.assertTrue(self.server.isConnected("c1"))
+
+    def test_directRetryFromCache(self):
+        """
+        A retried direct request (same id) is answered from the cache, the handler run once.
+        """
+        self.start(self.server)
+        router = self.directClient()
+        for _ in range(2):
+            router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3}, b"hi"))
+        replies = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual([(r.header["id"], r.payload) for r in replies], [(3, b"re:hi")] * 2)
+        self.assertEqual(len(self.handler.requests), 1)
+        self.assertEqual(self.server.stats()["cache.hits"], 1)
+
+    def linkUp(self):
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("proxy1", role="proxy"))
+        return dealer
+
+    def proxied(self, forwardId, creq=7, client="c9", cinc="c9-inc", **extra):
+        header = {"id": forwardId, "to": "echo", "client": client, "cinc": cinc,
+                  "creq": creq, "path": "cloud", "ttl": 5000}
+        header.update(extra)
+        return protocol.encode(protocol.REQUEST, header, b"job")
+
+    def test_proxiedRetryRunsOnce(self):
+        """
+        Retries with the same (client, inc, creq) under new forward ids run the handler once.
+        """
+        self.start(self.server)
+        dealer = self.linkUp()
+        dealer.receive(self.proxied(100))
+        dealer.receive(self.proxied(101))
+        dealer.receive(self.proxied(102, cinc="restarted"))
+        replies = dealer.ofType(protocol.REPLY)
+        self.assertEqual([r.header["id"] for r in replies], [100, 101, 102])
+        self.assertEqual(len(self.handler.requests), 2)
+        self.assertEqual(self.handler.requests[0].clientId, "c9")
+        self.assertEqual(self.handler.requests[0].path, "cloud")
+
+    def test_runningRequestJoined(self):
+        """
+        A retry arriving while the handler still runs gets the same answer, without a second run.
+        """
+        pending = Deferred()
+        self.handler.answers = lambda request: pending
+        self.start(self.server)
+        dealer = self.linkUp()
+        dealer.receive(self.proxied(100))
+        dealer.receive(self.proxied(101))
+        self.assertEqual(dealer.ofType(protocol.REPLY), [])
+        pending.callback(b"done")
+        self.assertEqual([(r.header["id"], r.payload) for r in dealer.ofType(protocol.REPLY)],
+                         [(100, b"done"), (101, b"done")])
+        self.assertEqual(len(self.handler.requests), 1)
+
+    def test_handlerNeverAnswers(self):
+        """
+        A handler that never answers yields ERR timeout at the deadline, and no timer is left.
+        """
+        self.handler.answers = lambda request: Deferred()
+        self.start(self.server)
+        dealer = self.linkUp()
+        dealer.receive(self.proxied(100, ttl=500))
+        self.clock.advance(0.5)
+        [error] = dealer.ofType(protocol.ERROR)
+        self.assertEqual((error.header["id"], error.header["code"]), (100, protocol.E_TIMEOUT))
+
+    def test_handlerFails(self):
+        """
+        A handler exception goes back as ERR handler-error.
+        """
+        def boom(request):
+            raise ValueError("nope")
+
+        self.handler.answers = boom
+        self.start(self.server)
+        dealer = self.linkUp()
+        dealer.receive(self.proxied(100))
+        [error] = dealer.ofType(protocol.ERROR)
+        self.assertEqual(error.header["code"], protocol.E_HANDLER)
+        self.assertIn("nope", error.header["msg"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_publish(self):
+        """
+        publish() numbers notifications per topic and sends them on the XPUB.
+        """
+        self.start(self.server)
+        self.assertEqual(self.server.publish(b"t", b"one"), 1)
+        self.assertEqual(self.server.publish(b"t", b"two"), 2)
+        xpub = self.factory.ofKind("xpub")[0]
+        topic, message = protocol.decodeNotification(xpub.sent[-1])
+        self.assertEqual((topic, message.header, message.payload),
+                         (b"t", {"server": "s1", "inc": "s1-inc", "seq": 2}, b"two"))
+
+    def test_sendToUnknownClient(self):
+        """
+        send() to a client that is not connected fails with NoRoute at once.
+        """
+        self.start(self.server)
+        self.failureResultOf(self.server.send("ghost", b"x"), errors.NoRoute)
+
+
+class ClientTests(RoleTestCase):
+    """
+    The client role, on one path through the cloud.
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.client = Client(self.config("c1", requestTimeout=0.5, attempts=3),
+                             cloud="inproc://cloud", reactor=self.clock, socketFactory=self.factory)
+
+    def test_interface(self):
+        """
+        Client provides IClient, before and after it starts.
+        """
+        verifyObject(IClient, self.client)
+        self.start(self.client)
+        verifyObject(IClient, self.client)
+
+    def test_needsAnAddress(self):
+        """
+        A client with nowhere to connect is refused at construction.
+        """
+        self.assertRaises(ValueError, Client, self.config("c2"), reactor=self.clock,
+                          socketFactory=self.factory)
+
+    def connect(self):
+        self.start(self.client)
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("cloud", role="cloud", pub="inproc://cloud-pub"))
+        return dealer
+
+    def test_whenConnected(self):
+        """
+        whenConnected() fires on WELCOME, and the SUB socket follows the advertised pub endpoint.
+        """
+        self.start(self.client)
+        d = self.client.whenConnected(5.0)
+        self.assertNoResult(d)
+        self.dealers()[0].receive(welcomeFrames("cloud", role="cloud", pub="inproc://cloud-pub"))
+        self.successResultOf(d)
+        self.assertEqual(self.factory.ofKind("sub")[0].connected, ["inproc://cloud-pub"])
+
+    def test_reply(self):
+        """
+        request() fires with the reply payload.
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"q")
+        [req] = dealer.ofType(protocol.REQUEST)
+        self.assertEqual((req.header["to"], req.header["ttl"], req.payload), ("echo", 500, b"q"))
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": req.header["id"]}, b"a"))
+        self.assertEqual(self.successResultOf(d), b"a")
+
+    def test_timeoutAfterAttempts(self):
+        """
+        With no answer, request() fails with RequestTimeout after its attempts, all with one id.
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"q")
+        for _ in range(3):
+            self.assertNoResult(d)
+            self.clock.advance(0.5)
+        self.failureResultOf(d, errors.RequestTimeout)
+        ids = {m.header["id"] for m in dealer.ofType(protocol.REQUEST)}
+        self.assertEqual(len(dealer.ofType(protocol.REQUEST)), 3)
+        self.assertEqual(len(ids), 1)
+        self.assertEqual(len(self.client.calls), 0)
+
+    def test_noRoute(self):
+        """
+        ERR no-route on the only path fails request() with NoRoute, without waiting.
+        """
+        dealer = self.connect()
+        d = self.client.request("nobody", b"q")
+        [req] = dealer.ofType(protocol.REQUEST)
+        dealer.receive(protocol.encode(protocol.ERROR, {
+            "id": req.header["id"], "code": protocol.E_NO_ROUTE, "msg": "no such"}))
+        self.clock.advance(0)
+        self.failureResultOf(d, errors.NoRoute)
+        self.assertEqual(len(dealer.ofType(protocol.REQUEST)), 1)
+
+    def test_handlerErrorNotRetried(self):
+        """
+        A handler error is final: no retry.
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"q")
+        [req] = dealer.ofType(protocol.REQUEST)
+        dealer.receive(protocol.encode(protocol.ERROR, {"id": req.header["id"], "code": protocol.E_HANDLER}))
+        self.clock.advance(1)
+        self.failureResultOf(d, errors.HandlerError)
+        self.assertEqual(len(dealer.ofType(protocol.REQUEST)), 1)
+
+    def test_cancel(self):
+        """
+        Cancelling a request abandons it: no retries, no timers, a late reply ignored.
+        """
+        dealer = self.connect()
+        before = set(self.clock.getDelayedCalls())
+        d = self.client.request("echo", b"q")
+        self.assertNotEqual(set(self.clock.getDelayedCalls()), before)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(set(self.clock.getDelayedCalls()), before)
+        self.assertEqual(len(self.client.calls), 0)
+        self.assertEqual(self.client._attempts, {})
+        self.clock.advance(2.0)
+        self.assertEqual(len(dealer.ofType(protocol.REQUEST)), 1)
+        [req] = dealer.ofType(protocol.REQUEST)
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": req.header["id"]}, b"late"))
+        self.assertEqual(self.client.calls.late, 1)
+
+    def test_notConnected(self):
+        """
+        With no path up, request() fails with NotConnected once its attempts are spent.
+        """
+        self.start(self.client)
+        d = self.client.request("echo", b"q")
+        for _ in range(2):
+            self.clock.advance(0.5)
+            self.assertNoResult(d)
+        self.clock.advance(0.5)
+        self.failureResultOf(d, errors.NotConnected)
+
+    def test_notRunning(self):
+        """
+        request() on a stopped client fails at once with NotConnected.
+        """
+        self.failureResultOf(self.client.request("echo", b"q"), errors.NotConnected)
+
+    def test_stopFailsPending(self):
+        """
+        Stopping fails pending requests with ShuttingDown and leaves no timer.
+        """
+        self.connect()
+        d = self.client.request("echo", b"q")
+        self.successResultOf(self.client.stopService())
+        self.failureResultOf(d, errors.ShuttingDown)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def notification(self, seq, topic=b"t", payload=b"n"):
+        return protocol.encodeNotification(topic, {"server": "s1", "inc": "si", "seq": seq}, payload)
+
+    def test_notificationsDeduplicated(self):
+        """
+        A notification seen twice (two paths) is delivered once; malformed ones are counted.
+        """
+        self.connect()
+        receiver = NotificationRecorder()
+        self.client.subscribe(b"t", receiver)
+        sub = self.factory.ofKind("sub")[0]
+        self.assertEqual(sub.subscriptions, [b"t"])
+        sub.receive(self.notification(1))
+        sub.receive(self.notification(1))
+        sub.receive([b"t", b"junk"])
+        self.assertEqual([n.seq for n in receiver.notifications], [1])
+        self.assertEqual(self.client.stats()["malformed"], 1)
+        self.client.unsubscribe(b"t", receiver)
+        self.assertEqual(sub.subscriptions, [])
+
+    def test_gapReplayed(self):
+        """
+        A gap is asked of the server after a grace period and the replayed items delivered.
+        """
+        dealer = self.connect()
+        receiver = NotificationRecorder()
+        self.client.subscribe(b"", receiver)
+        sub = self.factory.ofKind("sub")[0]
+        sub.receive(self.notification(1))
+        sub.receive(self.notification(4))
+        self.assertEqual(dealer.ofType(protocol.REQUEST), [])
+        self.clock.advance(GAP_GRACE)
+        [ask] = dealer.ofType(protocol.REQUEST)
+        self.assertEqual((ask.header["to"], ask.header["sys"]), ("s1", "replay"))
+        self.assertEqual(msgpack.unpackb(ask.payload),
+                         {"topic": b"t", "inc": "si", "first": 2, "last": 3})
+        dealer.receive(protocol.encode(
+            protocol.REPLY, {"id": ask.header["id"]},
+            msgpack.packb({"inc": "si", "items": [[2, b"two"]]}, use_bin_type=True)))
+        self.assertEqual([(n.seq, n.replayed) for n in receiver.notifications],
+                         [(1, False), (4, False), (2, True)])
+        [gap] = receiver.gaps
+        self.assertEqual((gap.first, gap.last), (3, 3))
+
+    def test_fullQueueFailsOnlyThatRequest(self):
+        """
+        A send refused by a full queue retries that request only, not others in flight.
+        """
+        dealer = self.connect()
+        first = self.client.request("echo", b"first")
+        dealer.sendResult = False
+        second = self.client.request("echo", b"second", attempts=2)
+        for _ in range(4):
+            self.clock.advance(0.05)
+        self.failureResultOf(second, errors.OverLimit)
+        requests = [m for m in dealer.ofType(protocol.REQUEST) if m.payload == b"first"]
+        self.assertEqual(len(requests), 1)
+        self.assertNoResult(first)
+        dealer.sendResult = True
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": requests[0].header["id"]}, b"ok"))
+        self.assertEqual(self.successResultOf(first), b"ok")
