@@ -55,3 +55,21 @@ class NotificationHistoryTests(SynchronousTestCase):
         self.assertEqual(history.replay(b"b", 1, 10), [])
         self.assertEqual([s for s, _ in history.replay(b"a", 1, 10)], [1, 2])
         self.assertEqual([s for s, _ in history.replay(b"c", 1, 10)], [1])
+
+
+class EvictionTests(SynchronousTestCase):
+    """
+    Forgetting a topic's payloads does not restart its numbering.
+    """
+
+    def test_numberingSurvivesPayloadEviction(self):
+        """
+        A topic whose payloads were evicted keeps counting from where it was,
+        so subscribers never take its next notification for a duplicate.
+        """
+        history = NotificationHistory(size=10, topics=1)
+        history.record(b"a", b"1")
+        history.record(b"a", b"2")
+        history.record(b"b", b"x")
+        self.assertEqual(history.replay(b"a", 1, 2), [])
+        self.assertEqual(history.record(b"a", b"3"), 3)

@@ -98,7 +98,7 @@ class Calls:
         @return: C{True} if it answered a call.
         """
         rid = message.header.get("id")
-        call = self._calls.get(rid) if isinstance(rid, int) else None
+        call = self._calls.get(rid) if isinstance(rid, int) and not isinstance(rid, bool) else None
         if call is None or call.peer is not peer:
             self.late += 1
             return False

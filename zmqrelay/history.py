@@ -1,8 +1,12 @@
 """
 A server's recent notifications, per topic, for replay.
 
-Bounded twice: C{size} notifications per topic and C{topics} topics (the
-least recently published topic is forgotten first).
+Sequence numbers count per topic and are kept for up to C{counters} topics;
+payloads are kept for replay for C{size} notifications of each of the
+C{topics} most recently published topics.  Forgetting a topic's payloads
+only makes older gaps unrecoverable (reported as lost); forgetting its
+counter (past C{counters} topics) restarts its numbering, which subscribers
+would take for duplicates, so that bound is set far higher.
 
 Pure: no sockets, no reactor.
 """
@@ -15,10 +19,12 @@ class NotificationHistory:
     Sequence numbers and recent payloads of a publisher's topics.
     """
 
-    def __init__(self, size=1000, topics=10000):
+    def __init__(self, size=1000, topics=10000, counters=1000000):
         self.size = size
         self.topics = topics
-        self._topics = OrderedDict()
+        self.counters = counters
+        self._seqs = OrderedDict()
+        self._kept = OrderedDict()
 
     def record(self, topic, payload):
         """
@@ -26,23 +32,25 @@ class NotificationHistory:
 
         @return: the sequence number (1 for a topic's first).
         """
-        entry = self._topics.get(topic)
-        if entry is None:
-            entry = self._topics[topic] = [0, deque(maxlen=self.size)]
-            if len(self._topics) > self.topics:
-                self._topics.popitem(last=False)
-        else:
-            self._topics.move_to_end(topic)
-        entry[0] += 1
-        entry[1].append((entry[0], payload))
-        return entry[0]
+        seq = self._seqs.pop(topic, 0) + 1
+        self._seqs[topic] = seq
+        if len(self._seqs) > self.counters:
+            self._seqs.popitem(last=False)
+        kept = self._kept.pop(topic, None)
+        if kept is None:
+            kept = deque(maxlen=self.size)
+        self._kept[topic] = kept
+        if len(self._kept) > self.topics:
+            self._kept.popitem(last=False)
+        kept.append((seq, payload))
+        return seq
 
     def replay(self, topic, first, last):
         """
         @return: the (sequence, payload) pairs kept for C{topic} with
             C{first <= sequence <= last}, in order.
         """
-        entry = self._topics.get(topic)
-        if entry is None:
+        kept = self._kept.get(topic)
+        if kept is None:
             return []
-        return [(seq, payload) for seq, payload in entry[1] if first <= seq <= last]
+        return [(seq, payload) for seq, payload in kept if first <= seq <= last]

@@ -256,7 +256,9 @@ def field(header, key, kind, default=None, required=False):
         if required:
             raise ProtocolError(E_BAD_MESSAGE, f"header field {key!r} is required")
         return default
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+    if not isinstance(value, kind) or (
+        isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
         raise ProtocolError(
             E_BAD_MESSAGE, f"header field {key!r} has type {type(value).__name__}"
         )
