@@ -151,6 +151,7 @@ class FrontOwner:
         self.hellos = []
         self.joined = []
         self.left = []
+        self.resumed = []
         self.received = []
         self.reject = None
         self.messageError = None
@@ -165,6 +166,9 @@ class FrontOwner:
 
     def peerLeft(self, session, reason):
         self.left.append((session, reason))
+
+    def peerResumed(self, session):
+        self.resumed.append(session)
 
     def peerMessage(self, session, message):
         self.received.append((session, message))

@@ -186,6 +186,19 @@ class HelloTests(FrontTestCase):
         self.assertEqual(self.owner.left, [])
         self.assertEqual(len(self.sentTo(b"r2", protocol.WELCOME)), 1)
         self.assertTrue(session.alive)
+        self.assertEqual(self.owner.resumed, [session])
+
+    def test_otherIdSameRoutingIdIsNotResumed(self):
+        """
+        A HELLO naming another node id is a new session, even with the same
+        incarnation on the same connection: ids are never renamed in place.
+        """
+        session = self.hello(b"r1", "c1", "inc-1")
+        other = self.hello(b"r1", "c2", "inc-1")
+        self.assertIsNot(other, session)
+        self.assertEqual(other.nodeId, "c2")
+        self.assertEqual(self.owner.resumed, [])
+        self.assertEqual([(s.nodeId, r) for s, r in self.owner.left], [("c1", "replaced")])
 
     def test_reHelloSameRoutingId(self):
         """

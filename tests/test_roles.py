@@ -275,6 +275,38 @@ class ServerTests(RoleTestCase):
         self.assertEqual(len(self.handler.requests), 1)
         self.assertEqual(self.server.stats()["cache.hits"], 1)
 
+    def test_directInFlightLimit(self):
+        """
+        A direct client over its in-flight limit gets ERR over-limit with a
+        retry-after, and gets its room back as its requests are answered.
+        """
+        pending = Deferred()
+        self.handler.answers = lambda request: pending
+        self.server.config.maxInFlight = 2
+        self.start(self.server)
+        router = self.directClient()
+        for rid in (1, 2, 3):
+            router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": rid}, b"x"))
+        [error] = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual((error.header["id"], error.header["code"]), (3, protocol.E_OVER_LIMIT))
+        self.assertGreater(error.header["retry"], 0)
+        self.assertEqual(len(self.handler.requests), 2)
+        pending.callback(b"ok")
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 4}, b"y"))
+        self.assertEqual(len(self.handler.requests), 3)
+
+    def test_sysByServiceName(self):
+        """
+        A sys request addressed by service name is answered by the server,
+        never handed to the application.
+        """
+        self.start(self.server)
+        router = self.directClient()
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 5, "to": "echo", "sys": "ping"}))
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual(reply.payload, b"pong")
+        self.assertEqual(self.handler.requests, [])
+
     def linkUp(self):
         [dealer] = self.dealers()
         dealer.receive(welcomeFrames("proxy1", role="proxy"))

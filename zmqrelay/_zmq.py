@@ -24,6 +24,18 @@ from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 
 log = Logger()
 
+# The per-frame hot path calls pyzmq's compiled send/recv directly, with flags
+# as plain ints: C{send_multipart}/C{recv_multipart} cost several
+# microseconds a message in Python-level enum arithmetic and option lookups
+# (see docs/BENCHMARKS.md).
+_rawSend = zmq.backend.Socket.send
+_rawRecv = zmq.backend.Socket.recv
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_COPY_THRESHOLD = zmq.COPY_THRESHOLD
+
 ROUTER = zmq.ROUTER
 DEALER = zmq.DEALER
 XPUB = zmq.XPUB
@@ -64,16 +76,25 @@ class ZmqSocket(ZmqConnection):
     """
     One ZeroMQ socket in the reactor.
 
-    @ivar onMessage: called with the L{list} of frames of each message.
+    @ivar onMessage: called with the L{list} of frames of each message (and,
+        for a socket made with C{userIds}, the ZAP C{User-Id} of the
+        connection it came on, or C{None}).
     @ivar sent: messages sent.
     @ivar dropped: messages a send could not queue (high-water mark or no
         such peer).
     """
 
-    def __init__(self, factory, socketType, onMessage, options):
+    def __init__(self, factory, socketType, onMessage, options, userIds=False):
         self.socketType = socketType
         self.highWaterMark = options.hwm
         self.onMessage = onMessage
+        self._recv = _rawRecv
+        if userIds:
+            # Only here do we need a frame after reading it: the hot path of
+            # every other socket stays as it is.
+            self._lastFrame = None
+            self._recv = self._recvNoting
+            self.onMessage = lambda frames: onMessage(frames, self._lastUserId())
         self.readBudget = options.readBudget
         self.reactor = factory.reactor
         self._readLater = None
@@ -95,16 +116,48 @@ class ZmqSocket(ZmqConnection):
             sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
             sock.setsockopt(zmq.HEARTBEAT_TTL, ivl * 3)
-        curve = options.curve
-        if curve is not None:
-            if curve.get("server"):
-                sock.setsockopt(zmq.CURVE_SERVER, 1)
-                if curve.get("domain"):
-                    sock.setsockopt(zmq.ZAP_DOMAIN, curve["domain"])
-            else:
-                sock.setsockopt(zmq.CURVE_SERVERKEY, curve["serverkey"])
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public"])
-            sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret"])
+        if options.curve is not None:
+            self.useCurve(options.curve)
+
+    def useCurve(self, curve):
+        """
+        Set the security of the binds and connects that follow (libzmq copies
+        the options of a socket into each endpoint when it is made).
+
+        @param curve: C{None} for none, or a dict with C{'public'} and
+            C{'secret'} and either C{'server': True} (and a ZAP
+            C{'domain'}) or C{'serverkey'}, keys in Z85.
+        """
+        sock = self.socket
+        if curve is None:
+            sock.setsockopt(zmq.CURVE_SERVER, 0)
+            return
+        if curve.get("server"):
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            if curve.get("domain"):
+                sock.setsockopt(zmq.ZAP_DOMAIN, curve["domain"])
+            try:
+                # No ZAP handler to ask: refuse, never let everyone in.
+                sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            except (AttributeError, zmq.ZMQError):
+                pass
+        else:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, curve["serverkey"])
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public"])
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret"])
+
+    def _recvNoting(self, sock, flags, copy):
+        frame = self._lastFrame = _rawRecv(sock, flags, copy)
+        return frame
+
+    def _lastUserId(self):
+        """
+        @return: the ZAP C{User-Id} of the message read last, or C{None}.
+        """
+        try:
+            return self._lastFrame.get("User-Id")
+        except (AttributeError, zmq.ZMQError):
+            return None
 
     def bind(self, address):
         """
@@ -157,13 +210,19 @@ class ZmqSocket(ZmqConnection):
         sock = self.socket
         if sock is None:
             return
-        recv = sock.recv_multipart
+        recv = self._recv
         onMessage = self.onMessage
         self._reading = True
         try:
             for _ in range(self.readBudget):
                 try:
-                    frames = recv(zmq.NOBLOCK)
+                    # Frames, not bytes, from recv: they carry the RCVMORE
+                    # flag, saving a getsockopt per frame.
+                    frame = recv(sock, _NOBLOCK, False)
+                    frames = [frame.bytes]
+                    while frame.more:
+                        frame = recv(sock, _NOBLOCK, False)
+                        frames.append(frame.bytes)
                 except zmq.Again:
                     return
                 except zmq.ZMQError as e:
@@ -203,7 +262,23 @@ class ZmqSocket(ZmqConnection):
         if sock is None:
             return False
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            for frame in frames:
+                if frame.__class__ is not bytes:
+                    # Not our usual traffic: let pyzmq check every frame
+                    # before it sends the first.
+                    sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    break
+            else:
+                # As send_multipart(copy=False) does: small frames copied,
+                # large ones zero-copy.  libzmq takes a multipart message
+                # whole or not at all, so only the first frame can fail.
+                send = _rawSend
+                last = len(frames) - 1
+                for i in range(last):
+                    frame = frames[i]
+                    send(sock, frame, _MORE, len(frame) < _COPY_THRESHOLD)
+                frame = frames[last]
+                send(sock, frame, _NOBLOCK, len(frame) < _COPY_THRESHOLD)
         except zmq.ZMQError as e:
             # EAGAIN: high-water mark; EHOSTUNREACH: ROUTER_MANDATORY and the
             # peer is gone.  Both are ordinary under load and churn.
@@ -213,7 +288,7 @@ class ZmqSocket(ZmqConnection):
             return False
         self.sent += 1
         if not self._reading and self._readLater is None:
-            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if sock.get(_EVENTS) & _POLLIN:
                 self._readLater = self.reactor.callLater(0, self.doRead)
         return True
 
@@ -258,7 +333,7 @@ class SocketFactory:
         """
         return self._factory.context
 
-    def socket(self, socketType, onMessage, options=None):
+    def socket(self, socketType, onMessage, options=None, userIds=False):
         """
         Make a socket.
 
@@ -266,10 +341,13 @@ class SocketFactory:
             C{'sub'}.
         @param onMessage: called with each message's frames.
         @param options: L{SocketOptions}, or C{None} for the factory's.
+        @param userIds: call C{onMessage(frames, userId)} with the ZAP
+            C{User-Id} of the connection each message came on (CURVE
+            servers; see L{zmqrelay.security}).
         @rtype: L{ZmqSocket}
         """
         return ZmqSocket(
-            self._factory, _KINDS[socketType], onMessage, options or self.options
+            self._factory, _KINDS[socketType], onMessage, options or self.options, userIds
         )
 
     def shutdown(self):

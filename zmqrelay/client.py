@@ -30,6 +30,13 @@ log = Logger()
 #: before asking the server to replay it.
 GAP_GRACE = 0.2
 
+#: How many times a client asks for the replay of one gap before reporting
+#: it lost.  The notification that showed the gap may come before the relays
+#: know the way back to its server (the cloud just restarted, say): no route
+#: or no path then means "not yet", so ask again, backing off from
+#: GAP_GRACE (0.2 s, 0.4 s, ... about 6 s in all).
+REPLAY_TRIES = 6
+
 _PREFERENCE = {protocol.SERVER: 0, protocol.PROXY: 1, protocol.CLOUD: 2}
 _RETRYABLE = (
     errors.RequestTimeout,
@@ -75,6 +82,12 @@ class _Attempts:
                 self.timer = client.reactor.callLater(min(self.timeout, 0.5), self._try)
                 self.lastError = errors.NotConnected("no live path")
                 return
+            if isinstance(error, errors.NotConnected):
+                # No path because a relay refused us (no common version, ...):
+                # say that, not just "not connected".
+                refused = [l.lastError for l in client.links if l.lastError is not None]
+                if refused:
+                    error = refused[0]
             self._finish(error)
             return
         link = paths[0]
@@ -363,7 +376,7 @@ class Client(Node):
                     except Exception:
                         log.failure("notification receiver failed")
 
-    def _replay(self, serverId, inc, topic, first, last):
+    def _replay(self, serverId, inc, topic, first, last, tries=REPLAY_TRIES):
         self._replayTimers = {t for t in self._replayTimers if t.active()}
         ask = msgpack.packb({"topic": topic, "inc": inc, "first": first, "last": last}, use_bin_type=True)
         d = self.request(serverId, ask, sys="replay")
@@ -376,14 +389,28 @@ class Client(Node):
                     self.counters["replayed"] += 1
                     self._deliver(Notification(topic, data, serverId, inc, seq, replayed=True))
 
-        def lost(_):
+        retrying = object()
+
+        def failed(f):
+            if tries > 1 and self.running and f.check(*_RETRYABLE):
+                delay = GAP_GRACE * 2 ** (REPLAY_TRIES - tries)
+                timer = self.reactor.callLater(
+                    delay, self._replay, serverId, inc, topic, first, last, tries - 1
+                )
+                self._replayTimers.add(timer)
+                return retrying
+            log.warn("replay from {server} failed: {error}", server=serverId, error=f.value)
+
+        def lost(result):
+            if result is retrying:
+                return
             missing = self.tracker.stillMissing(serverId, inc, topic, first, last)
             if missing:
                 self.counters["lost"] += len(missing)
                 self._reportLost(serverId, inc, topic, _ranges(missing))
 
         d.addCallback(replayed)
-        d.addErrback(lambda f: log.warn("replay from {server} failed: {error}", server=serverId, error=f.value))
+        d.addErrback(failed)
         d.addBoth(lost)
 
     def _reportLost(self, serverId, inc, topic, ranges):

@@ -10,6 +10,7 @@ It is made of:
   - a L{NotificationRelay} (proxies publish into it, clients subscribe).
 """
 
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -47,6 +48,7 @@ class Cloud(PresenceViewMixin, Node):
         self.front = None
         self.forwarder = Forwarder(self.reactor, config)
         self.relay = None
+        self._marker = None
 
     def _countedParts(self):
         return [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
@@ -59,8 +61,16 @@ class Cloud(PresenceViewMixin, Node):
         sub, pub = self.relay.start()
         self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
         self.forwarder.start()
+        # Once per liveness window, tell every proxy where the presence map
+        # is: a lost delta or snapshot cannot leave its copy stale for good.
+        self._marker = LoopingCall(self._mark)
+        self._marker.clock = self.reactor
+        self._marker.start(self.config.heartbeat * self.config.liveness, now=False)
 
     def _stop(self):
+        if self._marker is not None and self._marker.running:
+            self._marker.stop()
+        self._marker = None
         self.forwarder.stop()
         if self.front is not None:
             self.front.stop()
@@ -92,6 +102,12 @@ class Cloud(PresenceViewMixin, Node):
             )
         else:
             self._routeReplicas[session] = MapReplica("routes")
+            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+
+    def peerResumed(self, session):
+        # A proxy back on a new connection: its ROUTES snapshot (sent on its
+        # welcome) is applied against the replica we kept, so stale routes go.
+        if session.role == protocol.PROXY:
             session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
 
     def peerLeft(self, session, reason):
@@ -173,6 +189,9 @@ class Cloud(PresenceViewMixin, Node):
                         server=serverId, new=session.nodeId, old=existing.peer.nodeId,
                     )
                 self.routes.add(Route(serverId, session, incarnation, services))
+
+    def _mark(self):
+        self._broadcast(self.presenceSource.mark())
 
     def _broadcast(self, message):
         header, payload = message

@@ -9,6 +9,8 @@ clear errors for bad input.  What a message I{means} is left to the role
 
   - C{owner.peerHello(session)}: may raise L{zmqrelay.errors.Rejected};
   - C{owner.peerJoined(session)} / C{owner.peerLeft(session, reason)};
+  - C{owner.peerResumed(session)}: the same peer process came back on a new
+    connection (same id and incarnation) and needs our state again;
   - C{owner.peerMessage(session, message)}: may raise
     L{zmqrelay.protocol.ProtocolError}, which goes back to the peer as ERR;
   - C{owner.welcomeExtras(session)}: extra WELCOME fields.
@@ -329,9 +331,11 @@ class Front:
             return
         old = self.sessions.get(routingId) or self.byNode.get(nodeId)
         if old is not None:
-            if old.incarnation == incarnation and old.role == role:
+            if old.incarnation == incarnation and old.role == role and old.nodeId == nodeId:
                 # The same process on a new connection: keep its session (and
                 # everything hanging off it), move it to the new routing id.
+                # It dropped its copies of our replicated state when its old
+                # connection ended, so the owner sends them again.
                 del self.sessions[old.routingId]
                 old.routingId = routingId
                 old.version = version
@@ -339,6 +343,7 @@ class Front:
                 old.hello = header
                 self.sessions[routingId] = old
                 self._welcome(old)
+                self.owner.peerResumed(old)
                 return
             self.drop(old, "replaced")
         c = self.config

@@ -13,6 +13,7 @@ It is made of:
     and it publishes on to the cloud.
 """
 
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -56,6 +57,7 @@ class Proxy(PresenceViewMixin, Node):
         self.link = None
         self.forwarder = Forwarder(self.reactor, config)
         self.relay = None
+        self._marker = None
 
     def _countedParts(self):
         parts = [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
@@ -76,8 +78,17 @@ class Proxy(PresenceViewMixin, Node):
                 self, self.config, self.reactor, self.socketFactory, self.cloudAddress, "cloud"
             )
             self.link.start()
+        # Once per liveness window, tell servers where the presence map is
+        # and the cloud where the routes are: a lost delta or snapshot cannot
+        # leave their copies stale for good.
+        self._marker = LoopingCall(self._mark)
+        self._marker.clock = self.reactor
+        self._marker.start(self.config.heartbeat * self.config.liveness, now=False)
 
     def _stop(self):
+        if self._marker is not None and self._marker.running:
+            self._marker.stop()
+        self._marker = None
         if self.link is not None:
             self.link.stop()
         self.forwarder.stop()
@@ -113,6 +124,10 @@ class Proxy(PresenceViewMixin, Node):
             session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
         else:
             self._clientAt(session.nodeId, presence.PROXY, session.incarnation, session.since)
+
+    def peerResumed(self, session):
+        if session.role == protocol.SERVER:
+            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
 
     def peerLeft(self, session, reason):
         self.forwarder.peerGone(session, reason)
@@ -221,6 +236,10 @@ class Proxy(PresenceViewMixin, Node):
         delta = self.presenceSource.delete((clientId, path), reason)
         if delta is not None:
             self._toServers(delta)
+
+    def _mark(self):
+        self._toServers(self.presenceSource.mark())
+        self._toCloud(protocol.ROUTES, self.routesSource.mark())
 
     def _toServers(self, message):
         header, payload = message

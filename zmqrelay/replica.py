@@ -8,6 +8,11 @@ new snapshot.  Applying a snapshot yields the difference from what the
 replica held, so the layers above see one change per key whatever happened
 in between.
 
+The source also sends a mark now and then: where its map is (epoch, seq).
+A holder whose copy is elsewhere asks for a snapshot; so a lost message (a
+last delta, a snapshot, the holder's own request for one) is noticed even
+when nothing changes any more.
+
 Used for presence (cloud -> proxy -> server) and for server routes (proxy ->
 cloud).  Pure: no sockets, no reactor.
 """
@@ -18,6 +23,7 @@ import msgpack
 
 SNAPSHOT = "snapshot"
 DELTA = "delta"
+MARK = "mark"
 
 
 def newEpoch():
@@ -76,6 +82,13 @@ class MapSource:
             return None
         return self._delta(["del", key, reason])
 
+    def mark(self):
+        """
+        @return: (header, payload) of a mark: the epoch and sequence number
+            this map is at, for holders to check their copy against.
+        """
+        return {"map": self.name, "kind": MARK, "epoch": self.epoch, "seq": self.seq}, b""
+
     def _delta(self, op):
         self.seq += 1
         if isinstance(op[1], tuple):
@@ -108,12 +121,13 @@ class MapReplica:
 
     def apply(self, header, payload):
         """
-        Apply a snapshot or delta.
+        Apply a snapshot, delta or mark.
 
         @return: a L{list} of changes C{(key, old, new, reason)}; C{old} is
             C{None} for an added key and C{new} is C{None} for a removed one.
-        @raise ReplicaGap: if a delta does not follow what we hold; the
-            caller asks the source for a snapshot.
+        @raise ReplicaGap: if a delta does not follow what we hold, or a
+            mark says the source is elsewhere; the caller asks the source for
+            a snapshot.
         @raise ValueError: if the message is malformed.
         """
         kind = header.get("kind")
@@ -121,6 +135,10 @@ class MapReplica:
         seq = header.get("seq")
         if not isinstance(epoch, str) or not isinstance(seq, int):
             raise ValueError("replica message needs epoch and seq")
+        if kind == MARK:
+            if epoch != self.epoch or seq != self.seq:
+                raise ReplicaGap(f"{self.name}: have {self.epoch}/{self.seq}, source at {epoch}/{seq}")
+            return []
         data = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         if kind == SNAPSHOT:
             if not isinstance(data, list):

@@ -78,6 +78,7 @@ class Server(PresenceViewMixin, Node):
         self.replies = ReplyCache(config.replyCacheSize)
         self.history = NotificationHistory(config.historySize)
         self.calls = Calls(self.reactor)
+        self._waiting = {}
         self.front = None
         self.link = None
         self.xpub = None
@@ -165,7 +166,11 @@ class Server(PresenceViewMixin, Node):
     def peerJoined(self, session):
         self.presence.attach(session.nodeId, presence.DIRECT, session.incarnation, session.since)
 
+    def peerResumed(self, session):
+        pass
+
     def peerLeft(self, session, reason):
+        self._waiting.pop(session, None)
         self.calls.failPeer(session, errors.TargetLost(f"client {session.nodeId} {reason}"))
         self.presence.detach(session.nodeId, presence.DIRECT, session.incarnation, reason)
 
@@ -184,6 +189,13 @@ class Server(PresenceViewMixin, Node):
             self.calls.settle(session, message)
         else:
             raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"a client may not send {msgtype!r} here")
+
+    def isSysFor(self, header):
+        # A server answers sys requests addressed to it by id or by any of
+        # its service names; the application never sees them.
+        return "sys" in header and (
+            Node.isSysFor(self, header) or header.get("to") in self.serviceNames
+        )
 
     # Link callbacks: the proxy
 
@@ -251,18 +263,30 @@ class Server(PresenceViewMixin, Node):
             return
         key = (clientId, clientInc, creq)
         cached = self.replies.lookup(key)
+        if cached is not None and cached.done:
+            answer = dict(cached.header)
+            answer["id"] = rid
+            peer.send(cached.msgtype, answer, cached.payload)
+            return
+        # Relays bound what clients behind them have in flight; a direct
+        # client is bounded here.
+        if peer.role == protocol.CLIENT:
+            waiting = self._waiting.get(peer, 0)
+            if waiting >= self.config.maxInFlight:
+                sendError(
+                    peer, rid, protocol.E_OVER_LIMIT,
+                    f"more than {self.config.maxInFlight} requests in flight", 0.05,
+                )
+                return
+            self._waiting[peer] = waiting + 1
         if cached is not None:
-            if cached.done:
-                answer = dict(cached.header)
-                answer["id"] = rid
-                peer.send(cached.msgtype, answer, cached.payload)
-            else:
-                cached.waiters.append((peer, rid))
+            cached.waiters.append((peer, rid))
             return
         ttl = protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000))
         now = self.reactor.seconds()
         if ttl <= 0:
             self.counters["expired"] += 1
+            self._done(peer)
             sendError(peer, rid, protocol.E_TIMEOUT, "deadline passed before the server got it")
             return
         request = Request(
@@ -291,8 +315,17 @@ class Server(PresenceViewMixin, Node):
             text = f"{failure.type.__name__}: {failure.getErrorMessage()}"
         self._answer(key, protocol.ERROR, {"code": code, "msg": text}, b"")
 
+    def _done(self, peer):
+        waiting = self._waiting.get(peer)
+        if waiting is not None:
+            if waiting <= 1:
+                del self._waiting[peer]
+            else:
+                self._waiting[peer] = waiting - 1
+
     def _answer(self, key, msgtype, header, payload):
         for peer, rid in self.replies.finish(key, msgtype, header, payload):
+            self._done(peer)
             answer = dict(header)
             answer["id"] = rid
             peer.send(msgtype, answer, payload)
