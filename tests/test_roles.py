@@ -478,6 +478,20 @@ class ClientTests(RoleTestCase):
         self.failureResultOf(d, errors.NoRoute)
         self.assertEqual(len(dealer.ofType(protocol.REQUEST)), 1)
 
+    def test_noRouteDirectOnly(self):
+        """
+        A client attached only to servers fails at once with NoRoute for a
+        target none of them is or offers.
+        """
+        client = Client(self.config("c3", requestTimeout=0.5, attempts=3),
+                        servers=["inproc://s1"], reactor=self.clock, socketFactory=self.factory)
+        self.start(client)
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("s1", role="server", services=["echo"]))
+        d = client.request("nobody", b"q")
+        self.failureResultOf(d, errors.NoRoute)
+        self.assertEqual(dealer.ofType(protocol.REQUEST), [])
+
     def test_handlerErrorNotRetried(self):
         """
         A handler error is final: no retry.

@@ -17,7 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay import errors, protocol
+from zmqrelay import errors, protocol, security
 from zmqrelay.calls import Calls
 from zmqrelay.interfaces import IClient
 from zmqrelay.link import UpstreamLink
@@ -76,6 +76,12 @@ class _Attempts:
         paths = [p for p in client.paths(self.target) if p not in self.noRoute]
         if not paths:
             error = self.lastError or errors.NotConnected("no live path to any relay or server")
+            if client.links and all(l.alive for l in client.links) and not any(
+                l.role in (protocol.PROXY, protocol.CLOUD) for l in client.links
+            ):
+                # Every link is up, none is a relay, and no server we reach
+                # is the target: waiting will not change that.
+                error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
             if self.left > 0 and client.running and not isinstance(error, errors.NoRoute):
                 # Wait for a path to come up, within this attempt's time.
                 self.left -= 1
@@ -295,6 +301,7 @@ class Client(Node):
                 if old is not None:
                     self.sub.disconnect(old)
                 self._subEndpoints[link] = endpoint
+                security.secureDial(self.sub, self.config, link.endpoint)
                 self.sub.connect(endpoint)
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
