@@ -82,6 +82,9 @@ class ZmqSocket(ZmqConnection):
     @ivar sent: messages sent.
     @ivar dropped: messages a send could not queue (high-water mark or no
         such peer).
+    @ivar unroutable: C{True} if the last send that failed did so because no
+        connection has that routing id any more (ROUTER_MANDATORY): the peer
+        is gone, not merely slow.
     """
 
     def __init__(self, factory, socketType, onMessage, options, userIds=False):
@@ -93,14 +96,16 @@ class ZmqSocket(ZmqConnection):
             # Only here do we need a frame after reading it: the hot path of
             # every other socket stays as it is.
             self._lastFrame = None
+            self._owner = onMessage
             self._recv = self._recvNoting
-            self.onMessage = lambda frames: onMessage(frames, self._lastUserId())
+            self.onMessage = self._deliverWithUserId
         self.readBudget = options.readBudget
         self.reactor = factory.reactor
         self._readLater = None
         self._reading = False
         self.sent = 0
         self.dropped = 0
+        self.unroutable = False
         ZmqConnection.__init__(self, factory)
         sock = self.socket
         if options.maxMessageSize >= 0:
@@ -150,14 +155,14 @@ class ZmqSocket(ZmqConnection):
         frame = self._lastFrame = _rawRecv(sock, flags, copy)
         return frame
 
-    def _lastUserId(self):
-        """
-        @return: the ZAP C{User-Id} of the message read last, or C{None}.
-        """
+    def _deliverWithUserId(self, frames):
+        # The last frame read belongs to this message; so does its User-Id.
         try:
-            return self._lastFrame.get("User-Id")
+            userId = self._lastFrame.get("User-Id")
         except (AttributeError, zmq.ZMQError):
-            return None
+            userId = None
+        self._lastFrame = None
+        self._owner(frames, userId)
 
     def bind(self, address):
         """
@@ -283,6 +288,7 @@ class ZmqSocket(ZmqConnection):
             # EAGAIN: high-water mark; EHOSTUNREACH: ROUTER_MANDATORY and the
             # peer is gone.  Both are ordinary under load and churn.
             self.dropped += 1
+            self.unroutable = e.errno == zmq.EHOSTUNREACH
             if e.errno not in (zmq.EAGAIN, zmq.EHOSTUNREACH):
                 log.warn("zmq send error {error}", error=e)
             return False

@@ -5,6 +5,10 @@ The C{zmqrelay} command: talk to a running system from a shell.
     zmqrelay subscribe --cloud tcp://host:5555 [PREFIX ...]
     zmqrelay presence  --cloud tcp://host:5555 [--node ID]
     zmqrelay stats     --cloud tcp://host:5555 [--node ID]
+    zmqrelay keygen    NAME [--dir DIR] [--role ROLE] [--id ID]
+
+With CURVE, the connect options take C{--curve-secret} and
+C{--curve-server-key} (the cloud's, or the proxy's without --cloud).
 
 Also L{Chatter}, the request/subscribe loop of C{twistd zmqrelay-client}.
 """
@@ -87,8 +91,11 @@ class _Connect(usage.Options):
     optParameters = [
         ["cloud", "c", None, "The cloud's control endpoint."],
         ["proxy", "p", None, "A site proxy's control endpoint."],
-        ["id", None, None, "Client id to use (default: cli-<host>-<pid>)."],
+        ["id", None, None, "Client id to use (default: the certificate's, or cli-<host>-<pid>)."],
         ["timeout", None, 5.0, "Seconds to wait.", float],
+        ["curve-secret", None, None, "CURVE: our secret certificate (NAME.key_secret)."],
+        ["curve-server-key", None, None,
+         "CURVE: public certificate of the node dialled (--cloud, else --proxy)."],
     ]
 
     def __init__(self):
@@ -104,6 +111,21 @@ class _Connect(usage.Options):
     def postOptions(self):
         if not (self["cloud"] or self["proxy"] or self["servers"]):
             raise usage.UsageError("give --cloud, --proxy or --server")
+        self["curve"] = None
+        if bool(self["curve-secret"]) != bool(self["curve-server-key"]):
+            raise usage.UsageError("CURVE needs both --curve-secret and --curve-server-key")
+        if self["curve-secret"]:
+            from zmqrelay.security import CurveConfig
+
+            upstream = self["cloud"] or self["proxy"]
+            if not upstream:
+                raise usage.UsageError("--curve-server-key is for --cloud or --proxy")
+            try:
+                self["curve"] = CurveConfig.fromFiles(
+                    self["curve-secret"], {upstream: self["curve-server-key"]}
+                )
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"CURVE: {e}")
 
 
 class RequestOptions(_Connect):
@@ -131,9 +153,36 @@ class QueryOptions(_Connect):
     optParameters = [["node", None, None, "The node to ask (default: the one attached to)."]]
 
 
+class KeygenOptions(usage.Options):
+    synopsis = "NAME [--dir DIR] [--role ROLE] [--id ID] [--force]"
+    longdesc = (
+        "Make a CURVE keypair: DIR/NAME.key (public: copy it into the "
+        "--curve-authorized directory of the nodes this one connects to, or "
+        "give it as their --curve-server-key) and DIR/NAME.key_secret (secret, "
+        "mode 0600: this node's --curve-secret). Both carry the node id and "
+        "role the key stands for."
+    )
+    optParameters = [
+        ["dir", "d", ".", "Directory to write the certificates to."],
+        ["role", "r", "client", "Role the key may use: client, server, proxy or cloud."],
+        ["id", None, None, "Node id the key may use (default: NAME)."],
+    ]
+    optFlags = [["force", "f", "Replace existing certificates."]]
+
+    def parseOptions(self, options=None):
+        # Options may follow NAME too (getopt stops at the first argument).
+        if options and not options[0].startswith("-"):
+            options = list(options[1:]) + [options[0]]
+        usage.Options.parseOptions(self, options)
+
+    def parseArgs(self, name):
+        self["name"] = name
+
+
 class Options(usage.Options):
     synopsis = "zmqrelay COMMAND [options]"
     subCommands = [
+        ["keygen", None, KeygenOptions, "Make a CURVE keypair (certificate files)."],
         ["request", None, RequestOptions, "Send one request, print the reply."],
         ["subscribe", None, SubscribeOptions, "Print notifications."],
         ["presence", None, QueryOptions, "Print which clients a node sees connected."],
@@ -149,7 +198,9 @@ def _client(reactor, opts):
     from zmqrelay.client import Client
     from zmqrelay.config import NodeConfig, defaultNodeId
 
-    config = NodeConfig(opts["id"] or defaultNodeId("cli"), requestTimeout=opts["timeout"])
+    curve = opts.get("curve")
+    nodeId = opts["id"] or (curve.nodeId if curve is not None else None) or defaultNodeId("cli")
+    config = NodeConfig(nodeId, requestTimeout=opts["timeout"], curve=curve)
     client = Client(config, opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor)
     client.startService()
     return client
@@ -203,6 +254,25 @@ def _subscribe(reactor, client, opts, out):
     return done
 
 
+def _keygen(opts, out):
+    """
+    C{zmqrelay keygen}: write a certificate pair, print where.
+
+    @return: the exit status.
+    """
+    from zmqrelay.security import writeCertificates
+
+    try:
+        public, secret = writeCertificates(
+            opts["dir"], opts["name"], opts["id"], opts["role"], opts["force"]
+        )
+    except (OSError, ValueError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    out.write(f"public: {public}\nsecret: {secret}\n")
+    return 0
+
+
 def main(argv=None, out=None):
     """
     Entry point of the C{zmqrelay} console script.
@@ -216,6 +286,8 @@ def main(argv=None, out=None):
     except usage.UsageError as e:
         sys.stderr.write(f"{options}\nerror: {e}\n")
         sys.exit(2)
+    if options.subCommand == "keygen":
+        sys.exit(_keygen(options.subOptions, out))
 
     def run(reactor):
         d = ensureDeferred(_run(reactor, options, out))

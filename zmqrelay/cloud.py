@@ -56,7 +56,8 @@ class Cloud(PresenceViewMixin, Node):
     def _start(self):
         self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
         self.relay = NotificationRelay(
-            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize
+            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize,
+            self.config,
         )
         sub, pub = self.relay.start()
         self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)

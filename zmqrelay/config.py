@@ -51,7 +51,8 @@ class NodeConfig:
     @ivar attempts: default attempts per request (clients).
     @ivar historySize: notifications a server keeps per topic for replay.
     @ivar replyCacheSize: replies a server keeps for retried requests.
-    @ivar curve: C{None}, or the CURVE settings (see L{zmqrelay.security}).
+    @ivar curve: C{None}, or the CURVE settings: a
+        L{zmqrelay.security.CurveConfig}.
     """
 
     def __init__(self, nodeId, **kw):

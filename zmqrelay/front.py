@@ -14,12 +14,16 @@ clear errors for bad input.  What a message I{means} is left to the role
   - C{owner.peerMessage(session, message)}: may raise
     L{zmqrelay.protocol.ProtocolError}, which goes back to the peer as ERR;
   - C{owner.welcomeExtras(session)}: extra WELCOME fields.
+
+With CURVE (see L{zmqrelay.security}) every message comes with the node id
+bound to the key of its connection: a HELLO must claim that id and its
+role, and a session only takes messages from the key that opened it.
 """
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from zmqrelay import protocol
+from zmqrelay import protocol, security
 from zmqrelay.errors import Rejected
 from zmqrelay.ratelimit import PeerGuard, TokenBucket
 
@@ -49,6 +53,9 @@ class PeerSession:
     @ivar since: when it said hello.
     @ivar lastSeen: when we last heard from it.
     @ivar lastSent: when we last sent to it.
+    @ivar gone: C{True} once a send found no connection with its routing id:
+        the next tick drops it.
+    @ivar userId: with CURVE, the node id bound to its key; else C{None}.
     """
 
     def __init__(self, front, routingId, nodeId, role, incarnation, version, hello, now):
@@ -66,6 +73,8 @@ class PeerSession:
         self.liveness = front.config.liveness
         self.guard = None
         self.alive = True
+        self.gone = False
+        self.userId = None
 
     def send(self, msgtype, header, payload=b""):
         """
@@ -99,6 +108,7 @@ class Front:
         self.socketFactory = socketFactory
         self.address = address
         self.options = options
+        self.authority = security.authority(config)
         self.endpoint = None
         self.sessions = {}
         self.byNode = {}
@@ -110,6 +120,8 @@ class Front:
             "rejected": 0,
             "unknown-type": 0,
             "too-large": 0,
+            "auth": 0,
+            "wrong-key": 0,
         }
         self._socket = None
         self._ticker = None
@@ -125,7 +137,11 @@ class Front:
         now = self.reactor.seconds()
         self._strangers = TokenBucket(self.strangerReplies, self.strangerReplies, now)
         self._logBucket = TokenBucket(1.0, 10.0, now)
-        self._socket = self.socketFactory.socket("router", self._onMessage, self.options)
+        if self.authority is not None:
+            options = self.options or security.boundOptions(self.config, security.CONTROL)
+            self._socket = self.socketFactory.socket("router", self._onMessage, options, userIds=True)
+        else:
+            self._socket = self.socketFactory.socket("router", self._onMessage, self.options)
         self.endpoint = self._socket.bind(self.address)
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self.reactor
@@ -163,6 +179,12 @@ class Front:
         )
         if ok:
             session.lastSent = self.reactor.seconds()
+        elif getattr(self._socket, "unroutable", False):
+            # ROUTER_MANDATORY: its connection is gone (the process died, or
+            # is back on a new connection and will say hello there).  Do not
+            # wait for its heartbeats to time out: requests for it should
+            # fail with no route now.
+            session.gone = True
         return ok
 
     def _sendRaw(self, routingId, msgtype, header, version=protocol.CURRENT_VERSION):
@@ -177,10 +199,15 @@ class Front:
 
     # Receiving
 
-    def _onMessage(self, frames):
+    def _onMessage(self, frames, userId=None):
         self.counters["received"] += 1
         routingId = frames[0]
         session = self.sessions.get(routingId)
+        if session is not None and session.userId != userId:
+            # Another key on the routing id of a session whose peer is gone:
+            # not that session.
+            self.counters["wrong-key"] += 1
+            session = None
         size = 0
         for f in frames:
             size += len(f)
@@ -221,7 +248,7 @@ class Front:
         msgtype = message.type
         if session is None:
             if msgtype == protocol.HELLO:
-                self._hello(routingId, message, now)
+                self._hello(routingId, message, now, userId)
             elif msgtype != protocol.BYE:
                 self._error(
                     routingId, None, message.header, protocol.E_HELLO_FIRST,
@@ -231,7 +258,7 @@ class Front:
         if msgtype == protocol.HEARTBEAT:
             return
         if msgtype == protocol.HELLO:
-            self._hello(routingId, message, now)
+            self._hello(routingId, message, now, userId)
             return
         if msgtype == protocol.BYE:
             self.drop(session, "bye")
@@ -297,7 +324,7 @@ class Front:
             {"code": code, "msg": text, "versions": list(self.config.versions)},
         )
 
-    def _hello(self, routingId, message, now):
+    def _hello(self, routingId, message, now, userId=None):
         header = message.header
         try:
             versions = protocol.versionList(header)
@@ -321,12 +348,17 @@ class Front:
             )
             return
         session = PeerSession(self, routingId, nodeId, role, incarnation, version, header, now)
+        session.userId = userId
         c = self.config
         session.heartbeat = min(max(c.heartbeat, hb / 1000.0), max(c.heartbeat, MAX_HEARTBEAT))
         session.liveness = min(max(c.liveness, liveness), max(c.liveness, MAX_LIVENESS))
         try:
+            if self.authority is not None:
+                self.authority.checkHello(userId, nodeId, role)
             self.owner.peerHello(session)
         except Rejected as e:
+            if e.code == protocol.E_AUTH:
+                self.counters["auth"] += 1
             self._reject(routingId, e.code, e.message)
             return
         old = self.sessions.get(routingId) or self.byNode.get(nodeId)
@@ -341,11 +373,18 @@ class Front:
                 old.version = version
                 old.lastSeen = now
                 old.hello = header
+                old.gone = False
                 self.sessions[routingId] = old
                 self._welcome(old)
                 self.owner.peerResumed(old)
                 return
             self.drop(old, "replaced")
+        # The id may be held by a session on another connection too (the
+        # hello came on a connection that had said hello as someone else):
+        # one session per node id, or that one would linger unfindable.
+        other = self.byNode.get(nodeId)
+        if other is not None:
+            self.drop(other, "replaced")
         c = self.config
         session.guard = PeerGuard(
             now, c.rate, c.burst, c.byteRate, max(c.byteRate, c.maxMessageSize),
@@ -395,7 +434,9 @@ class Front:
     def _tick(self):
         now = self.reactor.seconds()
         for session in list(self.sessions.values()):
-            if now - session.lastSeen > session.heartbeat * session.liveness:
+            if session.gone:
+                self.drop(session, "connection-lost")
+            elif now - session.lastSeen > session.heartbeat * session.liveness:
                 self.drop(session, "heartbeat-timeout")
             elif now - session.lastSent >= session.heartbeat:
                 self.sendTo(session, protocol.HEARTBEAT, {})

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from zmqrelay import errors, protocol
+from zmqrelay import errors, protocol, security
 from zmqrelay.ratelimit import TokenBucket
 
 log = Logger()
@@ -60,7 +60,8 @@ class UpstreamLink:
         self.socketFactory = socketFactory
         self.endpoint = endpoint
         self.name = name or endpoint
-        self.options = options
+        # With CURVE, the endpoint's server key (if we know it) secures the hop.
+        self.options = options if options is not None else security.dialOptions(config, endpoint)
         self.retryPolicy = retryPolicy or backoffPolicy(
             initialDelay=config.reconnectInitial, maxDelay=config.reconnectMax, factor=2.0
         )

@@ -16,7 +16,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from zmqrelay import protocol
+from zmqrelay import protocol, security
 from zmqrelay.routing import InFlight
 
 log = Logger()
@@ -87,6 +87,8 @@ class Node(MultiService):
     @ivar config: the L{zmqrelay.config.NodeConfig}.
     @ivar reactor: the injected reactor.
     @ivar counters: L{dict} of counter name to L{int}.
+    @ivar zap: the L{zmqrelay.security.ZapHandler} while CURVE secures what
+        this node binds, else C{None}.
     """
 
     role = None
@@ -103,6 +105,7 @@ class Node(MultiService):
         self._ownsFactory = socketFactory is None
         self._endpoints = {}
         self.counters = {}
+        self.zap = None
 
     @property
     def socketFactory(self):
@@ -123,6 +126,9 @@ class Node(MultiService):
         for name, part in self._countedParts():
             for key, value in part.counters.items():
                 result[f"{name}.{key}"] = value
+        if self.zap is not None:
+            for key, value in self.zap.counters.items():
+                result[f"zap.{key}"] = value
         return result
 
     def _countedParts(self):
@@ -130,6 +136,11 @@ class Node(MultiService):
 
     def startService(self):
         MultiService.startService(self)
+        registry = security.authority(self.config)
+        if registry is not None:
+            # Before any CURVE socket binds: one with no handler refuses all.
+            self.zap = security.ZapHandler(self.reactor, self.socketFactory, registry)
+            self.zap.start()
         self._start()
         log.info(
             "ready: role={role} id={node} inc={inc} {endpoints}",
@@ -144,6 +155,9 @@ class Node(MultiService):
         try:
             self._stop()
         finally:
+            if self.zap is not None:
+                self.zap.stop()
+                self.zap = None
             if self._ownsFactory and self._socketFactory is not None:
                 self._socketFactory.shutdown()
                 self._socketFactory = None
@@ -258,10 +272,14 @@ class Forwarder:
         forwarded["id"] = pending.forwardId
         if not target.send(message.type, forwarded, message.payload):
             self.inflight.pop(pending.forwardId)
-            sendError(
-                origin, rid, protocol.E_OVER_LIMIT,
-                f"queue to {target.nodeId} is full", 0.1,
-            )
+            if getattr(target, "gone", False):
+                # Its connection is gone; it is dropped on the next tick.
+                sendError(origin, rid, protocol.E_NO_ROUTE, f"{target.role} {target.nodeId} is gone")
+            else:
+                sendError(
+                    origin, rid, protocol.E_OVER_LIMIT,
+                    f"queue to {target.nodeId} is full", 0.1,
+                )
             return
         self.counters["forwarded"] += 1
 
@@ -339,11 +357,12 @@ class NotificationRelay:
         full), C{malformed}, C{too-large}.
     """
 
-    def __init__(self, socketFactory, subAddress, pubAddress, maxMessageSize=None):
+    def __init__(self, socketFactory, subAddress, pubAddress, maxMessageSize=None, config=None):
         self.socketFactory = socketFactory
         self.subAddress = subAddress
         self.pubAddress = pubAddress
         self.maxMessageSize = maxMessageSize
+        self.config = config
         self.counters = {
             "notifications": 0, "subscriptions": 0, "dropped": 0, "malformed": 0, "too-large": 0,
         }
@@ -357,20 +376,29 @@ class NotificationRelay:
 
         @return: (sub endpoint, pub endpoint) as bound.
         """
-        self.xpub = self.socketFactory.socket("xpub", self._fromSubscribers)
-        self.xsub = self.socketFactory.socket("xsub", self._fromPublishers)
+        self.xpub = self.socketFactory.socket(
+            "xpub", self._fromSubscribers, security.boundOptions(self.config, security.SUBSCRIBE)
+        )
+        self.xsub = self.socketFactory.socket(
+            "xsub", self._fromPublishers, security.boundOptions(self.config, security.PUBLISH)
+        )
         return self.xsub.bind(self.subAddress), self.xpub.bind(self.pubAddress)
 
-    def connectUpstream(self, endpoint):
+    def connectUpstream(self, endpoint, via=None):
         """
         Also publish to an upstream XSUB (a proxy's notifications go to the
         cloud), replacing any earlier upstream.
+
+        @param via: the control endpoint of that upstream: the connection
+            is secured as that hop is (see L{zmqrelay.security}).
         """
         if endpoint == self._upstream:
             return
         if self._upstream is not None:
             self.xpub.disconnect(self._upstream)
         self._upstream = endpoint
+        if via is not None:
+            security.secureDial(self.xpub, self.config, via)
         self.xpub.connect(endpoint)
 
     def stop(self):

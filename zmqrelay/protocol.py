@@ -252,6 +252,9 @@ def field(header, key, kind, default=None, required=False):
     @raise ProtocolError: if the field has the wrong type or is missing.
     """
     value = header.get(key, default)
+    if value.__class__ is kind:
+        # The common case, decided without the checks below.
+        return value
     if value is None:
         if required:
             raise ProtocolError(E_BAD_MESSAGE, f"header field {key!r} is required")

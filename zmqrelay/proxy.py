@@ -68,7 +68,8 @@ class Proxy(PresenceViewMixin, Node):
     def _start(self):
         self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
         self.relay = NotificationRelay(
-            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize
+            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize,
+            self.config,
         )
         sub, pub = self.relay.start()
         self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
@@ -182,7 +183,7 @@ class Proxy(PresenceViewMixin, Node):
         link.send(protocol.ROUTES, *self.routesSource.snapshot())
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
-            self.relay.connectUpstream(advertised(sub, link.endpoint))
+            self.relay.connectUpstream(advertised(sub, link.endpoint), link.endpoint)
 
     def linkDown(self, link, reason):
         self.forwarder.peerGone(link, reason)

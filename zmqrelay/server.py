@@ -18,7 +18,7 @@ from twisted.internet.defer import fail, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay import errors, presence, protocol
+from zmqrelay import errors, presence, protocol, security
 from zmqrelay.calls import Calls
 from zmqrelay.errors import Rejected
 from zmqrelay.front import Front
@@ -100,7 +100,9 @@ class Server(PresenceViewMixin, Node):
         return result
 
     def _start(self):
-        self.xpub = self.socketFactory.socket("xpub", self._subscriptions)
+        self.xpub = self.socketFactory.socket(
+            "xpub", self._subscriptions, security.boundOptions(self.config, security.SUBSCRIBE)
+        )
         if self.pubAddress:
             self._endpoints["pub"] = self.xpub.bind(self.pubAddress)
         if self.listenAddress:
@@ -210,6 +212,7 @@ class Server(PresenceViewMixin, Node):
                 if getattr(self, "_upstreamPub", None):
                     self.xpub.disconnect(self._upstreamPub)
                 self._upstreamPub = endpoint
+                security.secureDial(self.xpub, self.config, link.endpoint)
                 self.xpub.connect(endpoint)
 
     def linkDown(self, link, reason):
@@ -349,5 +352,10 @@ class Server(PresenceViewMixin, Node):
 
     def _subscriptions(self, frames):
         # (Un)subscriptions arrive here; ZeroMQ filters for us, so only count.
+        # Anything else a subscriber sends (an XSUB may send any frames) is
+        # bad input: counted, never acted on.
+        if len(frames) != 1 or frames[0][:1] not in (b"\x00", b"\x01"):
+            self.counters["malformed"] = self.counters.get("malformed", 0) + 1
+            return
         self.counters["subscriptions"] = self.counters.get("subscriptions", 0) + 1
 

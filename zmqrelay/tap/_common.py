@@ -6,6 +6,9 @@ from twisted.python import usage
 
 from zmqrelay.config import NodeConfig, defaultNodeId
 
+#: The option naming the endpoint C{--curve-server-key} is for, by role.
+_UPSTREAM = {"client": "cloud", "proxy": "cloud", "server": "proxy"}
+
 
 def _positive(kind):
     def coerce(value):
@@ -62,11 +65,77 @@ class NodeOptions(usage.Options):
         ["reject-delay", None, 5.0, "Seconds to wait after a peer refused our hello.", _positive(float)],
         ["read-budget", None, 200, "Messages read from one socket per reactor turn.", _positive(int)],
         ["protocol-versions", None, None, "Protocol versions to speak (default: all this release speaks).", _versions],
+        ["curve-secret", None, None,
+         "CURVE: this node's secret certificate (NAME.key_secret from 'zmqrelay keygen'); "
+         "its id metadata is the default --id."],
+        ["curve-server-key", None, None,
+         "CURVE: public certificate (.key) of the node this one dials (the cloud for clients "
+         "and proxies, the proxy for servers); secures that hop."],
+        ["curve-authorized", None, None,
+         "CURVE: directory of public certificates (*.key) allowed to connect, each bound to "
+         "its id and role; secures every socket this node binds."],
     ]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["curve-peer-keys"] = {}
+
+    def opt_curve_peer_key(self, value):
+        """
+        CURVE: ENDPOINT=PATH, the public certificate of the node at a dialled
+        endpoint other than the upstream (a client's --proxy or --server
+        path); repeatable.
+        """
+        endpoint, sep, path = value.partition("=")
+        if not sep or not endpoint or not path:
+            raise usage.UsageError(f"--curve-peer-key {value!r} is not ENDPOINT=PATH")
+        self["curve-peer-keys"][endpoint] = path
 
     def postOptions(self):
         if self["id"] is not None and not (0 < len(self["id"]) <= 256):
             raise usage.UsageError("--id must be 1 to 256 characters")
+        self["curve"] = self._curveConfig()
+
+    def _curveConfig(self):
+        """
+        Check the CURVE options and load their files.
+
+        @return: a L{zmqrelay.security.CurveConfig}, or C{None}.
+        """
+        from zmqrelay.security import CurveConfig
+
+        secret = self["curve-secret"]
+        serverKey = self["curve-server-key"]
+        authorized = self["curve-authorized"]
+        peerKeys = dict(self["curve-peer-keys"])
+        if secret is None:
+            if serverKey or authorized or peerKeys:
+                raise usage.UsageError("CURVE options need --curve-secret")
+            return None
+        upstream = _UPSTREAM.get(self.role)
+        if upstream is None and (serverKey or peerKeys):
+            raise usage.UsageError(f"a {self.role} dials nothing: no --curve-server-key or --curve-peer-key")
+        if authorized and self.role == "client":
+            raise usage.UsageError("a client binds nothing: no --curve-authorized")
+        if serverKey:
+            if not self.get(upstream):
+                raise usage.UsageError(f"--curve-server-key is the key of --{upstream}: give --{upstream}")
+            peerKeys[self[upstream]] = serverKey
+        if not (authorized or peerKeys):
+            raise usage.UsageError(
+                "--curve-secret alone secures nothing: add --curve-server-key, "
+                "--curve-authorized or --curve-peer-key"
+            )
+        if authorized and upstream and self.get(upstream) and self[upstream] not in peerKeys:
+            # Its notification socket binds with CURVE and dials upstream: libzmq
+            # would send even a plain dial to the ZAP handler, which refuses it.
+            raise usage.UsageError(
+                f"with --curve-authorized, --{upstream} needs --curve-server-key too"
+            )
+        try:
+            return CurveConfig.fromFiles(secret, peerKeys, authorized)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"CURVE: {e}")
 
     def nodeConfig(self, **extra):
         """
@@ -89,8 +158,11 @@ class NodeOptions(usage.Options):
         )
         if self["protocol-versions"]:
             kw["versions"] = self["protocol-versions"]
+        curve = self.get("curve")
+        kw["curve"] = curve
         kw.update(extra)
-        return NodeConfig(self["id"] or defaultNodeId(self.role), **kw)
+        nodeId = self["id"] or (curve.nodeId if curve is not None else None)
+        return NodeConfig(nodeId or defaultNodeId(self.role), **kw)
 
 
 def checkEndpoint(value, option):
