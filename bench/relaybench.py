@@ -1,0 +1,742 @@
+"""
+The relay benchmark: zmqrelay's three paths against a plain pyzmq relay
+chain, on loopback, in one run.
+
+What it starts (every process by pid, every one killed at the end)::
+
+    zmqrelay:   cloud <- proxy <- server       (real twistd -n processes)
+    pyzmq:      relay1 -> relay2 -> echo       (bench/baseline.py processes)
+    pyzmq-raw:  relay1 -> relay2 -> echo       (bench/baseline.py --raw)
+
+and what it measures, from this process acting as the client (a raw pyzmq
+DEALER speaking the zmqrelay protocol, so the client is not the bottleneck):
+
+  - requests/s with a window of outstanding requests (pipelined);
+  - round-trip latency p50/p99 with one request at a time;
+  - CPU time of every node process over the pipelined run (utime + stime
+    from C{/proc/<pid>/stat}, all threads), divided by the requests: the
+    cost of one request (and its reply) at each hop;
+  - a large-message run (1 MiB payloads) on the longest path.
+
+Paths: I{direct} (client -> server), I{proxy} (client -> proxy -> server),
+I{cloud} (client -> cloud -> proxy -> server); the baselines' are the same
+hop counts (client -> echo, client -> relay2 -> echo, client -> relay1 ->
+relay2 -> echo).  Rounds interleave the systems so that other load on the
+machine hits them alike.
+
+Usage::
+
+    python bench/relaybench.py                       # print the report
+    python bench/relaybench.py --write docs/BENCHMARKS.md
+    python bench/relaybench.py --profile /tmp/prof   # cProfile the relays
+
+With C{--write}, only the part of the file between the C{bench:begin} and
+C{bench:end} markers is replaced; the hand-written notes around it stay.
+"""
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+import zmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from zmqrelay import protocol  # noqa: E402
+
+READY = re.compile(r"ready: (?:role=\S+ id=\S+ inc=\S+|baseline \S+)(.*)$")
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MiB = 1024 * 1024
+
+#: Node options for the benchmark: the per-client rate limits are raised so
+#: that they measure the relay, not the limiter (the limiter still runs).
+LIMITS = ["--rate", "1000000", "--burst", "100000", "--byte-rate", "1e10"]
+
+SERVER_ID = "bench-server"
+
+
+class BenchError(Exception):
+    """
+    The benchmark could not run (a node did not start, a run stalled).
+    """
+
+
+def cpuSeconds(pid):
+    """
+    @return: user + system CPU seconds of process C{pid}, all its threads.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # The command name may hold spaces and parentheses: split after the last.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Children:
+    """
+    The processes this benchmark started, with their logs in a temporary
+    directory; L{stopAll} ends each one by pid.
+    """
+
+    def __init__(self):
+        self.logDir = tempfile.mkdtemp(prefix="relaybench-")
+        self.procs = {}
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env["PYTHONUNBUFFERED"] = "1"
+
+    def start(self, name, argv, timeout=30.0):
+        """
+        Start C{argv} and wait for its ready line.
+
+        @return: the L{dict} of C{key=value} pairs on the ready line.
+        """
+        path = os.path.join(self.logDir, name + ".log")
+        with open(path, "wb") as log:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env, cwd=ROOT,
+            )
+        self.procs[name] = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(path, "r", errors="replace") as f:
+                for line in f:
+                    match = READY.search(line)
+                    if match:
+                        return dict(kv.split("=", 1) for kv in match.group(1).split() if "=" in kv)
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+            time.sleep(0.05)
+        raise BenchError(f"{name} not ready after {timeout}s:\n{self.tail(name)}")
+
+    def twistd(self, name, plugin, args, profile=None):
+        """
+        Start C{twistd -n <plugin> <args>} (as L{zmqrelay.launcher} does).
+        """
+        argv = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "--logfile=-",
+        ]
+        if profile:
+            argv += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
+        return self.start(name, argv + [plugin] + list(args))
+
+    def baseline(self, name, args):
+        """
+        Start one C{bench/baseline.py} process.
+        """
+        return self.start(name, [sys.executable, os.path.join(HERE, "baseline.py")] + list(args))
+
+    def pid(self, name):
+        return self.procs[name].pid
+
+    def tail(self, name, lines=20):
+        path = os.path.join(self.logDir, name + ".log")
+        try:
+            with open(path, "r", errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stopAll(self, timeout=10.0):
+        """
+        SIGTERM every child still running, SIGKILL those that do not end
+        within C{timeout}; then remove the logs.
+        """
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        shutil.rmtree(self.logDir, ignore_errors=True)
+
+
+class LoadClient:
+    """
+    One DEALER connection, driven synchronously.
+
+    With C{hello}, it says HELLO and waits for WELCOME first, and reads
+    answers as zmqrelay REP/ERR; without, it talks to the baseline, whose
+    echo sends the request back unchanged.
+
+    @ivar errors: error code to count, for ERR answers.
+    """
+
+    def __init__(self, context, endpoint, target, hello=True, name="bench"):
+        self.target = target
+        self.hello = hello
+        self.errors = {}
+        self.sock = context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 100000)
+        self.sock.setsockopt(zmq.RCVHWM, 100000)
+        self.sock.connect(endpoint)
+        self.nextId = 1
+        self.answerType = protocol.REPLY if hello else protocol.REQUEST
+        if hello:
+            self._hello(name)
+
+    def close(self):
+        if self.hello:
+            self.sock.send_multipart(protocol.encode(protocol.BYE, {"reason": "done"}))
+        self.sock.close()
+
+    def _hello(self, name):
+        self.sock.send_multipart(protocol.encode(protocol.HELLO, {
+            "id": f"{name}-{os.getpid()}-{id(self):x}",
+            "role": protocol.CLIENT,
+            "inc": os.urandom(8).hex(),
+            "versions": list(protocol.SUPPORTED_VERSIONS),
+            "hb": 1000,
+            "liveness": 3,
+            "max": 4 * MiB,
+        }))
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            if not self.sock.poll(100):
+                continue
+            message = protocol.decode(self.sock.recv_multipart())
+            if message.type == protocol.WELCOME:
+                return
+            if message.type in (protocol.REJECT, protocol.ERROR):
+                raise BenchError(f"hello refused: {message.header}")
+        raise BenchError("no WELCOME within 10s")
+
+    def _frames(self, rid, payload):
+        return [
+            protocol._SIG[protocol.CURRENT_VERSION], protocol.REQUEST,
+            msgpack.packb({"id": rid, "to": self.target, "ttl": 30000}), payload,
+        ]
+
+    def _answer(self, frames):
+        """
+        @return: the request id answered, or C{None} for anything else
+            (heartbeats); ERR answers count in C{errors} and return the id.
+        """
+        msgtype = frames[1]
+        if msgtype == self.answerType:
+            return msgpack.unpackb(frames[2])["id"]
+        if msgtype == protocol.ERROR:
+            header = msgpack.unpackb(frames[2])
+            code = header.get("code")
+            self.errors[code] = self.errors.get(code, 0) + 1
+            return header.get("id")
+        if msgtype == protocol.BYE:
+            raise BenchError("the relay said BYE")
+        return None
+
+    def ready(self, timeout=20.0):
+        """
+        Send one request at a time until one is answered with a REP (routes
+        may still be propagating), within C{timeout}.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = sum(self.errors.values())
+            self.latency(1, 2.0, b"ping")
+            if sum(self.errors.values()) == before:
+                return
+            self.errors.clear()
+            time.sleep(0.05)
+        raise BenchError(f"no answer from {self.target} within {timeout}s")
+
+    def pipelined(self, window, duration, maxRequests, payload, stall=10.0):
+        """
+        Keep C{window} requests outstanding for C{duration} seconds (or
+        C{maxRequests} requests), then wait for the last answers.
+
+        @return: (answers, elapsed seconds).
+        """
+        sock = self.sock
+        send = sock.send_multipart
+        recv = sock.recv_multipart
+        frames = self._frames
+        answer = self._answer
+        outstanding = set()
+        done = 0
+        sent = 0
+        start = time.perf_counter()
+        stopAt = start + duration
+        sending = True
+        while True:
+            if sending:
+                while len(outstanding) < window:
+                    rid = self.nextId
+                    self.nextId += 1
+                    send(frames(rid, payload), copy=len(payload) < 65536)
+                    outstanding.add(rid)
+                    sent += 1
+                    if sent >= maxRequests:
+                        sending = False
+                        break
+                if sending and time.perf_counter() >= stopAt:
+                    sending = False
+            if not outstanding:
+                break
+            if not sock.poll(stall * 1000):
+                raise BenchError(f"no answer for {stall}s with {len(outstanding)} outstanding")
+            while True:
+                try:
+                    got = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                rid = answer(got)
+                if rid in outstanding:
+                    outstanding.discard(rid)
+                    done += 1
+        return done, time.perf_counter() - start
+
+    def latency(self, count, duration, payload, stall=10.0):
+        """
+        One request at a time, C{count} of them or for C{duration} seconds.
+
+        @return: the round-trip times in seconds, sorted.
+        """
+        sock = self.sock
+        times = []
+        stopAt = time.perf_counter() + duration
+        for _ in range(count):
+            rid = self.nextId
+            self.nextId += 1
+            t0 = time.perf_counter()
+            sock.send_multipart(self._frames(rid, payload))
+            while True:
+                if not sock.poll(stall * 1000):
+                    raise BenchError(f"no answer for {stall}s")
+                if self._answer(sock.recv_multipart()) == rid:
+                    break
+            t1 = time.perf_counter()
+            times.append(t1 - t0)
+            if t1 >= stopAt:
+                break
+        times.sort()
+        return times
+
+
+def percentile(sortedValues, p):
+    """
+    @return: the C{p}th percentile (nearest rank) of sorted values.
+    """
+    if not sortedValues:
+        return float("nan")
+    k = max(0, min(len(sortedValues) - 1, int(round(p / 100.0 * len(sortedValues))) - 1))
+    return sortedValues[k]
+
+
+def median(values):
+    """
+    @return: the median of C{values}.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2.0
+
+
+class System:
+    """
+    One system under test.
+
+    @ivar name: its label in the report.
+    @ivar hello: C{True} if it speaks the zmqrelay handshake.
+    @ivar paths: path name to the endpoint a client connects to.
+    @ivar hops: path name to the names of the relay processes on it.
+    @ivar end: the name of the process that answers.
+    """
+
+    def __init__(self, name, hello, paths, hops, end):
+        self.name = name
+        self.hello = hello
+        self.paths = paths
+        self.hops = hops
+        self.end = end
+
+
+def startZmqrelay(children, profileDir=None):
+    """
+    Start cloud, proxy and server as twistd processes.
+    """
+
+    def prof(name):
+        return os.path.join(profileDir, name + ".prof") if profileDir else None
+
+    local = "tcp://127.0.0.1:*"
+    cloud = children.twistd(
+        "cloud", "zmqrelay-cloud",
+        ["--id", "bench-cloud", "--listen", local, "--pub", local, "--sub", local] + LIMITS,
+        prof("cloud"),
+    )
+    proxy = children.twistd(
+        "proxy", "zmqrelay-proxy",
+        ["--id", "bench-proxy", "--cloud", cloud["control"], "--listen", local,
+         "--pub", local, "--sub", local] + LIMITS,
+        prof("proxy"),
+    )
+    server = children.twistd(
+        "server", "zmqrelay-server",
+        ["--id", SERVER_ID, "--proxy", proxy["control"], "--listen", local,
+         "--pub", local] + LIMITS,
+        prof("server"),
+    )
+    return System(
+        "zmqrelay", True,
+        {"direct": server["control"], "proxy": proxy["control"], "cloud": cloud["control"]},
+        {"direct": [], "proxy": ["proxy"], "cloud": ["cloud", "proxy"]},
+        "server",
+    )
+
+
+def startBaseline(children, raw=False):
+    """
+    Start an echo worker and two plain pyzmq relays in front of it.
+
+    @param raw: the C{--raw} variant (compiled frame I/O).
+    """
+    local = "tcp://127.0.0.1:*"
+    flag = ["--raw"] if raw else []
+    prefix = "raw-" if raw else ""
+    echo = children.baseline(prefix + "echo", ["echo", "--bind", local] + flag)
+    relay2 = children.baseline(
+        prefix + "relay2", ["relay", "--bind", local, "--connect", echo["endpoint"]] + flag
+    )
+    relay1 = children.baseline(
+        prefix + "relay1", ["relay", "--bind", local, "--connect", relay2["endpoint"]] + flag
+    )
+    return System(
+        "pyzmq-raw" if raw else "pyzmq", False,
+        {"direct": echo["endpoint"], "proxy": relay2["endpoint"], "cloud": relay1["endpoint"]},
+        {"direct": [], "proxy": [prefix + "relay2"], "cloud": [prefix + "relay1", prefix + "relay2"]},
+        prefix + "echo",
+    )
+
+
+def runPath(context, children, system, path, payload, window, duration, maxRequests,
+            latencyCount, latencySeconds):
+    """
+    Measure one path of one system: a pipelined run with the CPU time of
+    every process on the path, then a latency run.
+
+    @return: a L{dict} of results.
+    """
+    client = LoadClient(context, system.paths[path], SERVER_ID, system.hello)
+    try:
+        client.ready()
+        # Warm up: connections, caches, the allocator.
+        client.pipelined(window, 0.3, max(window * 5, 20), payload)
+        names = system.hops[path] + [system.end]
+        pids = {n: children.pid(n) for n in names}
+        before = {n: cpuSeconds(p) for n, p in pids.items()}
+        selfBefore = cpuSeconds(os.getpid())
+        done, elapsed = client.pipelined(window, duration, maxRequests, payload)
+        selfAfter = cpuSeconds(os.getpid())
+        after = {n: cpuSeconds(p) for n, p in pids.items()}
+        times = client.latency(latencyCount, latencySeconds, payload) if latencyCount else []
+        errors = dict(client.errors)
+    finally:
+        client.close()
+    return {
+        "system": system.name,
+        "path": path,
+        "requests": done,
+        "rate": done / elapsed,
+        "times": times,
+        "cpu": {n: (after[n] - before[n]) / done * 1e6 for n in names},
+        "hops": system.hops[path],
+        "end": system.end,
+        "client": (selfAfter - selfBefore) / done * 1e6,
+        "errors": errors,
+        "payload": len(payload),
+        "window": window,
+    }
+
+
+def combine(runs):
+    """
+    Merge the rounds of one system and path: medians of rates and CPU
+    costs, percentiles over every latency sample.
+    """
+    first = runs[0]
+    times = sorted(t for r in runs for t in r["times"])
+    errors = {}
+    for r in runs:
+        for code, n in r["errors"].items():
+            errors[code] = errors.get(code, 0) + n
+    return dict(
+        first,
+        requests=sum(r["requests"] for r in runs),
+        rate=median([r["rate"] for r in runs]),
+        cpu={n: median([r["cpu"][n] for r in runs]) for n in first["cpu"]},
+        client=median([r["client"] for r in runs]),
+        p50=percentile(times, 50) * 1e6 if times else None,
+        p99=percentile(times, 99) * 1e6 if times else None,
+        samples=len(times),
+        errors=errors,
+        rounds=len(runs),
+    )
+
+
+def machine():
+    """
+    @return: a L{dict} describing this machine and the software measured.
+    """
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import twisted
+
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "twisted": twisted.__version__,
+        "msgpack": ".".join(map(str, msgpack.version)),
+    }
+
+
+def _us(value):
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _line(r):
+    return (f"{r['system']:9} {r['path']:6} {r['rate']:8,.0f} req/s  "
+            + (f"p50 {_us(r['p50'])} us p99 {_us(r['p99'])} us  " if "p50" in r else "")
+            + "cpu us/req " + " ".join(f"{k}={v:,.1f}" for k, v in r["cpu"].items())
+            + f" client={r['client']:.1f}" + (f"  errors {r['errors']}" if r["errors"] else ""))
+
+
+def report(results, large, names, info, command, args):
+    """
+    @param results: (system, path) to the combined result.
+    @param large: the combined large-message results.
+    @param names: the systems, in column order (zmqrelay first).
+    @return: the Markdown of one run.
+    """
+    out = []
+    add = out.append
+    add(f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {info['nproc']} CPUs "
+        f"({info['cpu']}), Linux {info['kernel']}; Python {info['python']}, "
+        f"pyzmq {info['pyzmq']}, libzmq {info['libzmq']}, Twisted {info['twisted']}, "
+        f"msgpack {info['msgpack']}. Load average before the run: {info['load']:.1f} (other "
+        "work on the machine inflates CPU costs and latency tails).")
+    add("")
+    add(f"Command: `{command}`: {args.rounds} rounds of {args.seconds:g} s pipelined runs "
+        f"({args.window} outstanding, {args.payload}-byte payloads) and up to "
+        f"{args.latency_count} one-at-a-time round trips per path and system; rates and CPU "
+        "costs are medians over the rounds, latency percentiles are over all round trips.")
+    add("")
+    paths = [("direct", 0), ("proxy", 1), ("cloud", 2)]
+    add("### Throughput and latency")
+    add("")
+    add("| path | relays | " + " | ".join(f"{n} req/s" for n in names) + " | "
+        + " | ".join(f"{n} p50 / p99 us" for n in names) + " |")
+    add("|---|---|" + "---|" * (2 * len(names)))
+    for path, relays in paths:
+        rows = [results.get((n, path)) for n in names]
+        if None in rows:
+            continue
+        add(f"| {path} | {relays} | " + " | ".join(f"{r['rate']:,.0f}" for r in rows) + " | "
+            + " | ".join(f"{_us(r['p50'])} / {_us(r['p99'])}" for r in rows) + " |")
+    add("")
+    add("### CPU per request (the request and its reply), us")
+    add("")
+    add("CPU time (user + system, all threads, from `/proc/<pid>/stat`) of each process "
+        "over the pipelined run, divided by the requests answered in it.")
+    add("")
+    ref = names[0]
+    others = names[1:]
+    add(f"| path | process | {ref} | " + " | ".join(f"{n} | {ref} / {n}" for n in others) + " |")
+    add("|---|---|---|" + "---|---|" * len(others))
+    relayCost = {n: [] for n in names}
+    for path, _ in paths:
+        rows = {n: results.get((n, path)) for n in names}
+        if None in rows.values():
+            continue
+        z = rows[ref]
+        for i, hop in enumerate(z["hops"]):
+            costs = {n: rows[n]["cpu"][rows[n]["hops"][i]] for n in names}
+            for n in names:
+                relayCost[n].append(costs[n])
+            add(f"| {path} | relay: {hop} | {costs[ref]:.1f} | "
+                + " | ".join(f"{costs[n]:.1f} | {costs[ref] / costs[n]:.2f}x" for n in others)
+                + " |")
+        costs = {n: rows[n]["cpu"][rows[n]["end"]] for n in names}
+        add(f"| {path} | end: {z['end']} | {costs[ref]:.1f} | "
+            + " | ".join(f"{costs[n]:.1f} | {costs[ref] / costs[n]:.2f}x" for n in others) + " |")
+        costs = {n: rows[n]["client"] for n in names}
+        add(f"| {path} | client (load generator) | {costs[ref]:.1f} | "
+            + " | ".join(f"{costs[n]:.1f} | {costs[ref] / costs[n]:.2f}x" for n in others) + " |")
+    if relayCost[ref]:
+        mean = {n: sum(v) / len(v) for n, v in relayCost.items()}
+        add("")
+        add(f"**One relay hop, mean of the relay rows: {ref} {mean[ref]:.1f} us/request; "
+            + "; ".join(f"{n} {mean[n]:.1f} us/request ({ref} costs {mean[ref] / mean[n]:.2f}x)"
+                        for n in others) + ".**")
+    if large:
+        add("")
+        add(f"### Large messages ({large[0]['payload'] // MiB} MiB payloads, cloud path, "
+            f"{large[0]['window']} outstanding)")
+        add("")
+        add("| system | requests | req/s | MiB/s each way | CPU us/req per relay | CPU us/req at the end |")
+        add("|---|---|---|---|---|---|")
+        for r in large:
+            hops = ", ".join(f"{h} {r['cpu'][h]:,.0f}" for h in r["hops"])
+            add(f"| {r['system']} | {r['requests']} | {r['rate']:,.0f} | "
+                f"{r['rate'] * r['payload'] / MiB:,.0f} | {hops} | {r['cpu'][r['end']]:,.0f} |")
+    errors = [r for r in list(results.values()) + large if r["errors"]]
+    add("")
+    if errors:
+        add("Errors answered during the runs: " + "; ".join(
+            f"{r['system']} {r['path']} ({r['payload']} bytes): {r['errors']}" for r in errors) + ".")
+    else:
+        add("Every request of every run was answered with a reply (no errors).")
+    return "\n".join(out)
+
+
+def writeInto(path, block):
+    """
+    Replace the marked block of C{path} (or create the file).
+    """
+    text = None
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    generated = f"{BEGIN}\n{block}\n{END}"
+    if text and BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + generated + tail
+    else:
+        text = f"# Benchmarks\n\n{generated}\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def profile(args, context, children):
+    """
+    Run the cloud path under cProfile (twistd --profiler=cprofile) and print
+    where each node spends its time.
+    """
+    import pstats
+
+    os.makedirs(args.profile, exist_ok=True)
+    system = startZmqrelay(children, args.profile)
+    result = runPath(
+        context, children, system, "cloud", b"x" * args.payload, args.window,
+        args.seconds, args.max_requests, 0, 0,
+    )
+    print("under cProfile: " + _line(result))
+    for name in ("cloud", "proxy", "server"):
+        proc = children.procs[name]
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    for name in ("cloud", "proxy", "server"):
+        path = os.path.join(args.profile, name + ".prof")
+        print(f"\n===== {name}: {path}")
+        pstats.Stats(path).sort_stats("tottime").print_stats(args.profile_lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", metavar="FILE", help="write the report into FILE's bench block")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every path and system")
+    parser.add_argument("--seconds", type=float, default=2.0, help="pipelined run length")
+    parser.add_argument("--max-requests", type=int, default=200000, help="cap per pipelined run")
+    parser.add_argument("--window", type=int, default=100, help="requests outstanding")
+    parser.add_argument("--payload", type=int, default=100, help="payload bytes")
+    parser.add_argument("--latency-count", type=int, default=2000, help="round trips per run")
+    parser.add_argument("--latency-seconds", type=float, default=1.0, help="latency run cap")
+    parser.add_argument("--large-count", type=int, default=200, help="1 MiB requests (0: skip)")
+    parser.add_argument("--large-window", type=int, default=4, help="1 MiB requests outstanding")
+    parser.add_argument("--no-raw", action="store_true", help="skip the pyzmq-raw baseline")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile the zmqrelay nodes instead")
+    parser.add_argument("--profile-lines", type=int, default=30)
+    args = parser.parse_args(argv)
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, terminated)
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python", "bench/relaybench.py"] + given)
+    loadBefore = os.getloadavg()[0]
+    context = zmq.Context()
+    children = Children()
+    started = time.monotonic()
+    try:
+        if args.profile:
+            profile(args, context, children)
+            return 0
+        systems = [startZmqrelay(children), startBaseline(children)]
+        if not args.no_raw:
+            systems.append(startBaseline(children, raw=True))
+        payload = b"x" * args.payload
+        runs = {}
+        for n in range(args.rounds):
+            print(f"round {n + 1} of {args.rounds}", flush=True)
+            for path in ("direct", "proxy", "cloud"):
+                for system in systems:
+                    r = runPath(context, children, system, path, payload, args.window,
+                                args.seconds, args.max_requests, args.latency_count,
+                                args.latency_seconds)
+                    runs.setdefault((system.name, path), []).append(r)
+                    print("  " + _line(combine([r])), flush=True)
+        results = {key: combine(value) for key, value in runs.items()}
+        large = []
+        if args.large_count:
+            for system in systems:
+                r = runPath(context, children, system, "cloud", b"L" * MiB,
+                            args.large_window, 60.0, args.large_count, 0, 0)
+                large.append(combine([r]))
+                print("  1 MiB: " + _line(large[-1]), flush=True)
+        info = machine()
+        info["load"] = loadBefore
+        text = report(results, large, [s.name for s in systems], info, command, args)
+        print()
+        print(text)
+        if args.write:
+            writeInto(args.write, text)
+            print(f"\nwritten into {args.write}")
+        print(f"\n(total {time.monotonic() - started:.0f}s)")
+        return 0
+    except BenchError as e:
+        print(f"benchmark failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        children.stopAll()
+        context.destroy(linger=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
