@@ -1,0 +1,349 @@
+"""
+Limits and self-defence of real C{twistd} nodes, set by plugin options.
+
+  - max message size: an application check (ERR too-large, naming the
+    request) and ZeroMQ's C{MAXMSGSIZE} (the connection is dropped), the
+    limit advertised in WELCOME;
+  - the token bucket per client: ERR over-limit with a retry-after, then a
+    cooldown during which the abuser is ignored, then service again;
+  - max requests in flight per client: ERR over-limit;
+  - a flood: one raw client sending as fast as it can (the C{flood} command
+    of C{bench/floodbench.py}, a separate process) while other clients keep
+    their traffic: they lose nothing, their latency stays bounded, and no
+    node misses heartbeats.
+"""
+
+import json
+import os
+import sys
+import time
+
+import zmq
+from twisted.internet import defer, protocol as twprotocol, reactor
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+
+from zmqrelay import errors, protocol
+from zmqrelay._zmq import SocketFactory
+from zmqrelay.client import Client
+from zmqrelay.config import NodeConfig
+from zmqrelay.launcher import ROOT
+from zmqrelay.tap.cloud import Options as CloudOptions
+from tests.integration.helpers import (
+    LOOPBACK,
+    Cluster,
+    RawPeer,
+    childEnvironment,
+    poll,
+    reachable,
+    stats,
+)
+
+FLOODBENCH = os.path.join(ROOT, "bench", "floodbench.py")
+
+#: Log lines that mean some hop missed heartbeats, or presence flapped.
+_TROUBLE = ("heartbeat-timeout", "lost: heartbeat", "disconnected via")
+
+
+def _sleep(seconds):
+    return deferLater(reactor, seconds, lambda: None)
+
+
+def _percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100.0))]
+
+
+class _Flooder(twprotocol.ProcessProtocol):
+    """
+    The flooder process: says when it starts flooding, and its summary.
+    """
+
+    def __init__(self):
+        self.output = b""
+        self.started = defer.Deferred()
+        self.ended = defer.Deferred()
+        self.summary = None
+
+    def outReceived(self, data):
+        self.output += data
+        if b"flooding\n" in self.output and not self.started.called:
+            self.started.callback(None)
+
+    def errReceived(self, data):
+        self.output += data
+
+    def processEnded(self, reason):
+        for line in self.output.decode("utf-8", "replace").splitlines():
+            if line.startswith("{"):
+                self.summary = json.loads(line)
+        if not self.started.called:
+            self.started.errback(RuntimeError(f"flooder ended: {self.output[-2000:]!r}"))
+        self.ended.callback(self.summary)
+
+
+class LimitTests(unittest.TestCase):
+    """
+    Every limit is a plugin option, enforced, and answered with an error.
+    """
+
+    timeout = 90
+
+    def setUp(self):
+        self.cluster = Cluster(self)
+
+    def cloud(self, *options):
+        return self.cluster.start("cloud", "zmqrelay-cloud", [
+            "--id", "cloud", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+        ] + list(options))
+
+    @defer.inlineCallbacks
+    def site(self, cloudOptions=(), nodeOptions=()):
+        """
+        cloud <- proxy <- server s1, each with C{nodeOptions}.
+        """
+        cloud = yield self.cloud(*(list(cloudOptions) + list(nodeOptions)))
+        proxy = yield self.cluster.start("proxy", "zmqrelay-proxy", [
+            "--id", "proxy", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+            "--cloud", cloud.endpoints["control"],
+        ] + list(nodeOptions))
+        yield self.cluster.start("s1", "zmqrelay-server", [
+            "--id", "s1", "--listen", LOOPBACK, "--pub", LOOPBACK,
+            "--proxy", proxy.endpoints["control"],
+        ] + list(nodeOptions))
+        return cloud
+
+    @defer.inlineCallbacks
+    def client(self, clientId, cloud, **kw):
+        kw.setdefault("requestTimeout", 3.0)
+        kw.setdefault("attempts", 1)
+        client = Client(
+            NodeConfig(clientId, **kw), cloud=cloud.endpoints["control"], reactor=reactor
+        )
+        client.startService()
+        self.addCleanup(client.stopService)
+        yield client.whenConnected(10.0)
+        return client
+
+    @defer.inlineCallbacks
+    def test_maxMessageSize(self):
+        """
+        --max-message-size is advertised in WELCOME; a message over it (but
+        with every frame under ZeroMQ's MAXMSGSIZE) gets ERR too-large with
+        its request id; a frame over MAXMSGSIZE never reaches the
+        application: ZeroMQ drops the connection, so the sender's session is
+        gone (hello-first on its next message) and nothing is counted.
+        """
+        cloud = yield self.cloud("--max-message-size", "20000")
+        client = yield self.client("sizer", cloud)
+        self.assertEqual(client.links[0].welcome["max"], 20000)
+        error = yield self.assertFailure(
+            client.request("", b"x" * 21000, sys="ping"), errors.TooLarge
+        )
+        self.assertIn("limit 20000", error.message)
+
+        peer = RawPeer(cloud.endpoints["control"], self)
+        yield peer.hello("raw-sizer")
+        peer.send(protocol.REQUEST, {"id": 7, "sys": "ping"}, b"y" * 20500)
+        answer = yield peer.receive(lambda m: m.type in (protocol.ERROR, protocol.REPLY))
+        self.assertEqual((answer.header["code"], answer.header["id"]), (protocol.E_TOO_LARGE, 7))
+        before = yield stats(client)
+        self.assertEqual(before["front.too-large"], 2)
+
+        # One frame over MAXMSGSIZE (max + 4096): the socket itself refuses.
+        peer.send(protocol.REQUEST, {"id": 8, "sys": "ping"}, b"z" * 30000)
+        n = [100]
+
+        def ping():
+            n[0] += 1
+            peer.send(protocol.REQUEST, {"id": n[0], "sys": "ping"})
+            return peer.receive(
+                lambda m: m.type == protocol.ERROR and m.header.get("code") == protocol.E_HELLO_FIRST,
+                timeout=0.3,
+            ).addErrback(lambda f: None)
+
+        yield poll(ping, 10.0, 0.05, "the dropped connection to come back without a session")
+        after = yield stats(client)
+        self.assertEqual(after["front.too-large"], 2)
+        # The cloud is fine.
+        self.assertEqual((yield client.request("", b"", sys="ping")), b"pong")
+
+    @defer.inlineCallbacks
+    def test_rateLimitRetryAfterThenCooldown(self):
+        """
+        With --rate 20 --burst 5 --strikes 3 --cooldown 2, a client sending a
+        burst of 30 gets about 5 answers, then 3 over-limit errors with a
+        retry-after, then silence (ignored) until the cooldown ends, when it
+        is served again; meanwhile another client is served as usual.
+        """
+        cloud = yield self.cloud(
+            "--rate", "20", "--burst", "5", "--strikes", "3", "--cooldown", "2",
+        )
+        bystander = yield self.client("bystander", cloud)
+        peer = RawPeer(cloud.endpoints["control"], self)
+        yield peer.hello("abuser")
+        for i in range(30):
+            peer.send(protocol.REQUEST, {"id": i, "sys": "ping"})
+        struck = time.monotonic()
+        answers = []
+        yield _sleep(0.5)
+        while peer.socket.poll(0):
+            message = protocol.decode(peer.socket.recv_multipart())
+            if message.type in (protocol.REPLY, protocol.ERROR):
+                answers.append(message)
+        pongs = [m for m in answers if m.type == protocol.REPLY]
+        refusals = [m for m in answers if m.type == protocol.ERROR]
+        self.assertTrue(5 <= len(pongs) <= 8, len(pongs))
+        self.assertEqual([m.header["code"] for m in refusals], [protocol.E_OVER_LIMIT] * 3)
+        for m in refusals:
+            self.assertGreater(m.header["retry"], 0)
+        self.assertEqual(len(answers), len(pongs) + 3)
+
+        # In cooldown: ignored, while the bystander is served.
+        self.assertEqual((yield bystander.request("", b"", sys="ping")), b"pong")
+        counters = yield stats(bystander)
+        self.assertEqual(counters["front.refused"], 3)
+        self.assertGreaterEqual(counters["front.ignored"], 30 - len(pongs) - 3)
+
+        ids = iter(range(1000, 2000))
+
+        def ping():
+            peer.send(protocol.REQUEST, {"id": next(ids), "sys": "ping"})
+            return peer.receive(lambda m: m.type == protocol.REPLY, timeout=0.2).addErrback(
+                lambda f: None
+            )
+
+        yield poll(ping, 10.0, 0.0, "service after the cooldown")
+        waited = time.monotonic() - struck
+        self.assertTrue(1.5 <= waited <= 5.0, waited)
+
+    @defer.inlineCallbacks
+    def test_maxInFlight(self):
+        """
+        With --max-in-flight 3 at the cloud, six slow requests at once: three
+        are answered, three fail at once with over-limit and a retry-after.
+        """
+        cloud = yield self.site(cloudOptions=["--max-in-flight", "3"])
+        client = yield self.client("eager", cloud, requestTimeout=5.0)
+        yield reachable(client, "s1")
+        started = reactor.seconds()
+        results = yield defer.DeferredList(
+            [client.request("s1", b"sleep:1") for _ in range(6)], consumeErrors=True
+        )
+        elapsed = reactor.seconds() - started
+        answered = [r for ok, r in results if ok]
+        refused = [r.value for ok, r in results if not ok]
+        self.assertEqual(answered, [b"sleep:1"] * 3)
+        self.assertEqual(len(refused), 3)
+        for error in refused:
+            self.assertIsInstance(error, errors.OverLimit)
+            self.assertIsNotNone(error.retryAfter)
+            self.assertIn("in flight", error.message)
+        self.assertLess(elapsed, 4.0)
+
+    @defer.inlineCallbacks
+    def test_floodSparesOthers(self):
+        """
+        One client floods the cloud as fast as it can (default limits) while
+        three clients keep sending requests: none of theirs is lost, their
+        p99 latency stays under a second, the flooder is refused and then
+        ignored, and no node logs a heartbeat timeout or a presence flap.
+        """
+        cloud = yield self.site(nodeOptions=["--heartbeat", "0.5"])
+        normal = []
+        for i in range(3):
+            client = yield self.client(f"normal-{i}", cloud, heartbeat=0.5, requestTimeout=2.0)
+            normal.append(client)
+        for client in normal:
+            yield reachable(client, "s1")
+
+        flooder = _Flooder()
+        argv = [
+            sys.executable, FLOODBENCH, "flood", cloud.endpoints["control"],
+            "--target", "s1", "--seconds", "4", "--count", "400000",
+        ]
+        transport = reactor.spawnProcess(
+            flooder, sys.executable, argv, env=childEnvironment(), path=ROOT
+        )
+
+        def killFlooder():
+            if flooder.summary is None and not flooder.ended.called:
+                transport.signalProcess("KILL")
+                return flooder.ended
+
+        self.addCleanup(killFlooder)
+        yield flooder.started
+
+        latencies = []
+        failures = []
+
+        @defer.inlineCallbacks
+        def traffic(client, seconds):
+            end = reactor.seconds() + seconds
+            n = 0
+            while reactor.seconds() < end:
+                n += 1
+                payload = f"{client.nodeId}-{n}".encode()
+                started = reactor.seconds()
+                try:
+                    reply = yield client.request("s1", payload)
+                except Exception as e:
+                    failures.append((client.nodeId, n, e))
+                else:
+                    if reply != payload:
+                        failures.append((client.nodeId, n, reply))
+                    latencies.append(reactor.seconds() - started)
+                yield _sleep(0.02)
+
+        yield defer.gatherResults([traffic(c, 3.5) for c in normal])
+        summary = yield flooder.ended
+        self.assertEqual(failures, [])
+        self.assertGreater(len(latencies), 3 * 20)
+        self.assertLess(_percentile(latencies, 99), 1.0)
+
+        self.assertIsNotNone(summary, flooder.output[-2000:])
+        self.assertGreater(summary["sent"], 5000)
+        counters = yield stats(normal[0])
+        self.assertGreater(counters["front.refused"], 0)
+        self.assertGreater(counters["front.ignored"], 0)
+        self.assertGreater(summary["errors"].get(protocol.E_OVER_LIMIT, 0), 0)
+
+        for name in ("cloud", "proxy", "s1"):
+            node = self.cluster[name]
+            self.assertTrue(node.running, name)
+            trouble = [
+                l for l in node.lines if any(t in l for t in _TROUBLE) and "flooder" not in l
+            ]
+            self.assertEqual(trouble, [], name)
+        for client in normal:
+            self.assertEqual(client.links[0].counters["lost"], 0)
+            self.assertTrue(client.links[0].alive)
+
+
+class SocketLimitTests(unittest.TestCase):
+    """
+    The plugin options become the options of every real socket.
+    """
+
+    def test_optionsReachEverySocket(self):
+        """
+        --hwm and --max-message-size set SNDHWM, RCVHWM and MAXMSGSIZE
+        (limit plus 4 KiB of headroom for the header) on every kind of
+        socket; a ROUTER refuses a send to an unknown peer (ROUTER_MANDATORY)
+        instead of dropping it silently.
+        """
+        options = CloudOptions()
+        options.parseOptions(["--hwm", "123", "--max-message-size", "5000", "--id", "c"])
+        config = options.nodeConfig()
+        factory = SocketFactory(reactor, config.socketOptions())
+        self.addCleanup(factory.shutdown)
+        for kind in ("router", "dealer", "xpub", "xsub", "sub"):
+            sock = factory.socket(kind, lambda frames: None)
+            self.assertEqual(sock.socket.getsockopt(zmq.SNDHWM), 123, kind)
+            self.assertEqual(sock.socket.getsockopt(zmq.RCVHWM), 123, kind)
+            self.assertEqual(sock.socket.getsockopt(zmq.MAXMSGSIZE), 5000 + 4096, kind)
+            if kind == "router":
+                sock.bind("tcp://127.0.0.1:*")
+                self.assertFalse(sock.send([b"nobody", b"x"]))
+                self.assertEqual(sock.dropped, 1)
+            sock.close()
