@@ -59,6 +59,11 @@ def requestId(header):
     return protocol.field(header, "id", int, required=True)
 
 
+#: The longest deadline a node accepts (ms): a client cannot pin relay state
+#: or in-flight slots for longer than this with one request.
+MAX_TTL_MS = 600000
+
+
 class PresenceViewMixin:
     """
     L{zmqrelay.interfaces.IPresenceView} for a role that keeps its merged
@@ -251,7 +256,9 @@ class Forwarder:
         """
         header = message.header
         rid = requestId(header)
-        ttl = protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000))
+        ttl = min(
+            protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000)), MAX_TTL_MS
+        )
         if ttl <= 0:
             sendError(origin, rid, protocol.E_TIMEOUT, "deadline passed before forwarding")
             return
@@ -270,6 +277,7 @@ class Forwarder:
         if stamps:
             forwarded.update(stamps)
         forwarded["id"] = pending.forwardId
+        forwarded["ttl"] = ttl
         if not target.send(message.type, forwarded, message.payload):
             self.inflight.pop(pending.forwardId)
             if getattr(target, "gone", False):
@@ -343,6 +351,12 @@ class Forwarder:
         self.counters["expired"] += len(expired)
 
 
+#: The most distinct topic prefixes one relay forwards upstream, and the
+#: longest prefix it forwards.
+MAX_SUBSCRIPTIONS = 100000
+MAX_PREFIX = 1024
+
+
 class NotificationRelay:
     """
     Forwards notifications from a bound XSUB to an XPUB, and subscriptions
@@ -365,7 +379,9 @@ class NotificationRelay:
         self.config = config
         self.counters = {
             "notifications": 0, "subscriptions": 0, "dropped": 0, "malformed": 0, "too-large": 0,
+            "refused-subscriptions": 0,
         }
+        self._topics = set()
         self.xsub = None
         self.xpub = None
         self._upstream = None
@@ -435,6 +451,21 @@ class NotificationRelay:
         # sends is not ours to pass on.
         if len(frames) != 1 or frames[0][:1] not in (b"\x00", b"\x01"):
             self._bad("malformed", "a subscriber sent something other than a subscription")
+            return
+        # Every prefix forwarded is stored by every relay up to the servers:
+        # bound how many, and how long, so a subscription flood stays here.
+        # (A non-verbose XPUB reports a prefix once, when its first subscriber
+        # comes, and once more when its last one goes.)
+        prefix = frames[0][1:]
+        if frames[0][:1] == b"\x01":
+            if prefix not in self._topics:
+                if len(prefix) > MAX_PREFIX or len(self._topics) >= MAX_SUBSCRIPTIONS:
+                    self._bad("refused-subscriptions", f"subscription of {len(prefix)} bytes refused")
+                    return
+                self._topics.add(prefix)
+        elif prefix in self._topics:
+            self._topics.discard(prefix)
+        else:
             return
         self.counters["subscriptions"] += 1
         self.xsub.send(frames)

@@ -25,7 +25,7 @@ from zmqrelay.front import Front
 from zmqrelay.history import NotificationHistory
 from zmqrelay.interfaces import IRequest, IServer
 from zmqrelay.link import UpstreamLink
-from zmqrelay.node import Node, PresenceViewMixin, advertised, requestId, sendError
+from zmqrelay.node import MAX_TTL_MS, Node, PresenceViewMixin, advertised, requestId, sendError
 from zmqrelay.presence import PresenceView
 from zmqrelay.replica import MapReplica, ReplicaGap
 from zmqrelay.replycache import ReplyCache
@@ -285,7 +285,9 @@ class Server(PresenceViewMixin, Node):
         if cached is not None:
             cached.waiters.append((peer, rid))
             return
-        ttl = protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000))
+        ttl = min(
+            protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000)), MAX_TTL_MS
+        )
         now = self.reactor.seconds()
         if ttl <= 0:
             self.counters["expired"] += 1

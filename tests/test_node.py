@@ -1,0 +1,90 @@
+"""
+Tests for L{zmqrelay.node}: the notification relay's subscription bounds and
+the forwarder's deadline cap.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.fakes import FakeSocketFactory
+from zmqrelay import node, protocol
+from zmqrelay.config import NodeConfig
+from zmqrelay.node import Forwarder, NotificationRelay
+
+
+class SubscriptionBoundTests(SynchronousTestCase):
+    """
+    What subscribers can make a relay forward upstream is bounded.
+    """
+
+    def setUp(self):
+        self.factory = FakeSocketFactory()
+        self.relay = NotificationRelay(self.factory, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
+        self.relay.start()
+        [self.xpub] = self.factory.ofKind("xpub")
+        [self.xsub] = self.factory.ofKind("xsub")
+
+    def test_subscribeAndUnsubscribeForwarded(self):
+        """
+        A subscription and its end travel upstream unchanged.
+        """
+        self.xpub.receive([b"\x01news"])
+        self.xpub.receive([b"\x00news"])
+        self.assertEqual(self.xsub.sent, [[b"\x01news"], [b"\x00news"]])
+
+    def test_tooManyPrefixesRefused(self):
+        """
+        Beyond MAX_SUBSCRIPTIONS distinct prefixes, new ones stay at this relay
+        (counted), and their ends are not forwarded either.
+        """
+        self.patch(node, "MAX_SUBSCRIPTIONS", 2)
+        for topic in (b"a", b"b", b"c"):
+            self.xpub.receive([b"\x01" + topic])
+        self.xpub.receive([b"\x00c"])
+        self.assertEqual(self.xsub.sent, [[b"\x01a"], [b"\x01b"]])
+        self.assertEqual(self.relay.counters["refused-subscriptions"], 1)
+        self.xpub.receive([b"\x00a"])
+        self.xpub.receive([b"\x01c"])
+        self.assertEqual(self.xsub.sent[-2:], [[b"\x00a"], [b"\x01c"]])
+
+    def test_longPrefixRefused(self):
+        """
+        A prefix longer than MAX_PREFIX is not forwarded.
+        """
+        self.xpub.receive([b"\x01" + b"x" * (node.MAX_PREFIX + 1)])
+        self.assertEqual(self.xsub.sent, [])
+        self.assertEqual(self.relay.counters["refused-subscriptions"], 1)
+
+
+class _Peer:
+    role = protocol.CLIENT
+    nodeId = "p"
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, msgtype, header, payload=b""):
+        self.sent.append((msgtype, header, payload))
+        return True
+
+
+class DeadlineCapTests(SynchronousTestCase):
+    """
+    A client cannot pin relay state with an enormous deadline.
+    """
+
+    def test_ttlCapped(self):
+        """
+        A forwarded request's deadline is at most MAX_TTL_MS away, and is
+        forgotten once that passes.
+        """
+        clock = Clock()
+        forwarder = Forwarder(clock, NodeConfig("r"))
+        origin, target = _Peer(), _Peer()
+        message = protocol.Message(1, protocol.REQUEST, {"id": 1, "to": "s", "ttl": 2**40}, b"")
+        forwarder.forward(origin, message, target)
+        [(_, header, _)] = target.sent
+        self.assertEqual(header["ttl"], node.MAX_TTL_MS)
+        clock.advance(node.MAX_TTL_MS / 1000.0)
+        forwarder.expire()
+        self.assertEqual(len(forwarder.inflight), 0)
