@@ -645,7 +645,8 @@ class RelayHostileTests(SynchronousTestCase):
         for frames in subscribed:
             xpub.receive(frames)
         self.assertEqual(
-            relay.counters["notifications"] + relay.counters["malformed"],
+            relay.counters["notifications"] + relay.counters["malformed"]
+            + relay.counters["refused-subscriptions"],
             len(published) + len(subscribed) - relay.counters["subscriptions"],
         )
         for frames in xpub.sent:

@@ -42,7 +42,7 @@ class SubscriptionBoundTests(SynchronousTestCase):
             self.xpub.receive([b"\x01" + topic])
         self.xpub.receive([b"\x00c"])
         self.assertEqual(self.xsub.sent, [[b"\x01a"], [b"\x01b"]])
-        self.assertEqual(self.relay.counters["refused-subscriptions"], 1)
+        self.assertEqual(self.relay.counters["refused-subscriptions"], 2)
         self.xpub.receive([b"\x00a"])
         self.xpub.receive([b"\x01c"])
         self.assertEqual(self.xsub.sent[-2:], [[b"\x00a"], [b"\x01c"]])

@@ -466,6 +466,8 @@ class NotificationRelay:
         elif prefix in self._topics:
             self._topics.discard(prefix)
         else:
+            # The end of a subscription we never forwarded.
+            self.counters["refused-subscriptions"] += 1
             return
         self.counters["subscriptions"] += 1
         self.xsub.send(frames)
