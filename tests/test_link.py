@@ -405,3 +405,24 @@ class WhenUpTests(LinkTestCase):
         d = self.link.whenUp(20.0)
         self.stopAndCheck()
         self.failureResultOf(d, errors.ShuttingDown)
+
+
+class BackoffPolicyTests(SynchronousTestCase):
+    """
+    The default reconnect policy.
+    """
+
+    def test_growsAndStaysWithinMaximum(self):
+        """
+        Delays double from the initial one, never exceed the maximum, and
+        jitter only scales them down (to half at most).
+        """
+        from zmqrelay.link import backoffPolicy
+
+        high = backoffPolicy(0.25, 4.0, jitter=lambda: 0.999999)
+        low = backoffPolicy(0.25, 4.0, jitter=lambda: 0.0)
+        self.assertAlmostEqual(high(1), 0.25, places=5)
+        self.assertAlmostEqual(high(2), 0.5, places=5)
+        self.assertAlmostEqual(low(2), 0.25, places=5)
+        self.assertAlmostEqual(high(100), 4.0, places=5)
+        self.assertAlmostEqual(low(10**6), 2.0, places=5)

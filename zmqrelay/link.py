@@ -24,7 +24,7 @@ The owner is told through:
   - C{owner.helloExtras(link)}: extra HELLO fields.
 """
 
-from twisted.application.internet import backoffPolicy
+import random
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
@@ -39,6 +39,27 @@ STOPPED = "stopped"
 CONNECTING = "connecting"
 CONNECTED = "connected"
 WAITING = "waiting"
+
+
+def backoffPolicy(initialDelay, maxDelay, factor=2.0, jitter=random.random):
+    """
+    Exponential backoff with jitter that stays within C{maxDelay}.
+
+    Twisted's C{backoffPolicy} adds up to a whole second of jitter on top of
+    the delay; with the sub-second delays a relay wants after a peer
+    restarts, that second would dominate.  Here the jitter scales the delay
+    instead, between half and all of it, so peers that lost the same
+    upstream still spread out.
+
+    @return: a callable taking the attempt number (1 for the first retry)
+        and returning the delay in seconds.
+    """
+
+    def policy(attempt):
+        delay = min(initialDelay * factor ** min(max(attempt - 1, 0), 64), maxDelay)
+        return delay * (0.5 + jitter() / 2.0)
+
+    return policy
 
 
 class UpstreamLink:
@@ -63,7 +84,7 @@ class UpstreamLink:
         # With CURVE, the endpoint's server key (if we know it) secures the hop.
         self.options = options if options is not None else security.dialOptions(config, endpoint)
         self.retryPolicy = retryPolicy or backoffPolicy(
-            initialDelay=config.reconnectInitial, maxDelay=config.reconnectMax, factor=2.0
+            config.reconnectInitial, config.reconnectMax
         )
         self.state = STOPPED
         self.welcome = None
