@@ -10,16 +10,13 @@ It is made of:
   - a L{NotificationRelay} (proxies publish into it, clients subscribe).
 """
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from zmqrelay import presence, protocol
 from zmqrelay.errors import Rejected
-from zmqrelay.front import Front
 from zmqrelay.interfaces import ICloud
-from zmqrelay.node import Forwarder, Node, NotificationRelay, PresenceViewMixin, requestId, sendError
-from zmqrelay.presence import PresenceView
+from zmqrelay.node import RelayNode, requestId, sendError
 from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
 from zmqrelay.routing import Route, RouteTable
 
@@ -27,7 +24,7 @@ log = Logger()
 
 
 @implementer(ICloud)
-class Cloud(PresenceViewMixin, Node):
+class Cloud(RelayNode):
     """
     The cloud role.
 
@@ -37,46 +34,10 @@ class Cloud(PresenceViewMixin, Node):
     role = protocol.CLOUD
 
     def __init__(self, config, listen, pub, sub, reactor=None, socketFactory=None):
-        Node.__init__(self, config, reactor, socketFactory)
-        self.listenAddress = listen
-        self.pubAddress = pub
-        self.subAddress = sub
-        self.presence = PresenceView()
+        RelayNode.__init__(self, config, listen, pub, sub, reactor, socketFactory)
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
         self._routeReplicas = {}
-        self.front = None
-        self.forwarder = Forwarder(self.reactor, config)
-        self.relay = None
-        self._marker = None
-
-    def _countedParts(self):
-        return [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
-
-    def _start(self):
-        self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
-        self.relay = NotificationRelay(
-            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize,
-            self.config,
-        )
-        sub, pub = self.relay.start()
-        self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
-        self.forwarder.start()
-        # Once per liveness window, tell every proxy where the presence map
-        # is: a lost delta or snapshot cannot leave its copy stale for good.
-        self._marker = LoopingCall(self._mark)
-        self._marker.clock = self.reactor
-        self._marker.start(self.config.heartbeat * self.config.liveness, now=False)
-
-    def _stop(self):
-        if self._marker is not None and self._marker.running:
-            self._marker.stop()
-        self._marker = None
-        self.forwarder.stop()
-        if self.front is not None:
-            self.front.stop()
-        if self.relay is not None:
-            self.relay.stop()
 
     def servers(self):
         return {
@@ -89,9 +50,6 @@ class Cloud(PresenceViewMixin, Node):
     def peerHello(self, session):
         if session.role not in (protocol.CLIENT, protocol.PROXY):
             raise Rejected(f"the cloud accepts clients and proxies, not {session.role}s")
-
-    def welcomeExtras(self, session):
-        return {"pub": self._endpoints["pub"], "sub": self._endpoints["sub"]}
 
     def peerJoined(self, session):
         if session.role == protocol.CLIENT:

@@ -4,6 +4,7 @@ notification relay.
 
   - L{Node}: a C{MultiService} that owns the ZeroMQ context of one node, its
     counters, its readiness line and the C{sys} requests every node answers;
+  - L{RelayNode}: the skeleton the cloud and a proxy share;
   - L{Forwarder}: forwards requests hop by hop with local ids, sends answers
     back, and fails the requests of a lost peer at once;
   - L{NotificationRelay}: an XSUB/XPUB pair that forwards notifications down
@@ -17,6 +18,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from zmqrelay import protocol, security
+from zmqrelay.front import Front
+from zmqrelay.presence import PresenceView
 from zmqrelay.routing import InFlight
 
 log = Logger()
@@ -209,6 +212,71 @@ class Node(MultiService):
                 use_bin_type=True,
             )
         return None
+
+
+class RelayNode(PresenceViewMixin, Node):
+    """
+    What the cloud and a proxy share: a L{Front} for the nodes attached
+    below, a L{Forwarder}, a L{NotificationRelay}, a merged presence view,
+    and periodic replication marks.
+
+    Subclasses set C{role}, and implement C{_mark} (send the marks of the
+    maps they own), C{_startMore} and C{_stopMore} (their upstream link, if
+    any) and the L{Front} callbacks.
+    """
+
+    def __init__(self, config, listen, pub, sub, reactor=None, socketFactory=None):
+        Node.__init__(self, config, reactor, socketFactory)
+        self.listenAddress = listen
+        self.pubAddress = pub
+        self.subAddress = sub
+        self.presence = PresenceView()
+        self.forwarder = Forwarder(self.reactor, config)
+        self.front = None
+        self.relay = None
+        self._marker = None
+
+    def _countedParts(self):
+        return [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
+
+    def _start(self):
+        config = self.config
+        self.front = Front(self, config, self.reactor, self.socketFactory, self.listenAddress)
+        self.relay = NotificationRelay(
+            self.socketFactory, self.subAddress, self.pubAddress, config.maxMessageSize, config
+        )
+        sub, pub = self.relay.start()
+        self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
+        self.forwarder.start()
+        self._startMore()
+        # Once per liveness window, tell every holder of a map we own where
+        # it is: a lost delta or snapshot cannot leave a copy stale for good.
+        self._marker = LoopingCall(self._mark)
+        self._marker.clock = self.reactor
+        self._marker.start(config.heartbeat * config.liveness, now=False)
+
+    def _stop(self):
+        if self._marker is not None and self._marker.running:
+            self._marker.stop()
+        self._marker = None
+        self._stopMore()
+        self.forwarder.stop()
+        if self.front is not None:
+            self.front.stop()
+        if self.relay is not None:
+            self.relay.stop()
+
+    def _startMore(self):
+        pass
+
+    def _stopMore(self):
+        pass
+
+    def _mark(self):
+        raise NotImplementedError()
+
+    def welcomeExtras(self, session):
+        return {"pub": self._endpoints["pub"], "sub": self._endpoints["sub"]}
 
 
 class Forwarder:

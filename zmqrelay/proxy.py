@@ -13,19 +13,14 @@ It is made of:
     and it publishes on to the cloud.
 """
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from zmqrelay import presence, protocol
 from zmqrelay.errors import Rejected
-from zmqrelay.front import Front
 from zmqrelay.interfaces import IProxy
 from zmqrelay.link import UpstreamLink
-from zmqrelay.node import (
-    Forwarder, Node, NotificationRelay, PresenceViewMixin, advertised, requestId, sendError,
-)
-from zmqrelay.presence import PresenceView
+from zmqrelay.node import RelayNode, advertised, requestId, sendError
 from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
 from zmqrelay.routing import Route, RouteTable
 
@@ -33,7 +28,7 @@ log = Logger()
 
 
 @implementer(IProxy)
-class Proxy(PresenceViewMixin, Node):
+class Proxy(RelayNode):
     """
     The proxy role.
 
@@ -43,60 +38,30 @@ class Proxy(PresenceViewMixin, Node):
     role = protocol.PROXY
 
     def __init__(self, config, listen, pub, sub, cloud=None, reactor=None, socketFactory=None):
-        Node.__init__(self, config, reactor, socketFactory)
-        self.listenAddress = listen
-        self.pubAddress = pub
-        self.subAddress = sub
+        RelayNode.__init__(self, config, listen, pub, sub, reactor, socketFactory)
         self.cloudAddress = cloud
-        self.presence = PresenceView()
         self.cloudPresence = MapReplica("presence")
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
         self.routesSource = MapSource("routes")
-        self.front = None
         self.link = None
-        self.forwarder = Forwarder(self.reactor, config)
-        self.relay = None
-        self._marker = None
 
     def _countedParts(self):
-        parts = [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
+        parts = RelayNode._countedParts(self)
         if self.link is not None:
             parts.append(("cloud", self.link))
         return parts
 
-    def _start(self):
-        self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
-        self.relay = NotificationRelay(
-            self.socketFactory, self.subAddress, self.pubAddress, self.config.maxMessageSize,
-            self.config,
-        )
-        sub, pub = self.relay.start()
-        self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
-        self.forwarder.start()
+    def _startMore(self):
         if self.cloudAddress:
             self.link = UpstreamLink(
                 self, self.config, self.reactor, self.socketFactory, self.cloudAddress, "cloud"
             )
             self.link.start()
-        # Once per liveness window, tell servers where the presence map is
-        # and the cloud where the routes are: a lost delta or snapshot cannot
-        # leave their copies stale for good.
-        self._marker = LoopingCall(self._mark)
-        self._marker.clock = self.reactor
-        self._marker.start(self.config.heartbeat * self.config.liveness, now=False)
 
-    def _stop(self):
-        if self._marker is not None and self._marker.running:
-            self._marker.stop()
-        self._marker = None
+    def _stopMore(self):
         if self.link is not None:
             self.link.stop()
-        self.forwarder.stop()
-        if self.front is not None:
-            self.front.stop()
-        if self.relay is not None:
-            self.relay.stop()
 
     def servers(self):
         return {sid: route.services for sid, route in self.routes.servers().items()}
@@ -110,9 +75,6 @@ class Proxy(PresenceViewMixin, Node):
             services = session.hello.get("services", [])
             if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
                 raise Rejected("services must be a list of names")
-
-    def welcomeExtras(self, session):
-        return {"pub": self._endpoints["pub"], "sub": self._endpoints["sub"]}
 
     def peerJoined(self, session):
         if session.role == protocol.SERVER:
