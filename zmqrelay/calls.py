@@ -117,6 +117,21 @@ class Calls:
             )
         return True
 
+    def fail(self, rid, error):
+        """
+        Fail call C{rid} now, if it is still waiting.
+        """
+        call = self._forget(rid)
+        if call is not None:
+            call.deferred.errback(error)
+
+    def forget(self, rid):
+        """
+        Stop waiting for call C{rid} without firing it (its answer came by
+        another way).
+        """
+        self._forget(rid)
+
     def failPeer(self, peer, error):
         """
         Fail every call that went to C{peer}.

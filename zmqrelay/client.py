@@ -105,9 +105,7 @@ class _Attempts:
         self.current.addCallbacks(self._answered, self._failed, errbackArgs=(link,))
         if not link.send(protocol.REQUEST, header, self.payload):
             # Fail this attempt only: the other calls on this link were sent.
-            call = client.calls._forget(self.rid)
-            if call is not None:
-                call.deferred.errback(errors.OverLimit("send queue full", 0.05))
+            client.calls.fail(self.rid, errors.OverLimit("send queue full", 0.05))
 
     def _answered(self, payload):
         self.current = None
@@ -328,7 +326,7 @@ class Client(Node):
         attempt = self._attempts.get(rid) if isinstance(rid, int) else None
         if attempt is not None and message.type == protocol.REPLY and attempt.current is not None:
             current, attempt.current = attempt.current, None
-            self.calls._forget(rid)
+            self.calls.forget(rid)
             attempt._finish(message.payload)
             current.cancel()
 
