@@ -396,6 +396,31 @@ class ServerTests(RoleTestCase):
         self.start(self.server)
         self.failureResultOf(self.server.send("ghost", b"x"), errors.NoRoute)
 
+    def test_sendToDirectClient(self):
+        """
+        send() to a direct client fires with None when the client acks it.
+        """
+        self.start(self.server)
+        router = self.directClient()
+        d = self.server.send("c1", b"note")
+        [msg] = self.sentTo(router, b"c", protocol.MESSAGE)
+        self.assertEqual((msg.header["to"], msg.header["from"], msg.payload), ("c1", "s1", b"note"))
+        self.assertNoResult(d)
+        router.receive([b"c"] + protocol.encode(protocol.REPLY, {"id": msg.header["id"]}))
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(len(self.server.calls), 0)
+
+    def test_sendQueueFull(self):
+        """
+        send() whose message cannot be queued fails with OverLimit at once,
+        leaving no call or timer behind.
+        """
+        self.start(self.server)
+        router = self.directClient()
+        router.sendResult = False
+        self.failureResultOf(self.server.send("c1", b"note"), errors.OverLimit)
+        self.assertEqual(len(self.server.calls), 0)
+
 
 class ClientTests(RoleTestCase):
     """

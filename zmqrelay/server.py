@@ -147,10 +147,10 @@ class Server(PresenceViewMixin, Node):
         rid = self.calls.newId()
         d = self.calls.expect(rid, peer, timeout)
         header = {"id": rid, "to": clientId, "ttl": int(timeout * 1000), "from": self.nodeId}
-        if not peer.send(protocol.MESSAGE, header, payload):
-            d.cancel()
-            return fail(errors.OverLimit(f"queue to {peer.nodeId} is full", 0.1))
-        self.counters["messages"] += 1
+        if peer.send(protocol.MESSAGE, header, payload):
+            self.counters["messages"] += 1
+        else:
+            self.calls.fail(rid, errors.OverLimit(f"queue to {peer.nodeId} is full", 0.1))
         return d.addCallback(lambda _: None)
 
     # Front callbacks: direct clients
