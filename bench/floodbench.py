@@ -51,6 +51,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from zmqrelay import protocol  # noqa: E402
+from zmqrelay.launcher import TWISTD_MAIN  # noqa: E402
 
 READY = re.compile(r"ready: role=\S+ id=\S+ inc=\S+(.*)$")
 BEGIN = "<!-- flood:begin -->"
@@ -210,7 +211,7 @@ class Children:
         @return: the endpoints on its ready line.
         """
         self.spawn(name, [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            sys.executable, "-c", TWISTD_MAIN,
             "-n", "--pidfile=", "--logfile=-", plugin,
         ] + list(args))
         match = self.waitFor(name, READY.pattern)

@@ -53,6 +53,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from zmqrelay import protocol  # noqa: E402
+from zmqrelay.launcher import TWISTD_MAIN  # noqa: E402
 
 READY = re.compile(r"ready: (?:role=\S+ id=\S+ inc=\S+|baseline \S+)(.*)$")
 BEGIN = "<!-- bench:begin -->"
@@ -127,7 +128,7 @@ class Children:
         Start C{twistd -n <plugin> <args>} (as L{zmqrelay.launcher} does).
         """
         argv = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            sys.executable, "-c", TWISTD_MAIN,
             "-n", "--pidfile=", "--logfile=-",
         ]
         if profile:

@@ -4,7 +4,8 @@ Start and stop real C{twistd} nodes as child processes.
 Used by the demo, the integration and fault tests and the benchmark.  A
 node is ready when it logs its C{ready:} line (see L{zmqrelay.node.Node}),
 never after a fixed sleep; every wait has a timeout; L{Topology.stopAll}
-ends every child it started, by pid, escalating to SIGKILL.
+ends every child it started, by pid, escalating to SIGKILL; and on Linux a
+child is SIGKILLed by the kernel if its parent dies first.
 """
 
 import os
@@ -22,6 +23,19 @@ READY = re.compile(r"ready: role=(\S+) id=(\S+) inc=(\S+)(.*)$")
 #: The project root, so children find C{zmqrelay} and its plugins even
 #: without an install.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+#: The child's program: twistd, after asking Linux to SIGKILL it when its
+#: parent dies, so that not even a SIGKILLed test runner leaves nodes behind.
+TWISTD_MAIN = (
+    "import ctypes, signal\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))\n"
+    "except Exception:\n"
+    "    pass\n"
+    "from twisted.scripts.twistd import run\n"
+    "run()\n"
+)
 
 
 def freeEndpoint():
@@ -176,7 +190,7 @@ class Topology:
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         argv = [
-            self.python, "-c", "from twisted.scripts.twistd import run; run()",
+            self.python, "-c", TWISTD_MAIN,
             "-n", "--pidfile=", "--logfile=-", plugin,
         ] + list(args)
         self.reactor.spawnProcess(node, self.python, argv, env=env, path=ROOT)

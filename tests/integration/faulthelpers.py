@@ -37,7 +37,7 @@ from zope.interface import implementer
 from zmqrelay import errors
 from zmqrelay.examples import ExampleApp
 from zmqrelay.interfaces import INotificationReceiver
-from zmqrelay.launcher import ROOT, NodeProcess, Topology
+from zmqrelay.launcher import ROOT, TWISTD_MAIN, NodeProcess, Topology
 
 log = Logger()
 
@@ -471,7 +471,7 @@ class FaultTopology(Topology):
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.env)
         argv = [
-            self.python, "-c", "from twisted.scripts.twistd import run; run()",
+            self.python, "-c", TWISTD_MAIN,
             "-n", "--pidfile=", "--logfile=-", plugin,
         ] + list(args)
         self.reactor.spawnProcess(node, self.python, argv, env=env, path=ROOT)

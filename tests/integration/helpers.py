@@ -30,7 +30,7 @@ from zmqrelay import protocol
 from zmqrelay.client import Client
 from zmqrelay.config import NodeConfig
 from zmqrelay.interfaces import INotificationReceiver
-from zmqrelay.launcher import ROOT, NodeProcess, Topology
+from zmqrelay.launcher import ROOT, TWISTD_MAIN, NodeProcess, Topology
 
 log = Logger()
 
@@ -38,7 +38,7 @@ log = Logger()
 LOOPBACK = "tcp://127.0.0.1:*"
 
 #: The C{twistd} command line, as L{Topology} builds it.
-TWISTD = ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile=-"]
+TWISTD = ["-c", TWISTD_MAIN, "-n", "--pidfile=", "--logfile=-"]
 
 _children = []
 
