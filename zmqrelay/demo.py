@@ -12,6 +12,7 @@ stops everything; Ctrl-C stops it early, cleanly.
 """
 
 import re
+import signal
 import socket
 import sys
 
@@ -84,7 +85,14 @@ async def main(reactor, seconds):
             ["--id", "near", "--cloud", cloud, "--server", a1, "--target", "a1",
              "--payload", "whoami", "--every", "1", "--subscribe", "tick.a1"] + fast,
         )
-        await task.deferLater(reactor, seconds, lambda: None)
+        wait = task.deferLater(reactor, seconds, lambda: None)
+        # Ctrl-C ends the wait, and the nodes are stopped below, in order,
+        # before the reactor goes.
+        signal.signal(signal.SIGINT, lambda *a: reactor.callFromThread(wait.cancel))
+        try:
+            await wait
+        except defer.CancelledError:
+            print("== interrupted")
         print("== stopping every node")
     finally:
         await topology.stopAll()
