@@ -36,11 +36,8 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 import msgpack
@@ -51,9 +48,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from zmqrelay import protocol  # noqa: E402
-from zmqrelay.launcher import TWISTD_MAIN  # noqa: E402
+from children import BenchError, Children  # noqa: E402
 
-READY = re.compile(r"ready: role=\S+ id=\S+ inc=\S+(.*)$")
 BEGIN = "<!-- flood:begin -->"
 END = "<!-- flood:end -->"
 SERVER_ID = "flood-server"
@@ -62,12 +58,6 @@ LOST_AFTER = 2.0
 #: Log lines that mean a hop's heartbeats were late: a session dropped for
 #: silence, on either side of any hop.
 HEARTBEAT_TROUBLE = re.compile(r"heartbeat-timeout|lost: heartbeat")
-
-
-class BenchError(Exception):
-    """
-    The benchmark could not run.
-    """
 
 
 # ---------------------------------------------------------------------------
@@ -163,90 +153,6 @@ def flood(endpoint, target, seconds, count, size, clientId, out=sys.stdout):
 
 # ---------------------------------------------------------------------------
 # The nodes
-
-
-class Children:
-    """
-    The processes this benchmark started, their output in a temporary
-    directory; L{stopAll} ends each by pid.
-    """
-
-    def __init__(self):
-        self.logDir = tempfile.mkdtemp(prefix="floodbench-")
-        self.procs = {}
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
-        self.env["PYTHONUNBUFFERED"] = "1"
-
-    def _path(self, name):
-        return os.path.join(self.logDir, name + ".log")
-
-    def spawn(self, name, argv):
-        with open(self._path(name), "wb") as log:
-            self.procs[name] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=ROOT,
-            )
-
-    def waitFor(self, name, pattern, timeout=30.0):
-        """
-        @return: the first match of C{pattern} in C{name}'s output.
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines(name):
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.procs[name].poll() is not None:
-                raise BenchError(f"{name} exited:\n{''.join(self.lines(name)[-20:])}")
-            time.sleep(0.05)
-        raise BenchError(f"{name}: no {pattern!r} after {timeout}s")
-
-    def twistd(self, name, plugin, args):
-        """
-        Start C{twistd -n <plugin> <args>}.
-
-        @return: the endpoints on its ready line.
-        """
-        self.spawn(name, [
-            sys.executable, "-c", TWISTD_MAIN,
-            "-n", "--pidfile=", "--logfile=-", plugin,
-        ] + list(args))
-        match = self.waitFor(name, READY.pattern)
-        return dict(kv.split("=", 1) for kv in match.group(1).split() if "=" in kv)
-
-    def lines(self, name):
-        try:
-            with open(self._path(name), "r", errors="replace") as f:
-                return f.readlines()
-        except OSError:
-            return []
-
-    def wait(self, name, timeout):
-        try:
-            return self.procs[name].wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.procs[name].kill()
-            self.procs[name].wait()
-            raise BenchError(f"{name} still running after {timeout}s")
-
-    def stopAll(self, timeout=10.0):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.kill(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(self.logDir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -407,7 +313,7 @@ def heartbeatTrouble(children):
 
 
 def run(args):
-    children = Children()
+    children = Children("floodbench-")
     context = zmq.Context()
     clients = []
     try:

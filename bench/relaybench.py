@@ -37,12 +37,8 @@ C{bench:end} markers is replaced; the hand-written notes around it stay.
 import argparse
 import os
 import platform
-import re
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 import msgpack
@@ -53,9 +49,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from zmqrelay import protocol  # noqa: E402
-from zmqrelay.launcher import TWISTD_MAIN  # noqa: E402
+from children import BenchError, Children  # noqa: E402
 
-READY = re.compile(r"ready: (?:role=\S+ id=\S+ inc=\S+|baseline \S+)(.*)$")
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -66,12 +61,6 @@ MiB = 1024 * 1024
 LIMITS = ["--rate", "1000000", "--burst", "100000", "--byte-rate", "1e10"]
 
 SERVER_ID = "bench-server"
-
-
-class BenchError(Exception):
-    """
-    The benchmark could not run (a node did not start, a run stalled).
-    """
 
 
 def cpuSeconds(pid):
@@ -85,92 +74,11 @@ def cpuSeconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-class Children:
+def baselineProcess(children, name, args):
     """
-    The processes this benchmark started, with their logs in a temporary
-    directory; L{stopAll} ends each one by pid.
+    Start one C{bench/baseline.py} process and wait for its ready line.
     """
-
-    def __init__(self):
-        self.logDir = tempfile.mkdtemp(prefix="relaybench-")
-        self.procs = {}
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
-        self.env["PYTHONUNBUFFERED"] = "1"
-
-    def start(self, name, argv, timeout=30.0):
-        """
-        Start C{argv} and wait for its ready line.
-
-        @return: the L{dict} of C{key=value} pairs on the ready line.
-        """
-        path = os.path.join(self.logDir, name + ".log")
-        with open(path, "wb") as log:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=ROOT,
-            )
-        self.procs[name] = proc
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(path, "r", errors="replace") as f:
-                for line in f:
-                    match = READY.search(line)
-                    if match:
-                        return dict(kv.split("=", 1) for kv in match.group(1).split() if "=" in kv)
-            if proc.poll() is not None:
-                raise BenchError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-            time.sleep(0.05)
-        raise BenchError(f"{name} not ready after {timeout}s:\n{self.tail(name)}")
-
-    def twistd(self, name, plugin, args, profile=None):
-        """
-        Start C{twistd -n <plugin> <args>} (as L{zmqrelay.launcher} does).
-        """
-        argv = [
-            sys.executable, "-c", TWISTD_MAIN,
-            "-n", "--pidfile=", "--logfile=-",
-        ]
-        if profile:
-            argv += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
-        return self.start(name, argv + [plugin] + list(args))
-
-    def baseline(self, name, args):
-        """
-        Start one C{bench/baseline.py} process.
-        """
-        return self.start(name, [sys.executable, os.path.join(HERE, "baseline.py")] + list(args))
-
-    def pid(self, name):
-        return self.procs[name].pid
-
-    def tail(self, name, lines=20):
-        path = os.path.join(self.logDir, name + ".log")
-        try:
-            with open(path, "r", errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stopAll(self, timeout=10.0):
-        """
-        SIGTERM every child still running, SIGKILL those that do not end
-        within C{timeout}; then remove the logs.
-        """
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.kill(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        shutil.rmtree(self.logDir, ignore_errors=True)
+    return children.start(name, [sys.executable, os.path.join(HERE, "baseline.py")] + list(args))
 
 
 class LoadClient:
@@ -416,11 +324,11 @@ def startBaseline(children, raw=False):
     local = "tcp://127.0.0.1:*"
     flag = ["--raw"] if raw else []
     prefix = "raw-" if raw else ""
-    echo = children.baseline(prefix + "echo", ["echo", "--bind", local] + flag)
-    relay2 = children.baseline(
+    echo = baselineProcess(children, prefix + "echo", ["echo", "--bind", local] + flag)
+    relay2 = baselineProcess(children, 
         prefix + "relay2", ["relay", "--bind", local, "--connect", echo["endpoint"]] + flag
     )
-    relay1 = children.baseline(
+    relay1 = baselineProcess(children, 
         prefix + "relay1", ["relay", "--bind", local, "--connect", relay2["endpoint"]] + flag
     )
     return System(
@@ -690,7 +598,7 @@ def main(argv=None):
     command = " ".join(["python", "bench/relaybench.py"] + given)
     loadBefore = os.getloadavg()[0]
     context = zmq.Context()
-    children = Children()
+    children = Children("relaybench-")
     started = time.monotonic()
     try:
         if args.profile:
