@@ -59,6 +59,7 @@ class SubscriptionBoundTests(SynchronousTestCase):
 class _Peer:
     role = protocol.CLIENT
     nodeId = "p"
+    maxSize = 4096
 
     def __init__(self):
         self.sent = []
@@ -66,6 +67,41 @@ class _Peer:
     def send(self, msgtype, header, payload=b""):
         self.sent.append((msgtype, header, payload))
         return True
+
+
+class SizeTests(SynchronousTestCase):
+    """
+    A relay forwards nothing a peer announced it would not accept.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.forwarder = Forwarder(self.clock, NodeConfig("r"))
+        self.origin, self.target = _Peer(), _Peer()
+
+    def test_requestTooLargeForTarget(self):
+        """
+        A request larger than its next hop accepts is answered ERR too-large
+        and not forwarded.
+        """
+        message = protocol.Message(1, protocol.REQUEST, {"id": 4, "to": "s"}, b"x" * 4000)
+        self.forwarder.forward(self.origin, message, self.target)
+        self.assertEqual(self.target.sent, [])
+        [(msgtype, header, _)] = self.origin.sent
+        self.assertEqual((msgtype, header["id"], header["code"]), (protocol.ERROR, 4, protocol.E_TOO_LARGE))
+        self.assertEqual(len(self.forwarder.inflight), 0)
+
+    def test_answerTooLargeForOrigin(self):
+        """
+        An answer larger than the asker accepts becomes ERR too-large.
+        """
+        message = protocol.Message(1, protocol.REQUEST, {"id": 4, "to": "s"}, b"q")
+        self.forwarder.forward(self.origin, message, self.target)
+        [(_, forwarded, _)] = self.target.sent
+        reply = protocol.Message(1, protocol.REPLY, {"id": forwarded["id"]}, b"r" * 4000)
+        self.forwarder.answer(self.target, reply)
+        [(msgtype, header, payload)] = self.origin.sent
+        self.assertEqual((msgtype, header["id"], header["code"]), (protocol.ERROR, 4, protocol.E_TOO_LARGE))
 
 
 class DeadlineCapTests(SynchronousTestCase):

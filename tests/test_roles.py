@@ -295,6 +295,40 @@ class ServerTests(RoleTestCase):
         router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 4}, b"y"))
         self.assertEqual(len(self.handler.requests), 3)
 
+    def test_replyLargerThanClientAccepts(self):
+        """
+        A reply larger than the direct client announced in its HELLO goes
+        back as ERR too-large, never as a message its socket would refuse.
+        """
+        self.handler.answers = lambda request: b"y" * 5000
+        self.start(self.server)
+        router = self.router()
+        router.receive([b"c"] + helloFrames("c1", "ci", max=4096))
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3}, b"x"))
+        self.assertEqual(self.sentTo(router, b"c", protocol.REPLY), [])
+        [error] = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual((error.header["id"], error.header["code"]), (3, protocol.E_TOO_LARGE))
+
+    def test_sendLargerThanClientAccepts(self):
+        """
+        send() of more than the client accepts fails with TooLarge, unsent.
+        """
+        self.start(self.server)
+        router = self.router()
+        router.receive([b"c"] + helloFrames("c1", "ci", max=4096))
+        self.failureResultOf(self.server.send("c1", b"z" * 5000), errors.TooLarge)
+        self.assertEqual(self.sentTo(router, b"c", protocol.MESSAGE), [])
+
+    def test_publishTooLarge(self):
+        """
+        publish() of more than the node's message size limit raises TooLarge
+        and uses no sequence number.
+        """
+        self.server.config.maxMessageSize = 4096
+        self.start(self.server)
+        self.assertRaises(errors.TooLarge, self.server.publish, b"t", b"p" * 5000)
+        self.assertEqual(self.server.publish(b"t", b"small"), 1)
+
     def test_sysByServiceName(self):
         """
         A sys request addressed by service name is answered by the server,
@@ -502,6 +536,16 @@ class ClientTests(RoleTestCase):
         self.clock.advance(0)
         self.failureResultOf(d, errors.NoRoute)
         self.assertEqual(len(dealer.ofType(protocol.REQUEST)), 1)
+
+    def test_tooLargeRefusedLocally(self):
+        """
+        A request larger than the path announced it accepts fails at once
+        with TooLarge, and nothing is sent.
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"x" * (4 * 1024 * 1024))
+        self.failureResultOf(d, errors.TooLarge)
+        self.assertEqual(dealer.ofType(protocol.REQUEST), [])
 
     def test_noRouteDirectOnly(self):
         """

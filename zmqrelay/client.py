@@ -97,6 +97,12 @@ class _Attempts:
             self._finish(error)
             return
         link = paths[0]
+        if not protocol.fits(link, self.payload):
+            self._finish(errors.TooLarge(
+                f"{len(self.payload)} bytes is more than {link.nodeId} accepts "
+                f"({link.maxSize - protocol.HEADROOM})"
+            ))
+            return
         self.left -= 1
         header = {"id": self.rid, "to": self.target, "ttl": int(self.timeout * 1000)}
         if self.sys is not None:

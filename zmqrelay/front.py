@@ -53,6 +53,7 @@ class PeerSession:
     @ivar since: when it said hello.
     @ivar lastSeen: when we last heard from it.
     @ivar lastSent: when we last sent to it.
+    @ivar maxSize: the largest message it accepts (its HELLO's C{max}).
     @ivar gone: C{True} once a send found no connection with its routing id:
         the next tick drops it.
     @ivar userId: with CURVE, the node id bound to its key; else C{None}.
@@ -66,6 +67,7 @@ class PeerSession:
         self.incarnation = incarnation
         self.version = version
         self.hello = hello
+        self.maxSize = protocol.announcedMax(hello, front.config.maxMessageSize)
         self.since = now
         self.lastSeen = now
         self.lastSent = now
@@ -373,6 +375,7 @@ class Front:
                 old.version = version
                 old.lastSeen = now
                 old.hello = header
+                old.maxSize = protocol.announcedMax(header, self.config.maxMessageSize)
                 old.gone = False
                 self.sessions[routingId] = old
                 self._welcome(old)

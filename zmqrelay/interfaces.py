@@ -160,6 +160,8 @@ class IServer(INode, IPresenceView):
         @param topic: L{bytes}; subscribers match on prefixes of it.
         @param payload: L{bytes}.
         @return: the sequence number given to it (L{int}).
+        @raise zmqrelay.errors.TooLarge: if it is larger than this node's
+            message size limit allows.
         """
 
     def send(clientId, payload, timeout=None):
@@ -171,7 +173,8 @@ class IServer(INode, IPresenceView):
         @param timeout: seconds to wait for the client's receipt.
         @return: a L{Deferred} firing with C{None} when the client has it, or
             failing with L{zmqrelay.errors.NoRoute} (not connected),
-            L{zmqrelay.errors.TargetLost} or L{zmqrelay.errors.RequestTimeout}.
+            L{zmqrelay.errors.TargetLost}, L{zmqrelay.errors.RequestTimeout}
+            or L{zmqrelay.errors.TooLarge} (more than the path accepts).
         """
 
 

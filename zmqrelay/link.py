@@ -96,6 +96,7 @@ class UpstreamLink:
         self.lastSeen = 0.0
         self.lastSent = 0.0
         self.heartbeat = config.heartbeat
+        self.maxSize = config.maxMessageSize
         self.liveness = config.liveness
         self.attempt = 0
         self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0, "unknown-type": 0}
@@ -306,6 +307,7 @@ class UpstreamLink:
         self.heartbeat = hb / 1000.0 if isinstance(hb, int) and hb > 0 else self.config.heartbeat
         liveness = header.get("liveness")
         self.liveness = liveness if isinstance(liveness, int) and liveness > 0 else self.config.liveness
+        self.maxSize = protocol.announcedMax(header, self.config.maxMessageSize)
         self.lastSent = now
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self.reactor

@@ -330,6 +330,13 @@ class Forwarder:
         if ttl <= 0:
             sendError(origin, rid, protocol.E_TIMEOUT, "deadline passed before forwarding")
             return
+        if not protocol.fits(target, message.payload):
+            sendError(
+                origin, rid, protocol.E_TOO_LARGE,
+                f"{len(message.payload)} bytes is more than {target.nodeId} accepts "
+                f"({target.maxSize - protocol.HEADROOM})",
+            )
+            return
         if origin.role == protocol.CLIENT and self.inflight.countFrom(origin) >= self.config.maxInFlight:
             sendError(
                 origin, rid, protocol.E_OVER_LIMIT,
@@ -396,9 +403,16 @@ class Forwarder:
             self.counters["late"] += 1
             return
         self.counters["answered"] += 1
+        origin = pending.origin
+        if not protocol.fits(origin, message.payload):
+            sendError(
+                origin, pending.originId, protocol.E_TOO_LARGE,
+                f"the answer of {len(message.payload)} bytes is more than you accept",
+            )
+            return
         header = dict(message.header)
         header["id"] = pending.originId
-        pending.origin.send(message.type, header, message.payload)
+        origin.send(message.type, header, message.payload)
 
     def peerGone(self, peer, reason):
         """

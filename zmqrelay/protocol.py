@@ -87,6 +87,33 @@ E_SHUTDOWN = "shutdown"
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
+#: Bytes of a message's limit kept for its signature, type and header: a
+#: payload fits a peer if it is at most the peer's C{max} less this.
+HEADROOM = 1024
+
+
+def announcedMax(header, default):
+    """
+    The C{max} a peer announced in its HELLO or WELCOME.
+
+    @param default: what to assume if it announced none (or nonsense).
+    @rtype: L{int}
+    """
+    value = header.get("max")
+    if isinstance(value, int) and not isinstance(value, bool) and value > HEADROOM:
+        return value
+    return default
+
+
+def fits(peer, payload):
+    """
+    @param peer: anything with a C{maxSize} (the peer's announced C{max}).
+    @return: C{True} if a message with C{payload} is within what C{peer}
+        accepts; a larger one would make its ZeroMQ socket drop the
+        connection.
+    """
+    return len(payload) <= peer.maxSize - HEADROOM
+
 
 class ProtocolError(Exception):
     """

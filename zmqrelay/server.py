@@ -127,6 +127,12 @@ class Server(PresenceViewMixin, Node):
     # The application's API
 
     def publish(self, topic, payload):
+        if len(topic) + len(payload) > self.config.maxMessageSize - protocol.HEADROOM:
+            # Relays drop what is over their limit; say so here, not there.
+            raise errors.TooLarge(
+                f"notification of {len(topic) + len(payload)} bytes, limit "
+                f"{self.config.maxMessageSize - protocol.HEADROOM}"
+            )
         seq = self.history.record(topic, payload)
         self.counters["published"] += 1
         if self.xpub is not None:
@@ -144,6 +150,8 @@ class Server(PresenceViewMixin, Node):
             peer = self.link if self.link is not None and self.link.alive else None
             if peer is None or not self.presence.isConnected(clientId):
                 return fail(errors.NoRoute(f"client {clientId!r} is not connected"))
+        if not protocol.fits(peer, payload):
+            return fail(errors.TooLarge(f"{len(payload)} bytes is more than {peer.nodeId} accepts"))
         rid = self.calls.newId()
         d = self.calls.expect(rid, peer, timeout)
         header = {"id": rid, "to": clientId, "ttl": int(timeout * 1000), "from": self.nodeId}
@@ -331,6 +339,12 @@ class Server(PresenceViewMixin, Node):
     def _answer(self, key, msgtype, header, payload):
         for peer, rid in self.replies.finish(key, msgtype, header, payload):
             self._done(peer)
+            if not protocol.fits(peer, payload):
+                sendError(
+                    peer, rid, protocol.E_TOO_LARGE,
+                    f"the reply of {len(payload)} bytes is more than {peer.nodeId} accepts",
+                )
+                continue
             answer = dict(header)
             answer["id"] = rid
             peer.send(msgtype, answer, payload)

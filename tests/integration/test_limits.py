@@ -128,11 +128,13 @@ class LimitTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_maxMessageSize(self):
         """
-        --max-message-size is advertised in WELCOME; a message over it (but
-        with every frame under ZeroMQ's MAXMSGSIZE) gets ERR too-large with
-        its request id; a frame over MAXMSGSIZE never reaches the
-        application: ZeroMQ drops the connection, so the sender's session is
-        gone (hello-first on its next message) and nothing is counted.
+        --max-message-size is advertised in WELCOME, and a zmqrelay client
+        refuses at once to send more; a message over it from a peer that
+        sends anyway (but with every frame under ZeroMQ's MAXMSGSIZE) gets
+        ERR too-large with its request id; a frame over MAXMSGSIZE never
+        reaches the application: ZeroMQ drops the connection, so the sender's
+        session is gone (hello-first on its next message) and nothing is
+        counted.
         """
         cloud = yield self.cloud("--max-message-size", "20000")
         client = yield self.client("sizer", cloud)
@@ -140,7 +142,7 @@ class LimitTests(unittest.TestCase):
         error = yield self.assertFailure(
             client.request("", b"x" * 21000, sys="ping"), errors.TooLarge
         )
-        self.assertIn("limit 20000", error.message)
+        self.assertIn("more than cloud accepts", error.message)
 
         peer = RawPeer(cloud.endpoints["control"], self)
         yield peer.hello("raw-sizer")
@@ -148,7 +150,7 @@ class LimitTests(unittest.TestCase):
         answer = yield peer.receive(lambda m: m.type in (protocol.ERROR, protocol.REPLY))
         self.assertEqual((answer.header["code"], answer.header["id"]), (protocol.E_TOO_LARGE, 7))
         before = yield stats(client)
-        self.assertEqual(before["front.too-large"], 2)
+        self.assertEqual(before["front.too-large"], 1)
 
         # One frame over MAXMSGSIZE (max + 4096): the socket itself refuses.
         peer.send(protocol.REQUEST, {"id": 8, "sys": "ping"}, b"z" * 30000)
@@ -164,9 +166,27 @@ class LimitTests(unittest.TestCase):
 
         yield poll(ping, 10.0, 0.05, "the dropped connection to come back without a session")
         after = yield stats(client)
-        self.assertEqual(after["front.too-large"], 2)
+        self.assertEqual(after["front.too-large"], 1)
         # The cloud is fine.
         self.assertEqual((yield client.request("", b"", sys="ping")), b"pong")
+
+    @defer.inlineCallbacks
+    def test_replyLargerThanTheClientAccepts(self):
+        """
+        A reply larger than the asking client announced it accepts comes back
+        as ERR too-large from the last hop, instead of a message whose size
+        would make the client's socket drop its connection; the client's
+        session survives and its next request is answered.
+        """
+        cloud = yield self.site()
+        client = yield self.client("small", cloud, maxMessageSize=50000)
+        yield reachable(client, "s1")
+        error = yield self.assertFailure(
+            client.request("s1", b"x" * 60000, attempts=1), errors.TooLarge
+        )
+        self.assertIn("more than you accept", error.message)
+        self.assertEqual((yield client.request("s1", b"ok")), b"ok")
+        self.assertEqual(client.links[0].counters["lost"], 0)
 
     @defer.inlineCallbacks
     def test_rateLimitRetryAfterThenCooldown(self):
