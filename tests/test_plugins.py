@@ -240,6 +240,40 @@ class ServerOptionsTests(OptionsTestCase):
         self.assertIsNotNone(service.handler)
         self.assertFalse(service.running)
 
+    def test_appOptions(self):
+        """
+        --app-option KEY=VALUE reaches the --app factory as keyword
+        arguments, and --tick is the example app's tick option; a malformed
+        one is a usage error.
+        """
+        service = serverTap.makeService(self.parse(serverTap, [
+            "--id", "s", "--proxy", "tcp://p:1", "--app", "tests.test_plugins.recordingApp",
+            "--app-option", "colour=blue", "--app-option", "size=3",
+        ]))
+        self.assertEqual(service.handler.options, {"colour": "blue", "size": "3"})
+        self.assertIs(service.handler.server, service)
+        example = serverTap.makeService(
+            self.parse(serverTap, ["--id", "s", "--proxy", "tcp://p:1", "--tick", "0.5"])
+        )
+        self.assertEqual(example.handler.tick, 0.5)
+        self.assertUsageError(serverTap, ["--proxy", "tcp://p:1", "--app-option", "nothing"])
+
+
+class _RecordingApp:
+    def __init__(self, server, options):
+        self.server = server
+        self.options = options
+
+    def handleRequest(self, request):
+        return b""
+
+
+def recordingApp(server, **options):
+    """
+    An --app factory for L{ServerOptionsTests.test_appOptions}.
+    """
+    return _RecordingApp(server, options)
+
 
 class ClientOptionsTests(OptionsTestCase):
     """

@@ -30,7 +30,7 @@ class ExampleApp(Service):
 
     def __init__(self, server, tick=0.0):
         self.server = server
-        self.tick = tick
+        self.tick = float(tick)
         self.runs = 0
         self._ticker = None
         self._ticks = 0

@@ -18,15 +18,17 @@ class Options(NodeOptions):
     longdesc = (
         "Run a server: it connects out to its site's proxy and binds its own "
         "endpoints for LAN clients. --app names a factory taking the server "
-        "and returning an IRequestHandler (if it is also a Service, it is "
-        "started and stopped with the server)."
+        "(and, as keyword arguments, every --app-option) and returning an "
+        "IRequestHandler; if that is also a Service, it is started and "
+        "stopped with the server."
     )
     optParameters = [
         ["proxy", "p", None, "The site proxy's control endpoint (omit for direct clients only)."],
         ["listen", "l", "tcp://*:5575", "Control endpoint (ROUTER) for direct clients ('' for none)."],
         ["pub", None, "tcp://*:5576", "Notification endpoint (XPUB) direct clients subscribe to ('' for none)."],
         ["app", "a", "zmqrelay.examples.example", "Dotted name of the application factory."],
-        ["tick", None, 0.0, "Example app: seconds between tick notifications (0: none).", _nonNegative(float)],
+        ["tick", None, 0.0, "Seconds between tick notifications of the example app (0: none); "
+         "the same as --app-option tick=SECONDS.", _nonNegative(float)],
         ["reply-cache", None, 10000, "Replies kept to answer retried requests.", _nonNegative(int)],
         ["history", None, 1000, "Notifications kept per topic for replay.", _nonNegative(int)],
     ]
@@ -34,6 +36,16 @@ class Options(NodeOptions):
     def __init__(self):
         NodeOptions.__init__(self)
         self["services"] = []
+        self["appOptions"] = {}
+
+    def opt_app_option(self, option):
+        """
+        KEY=VALUE handed to the --app factory as a keyword argument (repeatable).
+        """
+        key, sep, value = option.partition("=")
+        if not sep or not key.isidentifier():
+            raise usage.UsageError(f"--app-option {option!r} is not KEY=VALUE")
+        self["appOptions"][key] = value
 
     def opt_service(self, name):
         """
@@ -69,11 +81,10 @@ def makeService(options):
         config, None, options["services"], options["listen"] or None,
         options["pub"] or None, options["proxy"],
     )
-    factory = options["appFactory"]
-    if factory.__module__ == "zmqrelay.examples":
-        app = factory(server, options["tick"])
-    else:
-        app = factory(server)
+    appOptions = dict(options["appOptions"])
+    if options["tick"]:
+        appOptions.setdefault("tick", options["tick"])
+    app = options["appFactory"](server, **appOptions)
     server.handler = app
     if IService.providedBy(app):
         app.setServiceParent(server)
