@@ -38,6 +38,9 @@ class Cloud(RelayNode):
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
         self._routeReplicas = {}
+        # Per proxy: the clients attached below it (its LAN clients and its
+        # servers' direct clients), so the cloud knows every client.
+        self._localReplicas = {}
 
     def servers(self):
         return {
@@ -61,6 +64,7 @@ class Cloud(RelayNode):
             )
         else:
             self._routeReplicas[session] = MapReplica("routes")
+            self._localReplicas[session] = MapReplica("local")
             session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
 
     def peerResumed(self, session):
@@ -78,6 +82,9 @@ class Cloud(RelayNode):
                 self._broadcast(delta)
         else:
             self._routeReplicas.pop(session, None)
+            replica = self._localReplicas.pop(session, None)
+            if replica is not None:
+                self._applyLocal(replica.clear(presence.UPSTREAM_LOST))
             for route in self.routes.removePeer(session):
                 log.info("server {server} gone with proxy {proxy}", server=route.serverId, proxy=session.nodeId)
 
@@ -106,6 +113,8 @@ class Cloud(RelayNode):
                 self.forwarder.forward(session, message, client)
         elif msgtype == protocol.ROUTES:
             self._routesFrom(session, message)
+        elif msgtype == protocol.PRESENCE:
+            self._localFrom(session, message)
         elif msgtype == protocol.SYNC:
             if header.get("map") == "presence":
                 session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
@@ -122,6 +131,24 @@ class Cloud(RelayNode):
             self.answerSys(session, header, message.payload)
             return
         self.forwarder.clientRequest(session, message, self.routes, presence.CLOUD)
+
+    def _localFrom(self, session, message):
+        replica = self._localReplicas.get(session)
+        if replica is None:
+            return
+        try:
+            self._applyLocal(replica.apply(message.header, message.payload))
+        except ReplicaGap:
+            session.send(protocol.SYNC, {"map": "local"})
+        except (ValueError, TypeError) as e:
+            raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+
+    def _applyLocal(self, changes):
+        for step, clientId, path, incarnation, extra in presence.localChanges(changes):
+            if step == "detach":
+                self.presence.detach(clientId, path, incarnation, extra)
+            else:
+                self.presence.attach(clientId, path, incarnation, extra)
 
     def _routesFrom(self, session, message):
         replica = self._routeReplicas.get(session)

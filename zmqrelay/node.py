@@ -112,6 +112,7 @@ class Node(MultiService):
         self._socketFactory = socketFactory
         self._ownsFactory = socketFactory is None
         self._endpoints = {}
+        self._marker = None
         self.counters = {}
         self.zap = None
 
@@ -174,6 +175,24 @@ class Node(MultiService):
     def _start(self):
         raise NotImplementedError()
 
+    def _startMarks(self):
+        """
+        Once per liveness window, tell every holder of a map this node owns
+        where it is (L{_mark}): a lost delta or snapshot cannot leave a copy
+        stale for good.
+        """
+        self._marker = LoopingCall(self._mark)
+        self._marker.clock = self.reactor
+        self._marker.start(self.config.heartbeat * self.config.liveness, now=False)
+
+    def _stopMarks(self):
+        if self._marker is not None and self._marker.running:
+            self._marker.stop()
+        self._marker = None
+
+    def _mark(self):
+        raise NotImplementedError()
+
     def _stop(self):
         raise NotImplementedError()
 
@@ -234,7 +253,6 @@ class RelayNode(PresenceViewMixin, Node):
         self.forwarder = Forwarder(self.reactor, config)
         self.front = None
         self.relay = None
-        self._marker = None
 
     def _countedParts(self):
         return [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
@@ -249,16 +267,10 @@ class RelayNode(PresenceViewMixin, Node):
         self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
         self.forwarder.start()
         self._startMore()
-        # Once per liveness window, tell every holder of a map we own where
-        # it is: a lost delta or snapshot cannot leave a copy stale for good.
-        self._marker = LoopingCall(self._mark)
-        self._marker.clock = self.reactor
-        self._marker.start(config.heartbeat * config.liveness, now=False)
+        self._startMarks()
 
     def _stop(self):
-        if self._marker is not None and self._marker.running:
-            self._marker.stop()
-        self._marker = None
+        self._stopMarks()
         self._stopMore()
         self.forwarder.stop()
         if self.front is not None:
@@ -271,9 +283,6 @@ class RelayNode(PresenceViewMixin, Node):
 
     def _stopMore(self):
         pass
-
-    def _mark(self):
-        raise NotImplementedError()
 
     def welcomeExtras(self, session):
         return {"pub": self._endpoints["pub"], "sub": self._endpoints["sub"]}

@@ -222,6 +222,28 @@ def replicaChanges(changes):
             yield ("attach", clientId, path, new[0], new[1])
 
 
+def localChanges(changes):
+    """
+    Turn the changes of a replicated C{local} map (the clients attached below
+    a node, reported upward) into attach and detach steps.
+
+    Entries are keyed C{(clientId, path, attachNodeId)} with values
+    C{[incarnation, since]}; the path a holder records is
+    C{'<path>@<attachNodeId>'} (C{'direct@a1'}, C{'proxy@siteA'}), so two
+    servers a client is attached to directly are two paths.
+
+    @return: an iterator of steps as from L{replicaChanges}.
+    @raise ValueError: on a malformed entry.
+    """
+    relabelled = []
+    for key, old, new, reason in changes:
+        if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(k, str) for k in key)):
+            raise ValueError(f"bad local presence key {key!r}")
+        clientId, path, via = key
+        relabelled.append(((clientId, f"{path}@{via}"), old, new, reason))
+    return replicaChanges(relabelled)
+
+
 @implementer(IPresenceObserver)
 class PresenceLog:
     """

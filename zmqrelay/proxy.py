@@ -44,6 +44,10 @@ class Proxy(RelayNode):
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
         self.routesSource = MapSource("routes")
+        # The clients attached below us (our LAN clients, our servers' direct
+        # clients), reported up to the cloud; one replica per server.
+        self.localSource = MapSource("local")
+        self._serverLocals = {}
         self.link = None
 
     def _countedParts(self):
@@ -85,8 +89,12 @@ class Proxy(RelayNode):
                 self.routesSource.set(session.nodeId, [session.incarnation, list(services)]),
             )
             session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+            self._serverLocals[session] = MapReplica("local")
         else:
             self._clientAt(session.nodeId, presence.PROXY, session.incarnation, session.since)
+            self._toCloud(protocol.PRESENCE, self.localSource.set(
+                (session.nodeId, presence.PROXY, self.nodeId), [session.incarnation, session.since]
+            ))
 
     def peerResumed(self, session):
         if session.role == protocol.SERVER:
@@ -101,8 +109,14 @@ class Proxy(RelayNode):
                 delta = self.routesSource.delete(session.nodeId, reason)
                 if delta is not None:
                     self._toCloud(protocol.ROUTES, delta)
+            replica = self._serverLocals.pop(session, None)
+            if replica is not None:
+                self._relayLocal(replica.clear(presence.UPSTREAM_LOST), session.nodeId)
         else:
             self._clientGone(session.nodeId, presence.PROXY, session.incarnation, reason)
+            delta = self.localSource.delete((session.nodeId, presence.PROXY, self.nodeId), reason)
+            if delta is not None:
+                self._toCloud(protocol.PRESENCE, delta)
 
     def peerMessage(self, session, message):
         msgtype = message.type
@@ -129,6 +143,16 @@ class Proxy(RelayNode):
         elif msgtype == protocol.SYNC and session.role == protocol.SERVER:
             if header.get("map") == "presence":
                 session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+        elif msgtype == protocol.PRESENCE and session.role == protocol.SERVER:
+            replica = self._serverLocals.get(session)
+            if replica is None:
+                return
+            try:
+                self._relayLocal(replica.apply(header, message.payload), session.nodeId)
+            except ReplicaGap:
+                session.send(protocol.SYNC, {"map": "local"})
+            except (ValueError, TypeError) as e:
+                raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
         elif msgtype == protocol.REQUEST and self.isSysFor(header):
             self.answerSys(session, header, message.payload)
         else:
@@ -143,6 +167,7 @@ class Proxy(RelayNode):
 
     def linkUp(self, link):
         link.send(protocol.ROUTES, *self.routesSource.snapshot())
+        link.send(protocol.PRESENCE, *self.localSource.snapshot())
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
             self.relay.connectUpstream(advertised(sub, link.endpoint), link.endpoint)
@@ -176,6 +201,8 @@ class Proxy(RelayNode):
         elif msgtype == protocol.SYNC:
             if header.get("map") == "routes":
                 link.send(protocol.ROUTES, *self.routesSource.snapshot())
+            elif header.get("map") == "local":
+                link.send(protocol.PRESENCE, *self.localSource.snapshot())
         else:
             raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the cloud")
 
@@ -203,6 +230,24 @@ class Proxy(RelayNode):
     def _mark(self):
         self._toServers(self.presenceSource.mark())
         self._toCloud(protocol.ROUTES, self.routesSource.mark())
+        self._toCloud(protocol.PRESENCE, self.localSource.mark())
+
+    def _relayLocal(self, changes, serverId):
+        """
+        Pass a server's direct clients on to the cloud, entry for entry.
+        """
+        for key, old, new, reason in changes:
+            if not (
+                isinstance(key, tuple) and len(key) == 3
+                and key[1] == presence.DIRECT and key[2] == serverId
+            ):
+                raise ValueError(f"server {serverId} may report only its direct clients, not {key!r}")
+            if new is None:
+                delta = self.localSource.delete(key, reason)
+            else:
+                delta = self.localSource.set(key, new)
+            if delta is not None:
+                self._toCloud(protocol.PRESENCE, delta)
 
     def _toServers(self, message):
         header, payload = message

@@ -27,7 +27,7 @@ from zmqrelay.interfaces import IRequest, IServer
 from zmqrelay.link import UpstreamLink
 from zmqrelay.node import MAX_TTL_MS, Node, PresenceViewMixin, advertised, requestId, sendError
 from zmqrelay.presence import PresenceView
-from zmqrelay.replica import MapReplica, ReplicaGap
+from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
 from zmqrelay.replycache import ReplyCache
 
 log = Logger()
@@ -75,6 +75,8 @@ class Server(PresenceViewMixin, Node):
         self.proxyAddress = proxy
         self.presence = PresenceView()
         self.proxyPresence = MapReplica("presence")
+        # Our direct clients, reported up to the proxy and on to the cloud.
+        self.localSource = MapSource("local")
         self.replies = ReplyCache(config.replyCacheSize)
         self.history = NotificationHistory(config.historySize)
         self.calls = Calls(self.reactor)
@@ -113,8 +115,10 @@ class Server(PresenceViewMixin, Node):
                 self, self.config, self.reactor, self.socketFactory, self.proxyAddress, "proxy"
             )
             self.link.start()
+            self._startMarks()
 
     def _stop(self):
+        self._stopMarks()
         self.calls.failAll(errors.ShuttingDown("server stopping"))
         if self.link is not None:
             self.link.stop()
@@ -175,6 +179,9 @@ class Server(PresenceViewMixin, Node):
 
     def peerJoined(self, session):
         self.presence.attach(session.nodeId, presence.DIRECT, session.incarnation, session.since)
+        self._toProxy(self.localSource.set(
+            (session.nodeId, presence.DIRECT, self.nodeId), [session.incarnation, session.since]
+        ))
 
     def peerResumed(self, session):
         pass
@@ -183,6 +190,16 @@ class Server(PresenceViewMixin, Node):
         self._waiting.pop(session, None)
         self.calls.failPeer(session, errors.TargetLost(f"client {session.nodeId} {reason}"))
         self.presence.detach(session.nodeId, presence.DIRECT, session.incarnation, reason)
+        delta = self.localSource.delete((session.nodeId, presence.DIRECT, self.nodeId), reason)
+        if delta is not None:
+            self._toProxy(delta)
+
+    def _toProxy(self, message):
+        if self.link is not None and self.link.alive:
+            self.link.send(protocol.PRESENCE, *message)
+
+    def _mark(self):
+        self._toProxy(self.localSource.mark())
 
     def peerMessage(self, session, message):
         msgtype = message.type
@@ -213,6 +230,7 @@ class Server(PresenceViewMixin, Node):
         return {"services": list(self.serviceNames)}
 
     def linkUp(self, link):
+        link.send(protocol.PRESENCE, *self.localSource.snapshot())
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
             endpoint = advertised(sub, link.endpoint)
@@ -251,6 +269,9 @@ class Server(PresenceViewMixin, Node):
                 link.send(protocol.SYNC, {"map": "presence"})
             except (ValueError, TypeError) as e:
                 raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+        elif msgtype == protocol.SYNC:
+            if header.get("map") == "local":
+                link.send(protocol.PRESENCE, *self.localSource.snapshot())
         else:
             raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the proxy")
 

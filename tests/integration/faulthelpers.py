@@ -722,12 +722,14 @@ class FaultRig:
             if "client" in up:
                 cloudClients[self.ids["client"]] = self.node("client").incarnation
         cloudView = {cid: (inc, ("cloud",)) for cid, inc in cloudClients.items()}
-        views = {"cloud": cloudView}
+        views = {"cloud": dict(cloudView)}
         proxyView = dict(cloudView)
         if "proxy" in up:
             proxyView["lan"] = (self.lan.incarnation, ("proxy",))
             views["proxy"] = proxyView
             views["server"] = dict(proxyView)
+            # The proxy reports its LAN client up: the cloud knows every client.
+            views["cloud"]["lan"] = (self.lan.incarnation, (f"proxy@{self.ids['proxy']}",))
         else:
             views["server"] = {}
         return {role: view for role, view in views.items() if role in up}

@@ -10,6 +10,7 @@ Topology of L{DistributedTests} (see L{helpers.startDistributed})::
 L{LocalTests} runs a proxy with no cloud at all.
 """
 
+import msgpack
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -323,3 +324,48 @@ class LocalTests(unittest.TestCase):
         counters = yield stats(client)
         self.assertFalse([k for k in counters if k.startswith("cloud.")], counters)
         yield self.assertFailure(client.request("nobody", b"x"), errors.NoRoute)
+
+
+class CloudPresenceTests(unittest.TestCase):
+    """
+    The cloud knows every client, wherever it is attached.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        self.cluster = Cluster(self)
+        return startDistributed(self.cluster)
+
+    @defer.inlineCallbacks
+    def cloudView(self, asker):
+        payload = yield asker.request("cloud", b"", sys="presence")
+        return {cid: (p["inc"], tuple(p["paths"])) for cid, p in msgpack.unpackb(payload, raw=False).items()}
+
+    @defer.inlineCallbacks
+    def test_cloudSeesDirectAndLanClients(self):
+        """
+        A client attached only to server a1, and one attached only to proxy
+        A, are in the cloud's presence (paths direct@a1 and proxy@proxyA),
+        and leave it when they say goodbye.
+        """
+        asker = yield cloudClient(self.cluster, "asker")
+        dora = yield self.cluster.client("dora", server=self.cluster["a1"])
+        pat = yield self.cluster.client("pat", proxy=self.cluster["proxyA"])
+
+        def seen(expected):
+            d = self.cloudView(asker)
+            return d.addCallback(lambda view: all(view.get(c) == e for c, e in expected.items()))
+
+        yield poll(lambda: seen({
+            "dora": (dora.incarnation, ("direct@a1",)),
+            "pat": (pat.incarnation, ("proxy@proxyA",)),
+            "asker": (asker.incarnation, ("cloud",)),
+        }), 10.0, 0.1, "the cloud to see dora and pat")
+        yield dora.stopService()
+        yield pat.stopService()
+
+        def gone():
+            return self.cloudView(asker).addCallback(lambda v: "dora" not in v and "pat" not in v)
+
+        yield poll(gone, 10.0, 0.1, "dora and pat to leave the cloud's presence")
