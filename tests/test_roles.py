@@ -383,6 +383,29 @@ class ServerTests(RoleTestCase):
                          [(100, b"done"), (101, b"done")])
         self.assertEqual(len(self.handler.requests), 1)
 
+    def test_answerNotSentToARestartedProxy(self):
+        """
+        A handler that finishes after its proxy restarted does not answer the
+        new proxy process, which may use the same forward id for another
+        request: the answer is dropped (counted stale).
+        """
+        answers = {}
+        self.handler.answers = lambda request: answers.setdefault(request.clientId, Deferred())
+        self.start(self.server)
+        old = self.linkUp()
+        old.receive(self.proxied(1, client="alice"))
+        old.receive(protocol.encode(protocol.ERROR, {"code": protocol.E_HELLO_FIRST}))
+        self.clock.advance(0)
+        new = self.dealers()[-1]
+        self.assertIsNot(new, old)
+        new.receive(welcomeFrames("proxy1", role="proxy", incarnation="restarted"))
+        new.receive(self.proxied(1, client="bob"))
+        answers["alice"].callback(b"alice's answer")
+        self.assertEqual(new.ofType(protocol.REPLY), [])
+        self.assertEqual(self.server.stats()["stale"], 1)
+        answers["bob"].callback(b"bob's answer")
+        self.assertEqual([r.payload for r in new.ofType(protocol.REPLY)], [b"bob's answer"])
+
     def test_handlerNeverAnswers(self):
         """
         A handler that never answers yields ERR timeout at the deadline, and no timer is left.

@@ -20,7 +20,7 @@ class CachedAnswer:
     @ivar msgtype: REP or ERR, once done.
     @ivar header: the answer's header fields (without C{id}), once done.
     @ivar payload: the answer's payload, once done.
-    @ivar waiters: (peer, request id) pairs to answer when done.
+    @ivar waiters: (peer, request id, peer incarnation) to answer when done.
     """
 
     __slots__ = ("done", "msgtype", "header", "payload", "waiters")

@@ -10,6 +10,7 @@ Pure: no sockets, no reactor (time is passed in).
 """
 
 import itertools
+import random
 
 
 class Route:
@@ -141,7 +142,9 @@ class InFlight:
 
     def __init__(self, limit=100000):
         self.limit = limit
-        self._ids = itertools.count(1)
+        # Ids start at a random point: a restarted relay's ids do not repeat
+        # the ones its peers may still hold answers for.
+        self._ids = itertools.count(random.getrandbits(40) + 1)
         self._pending = {}
         self._byPeer = {}
 

@@ -312,7 +312,7 @@ class Server(PresenceViewMixin, Node):
                 return
             self._waiting[peer] = waiting + 1
         if cached is not None:
-            cached.waiters.append((peer, rid))
+            cached.waiters.append((peer, rid, peer.incarnation))
             return
         ttl = min(
             protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000)), MAX_TTL_MS
@@ -327,7 +327,9 @@ class Server(PresenceViewMixin, Node):
             clientId, clientInc, creq, protocol.field(header, "to", str, self.nodeId),
             path, now + ttl / 1000.0, message.payload,
         )
-        self.replies.begin(key).waiters.append((peer, rid))
+        # The peer's incarnation goes with the waiter: an answer must not go
+        # to a restarted proxy that reuses the forward id for another request.
+        self.replies.begin(key).waiters.append((peer, rid, peer.incarnation))
         d = maybeDeferred(self.handler.handleRequest, request)
         # A handler that never answers must not pin the request forever.
         d.addTimeout(ttl / 1000.0, self.reactor)
@@ -358,8 +360,11 @@ class Server(PresenceViewMixin, Node):
                 self._waiting[peer] = waiting - 1
 
     def _answer(self, key, msgtype, header, payload):
-        for peer, rid in self.replies.finish(key, msgtype, header, payload):
+        for peer, rid, incarnation in self.replies.finish(key, msgtype, header, payload):
             self._done(peer)
+            if peer.incarnation != incarnation or not peer.alive:
+                self.counters["stale"] = self.counters.get("stale", 0) + 1
+                continue
             if not protocol.fits(peer, payload):
                 sendError(
                     peer, rid, protocol.E_TOO_LARGE,
