@@ -405,30 +405,52 @@ class RateLimitTests(FrontTestCase):
 
     def test_overLimitThenIgnoredThenRecovered(self):
         """
-        Over the rate: ERR over-limit with retry; repeat offenders are ignored for the cooldown.
+        Over the rate: ERR over-limit with retry; repeat offenders are ignored
+        for the cooldown.  (The HELLO itself took one token of the burst.)
         """
         session = self.hello(b"r1", "c1")
         self.socket.clear()
         for rid in range(1, 6):
             self.receive(b"r1", self.request(rid=rid))
-        self.assertEqual([m.header["id"] for _, m in self.owner.received], [1, 2])
+        self.assertEqual([m.header["id"] for _, m in self.owner.received], [1])
         errors = self.sentTo(b"r1", protocol.ERROR)
         self.assertEqual([(m.header["code"], m.header["id"]) for m in errors],
-                         [(protocol.E_OVER_LIMIT, 3), (protocol.E_OVER_LIMIT, 4)])
+                         [(protocol.E_OVER_LIMIT, 2), (protocol.E_OVER_LIMIT, 3)])
         self.assertEqual(errors[0].header["retry"], 1.0)
         self.assertEqual(self.front.counters["refused"], 2)
-        self.assertEqual(self.front.counters["ignored"], 1)
+        self.assertEqual(self.front.counters["ignored"], 2)
         # In cooldown: silence, though the session stays alive.
         for _ in range(9):
             self.clock.advance(1.0)
             self.receive(b"r1", self.request(rid=99))
         self.assertEqual(len(self.sentTo(b"r1", protocol.ERROR)), 2)
-        self.assertEqual(len(self.owner.received), 2)
+        self.assertEqual(len(self.owner.received), 1)
         self.assertTrue(session.alive)
         # After the cooldown, service resumes.
         self.clock.advance(1.0)
         self.receive(b"r1", self.request(rid=100))
         self.assertEqual(self.owner.received[-1][1].header["id"], 100)
+
+    def test_limitsFollowTheClientId(self):
+        """
+        A client in cooldown cannot start afresh by saying hello again, with a
+        new incarnation on a new connection: the hello is refused while the
+        cooldown lasts, and the limits of the id carry over after it.
+        """
+        guard = self.hello(b"r1", "c1").guard
+        for rid in range(1, 6):
+            self.receive(b"r1", self.request(rid=rid))
+        self.assertEqual(self.front.counters["ignored"], 2)
+        self.socket.clear()
+        self.receive(b"r2", helloFrames("c1", "inc-2"))
+        [reject] = self.sentTo(b"r2", protocol.REJECT)
+        self.assertEqual(reject.header["code"], protocol.E_OVER_LIMIT)
+        self.assertEqual(self.front.byNode["c1"].incarnation, "inc-1")
+        self.clock.advance(11.0)
+        self.receive(b"r2", helloFrames("c1", "inc-2"))
+        self.assertEqual(len(self.sentTo(b"r2", protocol.WELCOME)), 1)
+        self.assertEqual(self.front.byNode["c1"].incarnation, "inc-2")
+        self.assertIs(self.front.byNode["c1"].guard, guard)
 
     def test_serversNotLimited(self):
         """

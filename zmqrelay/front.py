@@ -20,6 +20,8 @@ bound to the key of its connection: a HELLO must claim that id and its
 role, and a session only takes messages from the key that opened it.
 """
 
+from collections import OrderedDict
+
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -114,6 +116,7 @@ class Front:
         self.endpoint = None
         self.sessions = {}
         self.byNode = {}
+        self._guards = OrderedDict()
         self.counters = {
             "received": 0,
             "malformed": 0,
@@ -363,6 +366,20 @@ class Front:
                 self.counters["auth"] += 1
             self._reject(routingId, e.code, e.message)
             return
+        guard = None
+        if role == protocol.CLIENT:
+            # A client's limits follow its id, not its session: saying hello
+            # again (new connection, new incarnation) neither resets them nor
+            # ends a cooldown, and the hellos themselves count.
+            guard = self._guardFor(nodeId, now)
+            wait = guard.check(now, 0)
+            if wait != 0.0:
+                self.counters["refused"] += 1
+                self._reject(
+                    routingId, protocol.E_OVER_LIMIT,
+                    "too many messages from this client id; wait before saying hello again",
+                )
+                return
         old = self.sessions.get(routingId) or self.byNode.get(nodeId)
         if old is not None:
             if old.incarnation == incarnation and old.role == role and old.nodeId == nodeId:
@@ -388,11 +405,7 @@ class Front:
         other = self.byNode.get(nodeId)
         if other is not None:
             self.drop(other, "replaced")
-        c = self.config
-        session.guard = PeerGuard(
-            now, c.rate, c.burst, c.byteRate, max(c.byteRate, c.maxMessageSize),
-            c.strikes, c.cooldown,
-        ) if role == protocol.CLIENT else None
+        session.guard = guard
         self.sessions[routingId] = session
         self.byNode[nodeId] = session
         self._welcome(session)
@@ -415,6 +428,26 @@ class Front:
         header.update(self.owner.welcomeExtras(session))
         self.sendTo(session, protocol.WELCOME, header)
 
+    #: Limits kept for client ids without a session (bounded, oldest first out).
+    guardsKept = 10000
+
+    def _guardFor(self, nodeId, now):
+        """
+        The L{PeerGuard} of a client id: its session's, one kept since its
+        last session ended, or a new one.
+        """
+        session = self.byNode.get(nodeId)
+        if session is not None and session.guard is not None:
+            return session.guard
+        guard = self._guards.pop(nodeId, None)
+        if guard is None:
+            c = self.config
+            guard = PeerGuard(
+                now, c.rate, c.burst, c.byteRate, max(c.byteRate, c.maxMessageSize),
+                c.strikes, c.cooldown,
+            )
+        return guard
+
     def drop(self, session, reason):
         """
         Forget a session (it said bye, went silent, or was replaced).
@@ -423,6 +456,10 @@ class Front:
             del self.sessions[session.routingId]
         if self.byNode.get(session.nodeId) is session:
             del self.byNode[session.nodeId]
+            if session.guard is not None:
+                self._guards[session.nodeId] = session.guard
+                while len(self._guards) > self.guardsKept:
+                    self._guards.popitem(last=False)
         if not session.alive:
             return
         session.alive = False
