@@ -406,6 +406,35 @@ class ServerTests(RoleTestCase):
         answers["bob"].callback(b"bob's answer")
         self.assertEqual([r.payload for r in new.ofType(protocol.REPLY)], [b"bob's answer"])
 
+    def test_stopCancelsRunningHandlers(self):
+        """
+        Stopping the server cancels handlers still running: their clients get
+        ERR shutdown and no timer is left; a later start connects the
+        publisher to the proxy again.
+        """
+        self.handler.answers = lambda request: Deferred()
+        self.start(self.server)
+        router = self.directClient()
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3, "ttl": 600000}, b"x"))
+        self.successResultOf(self.server.stopService())
+        [error] = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual((error.header["id"], error.header["code"]), (3, protocol.E_SHUTDOWN))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_publisherReconnectsAfterRestart(self):
+        """
+        Stopped and started again, the server's new publisher socket connects
+        to the proxy's sub endpoint again.
+        """
+        for _ in range(2):
+            self.start(self.server)
+            self.dealers()[-1].receive(
+                welcomeFrames("proxy1", role="proxy", sub="tcp://127.0.0.1:7001")
+            )
+            xpub = self.factory.ofKind("xpub")[-1]
+            self.assertEqual(xpub.connected, ["tcp://127.0.0.1:7001"])
+            self.successResultOf(self.server.stopService())
+
     def test_handlerNeverAnswers(self):
         """
         A handler that never answers yields ERR timeout at the deadline, and no timer is left.

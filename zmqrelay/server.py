@@ -81,6 +81,9 @@ class Server(PresenceViewMixin, Node):
         self.history = NotificationHistory(config.historySize)
         self.calls = Calls(self.reactor)
         self._waiting = {}
+        self._running = {}
+        self._stopping = False
+        self._upstreamPub = None
         self.front = None
         self.link = None
         self.xpub = None
@@ -119,6 +122,14 @@ class Server(PresenceViewMixin, Node):
 
     def _stop(self):
         self._stopMarks()
+        # Handlers still running are cancelled (their clients get ERR
+        # shutdown while the sockets are still open), with their timers.
+        self._stopping = True
+        for d in list(self._running.values()):
+            d.cancel()
+        self._running.clear()
+        self._stopping = False
+        self._upstreamPub = None
         self.calls.failAll(errors.ShuttingDown("server stopping"))
         if self.link is not None:
             self.link.stop()
@@ -131,6 +142,8 @@ class Server(PresenceViewMixin, Node):
     # The application's API
 
     def publish(self, topic, payload):
+        if not isinstance(topic, bytes) or not isinstance(payload, bytes):
+            raise TypeError("topic and payload must be bytes")
         if len(topic) + len(payload) > self.config.maxMessageSize - protocol.HEADROOM:
             # Relays drop what is over their limit; say so here, not there.
             raise errors.TooLarge(
@@ -148,6 +161,8 @@ class Server(PresenceViewMixin, Node):
         return seq
 
     def send(self, clientId, payload, timeout=None):
+        if not isinstance(clientId, str) or not isinstance(payload, bytes):
+            return fail(TypeError("clientId must be str and payload bytes"))
         timeout = timeout or self.config.requestTimeout
         peer = self.front.byNode.get(clientId) if self.front is not None else None
         if peer is None or peer.role != protocol.CLIENT:
@@ -234,8 +249,8 @@ class Server(PresenceViewMixin, Node):
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
             endpoint = advertised(sub, link.endpoint)
-            if endpoint != getattr(self, "_upstreamPub", None):
-                if getattr(self, "_upstreamPub", None):
+            if endpoint != self._upstreamPub:
+                if self._upstreamPub:
                     self.xpub.disconnect(self._upstreamPub)
                 self._upstreamPub = endpoint
                 security.secureDial(self.xpub, self.config, link.endpoint)
@@ -331,9 +346,18 @@ class Server(PresenceViewMixin, Node):
         # to a restarted proxy that reuses the forward id for another request.
         self.replies.begin(key).waiters.append((peer, rid, peer.incarnation))
         d = maybeDeferred(self.handler.handleRequest, request)
+        if d.called:
+            d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
+            return
         # A handler that never answers must not pin the request forever.
         d.addTimeout(ttl / 1000.0, self.reactor)
+        self._running[key] = d
+        d.addBoth(self._finished, key)
         d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
+
+    def _finished(self, result, key):
+        self._running.pop(key, None)
+        return result
 
     def _handled(self, result, key):
         if not isinstance(result, bytes):
@@ -344,7 +368,9 @@ class Server(PresenceViewMixin, Node):
     def _handlerFailed(self, failure, key, request, text=None):
         self.counters["failed"] += 1
         code = protocol.E_HANDLER
-        if failure is not None and failure.check(TimeoutError, defer.TimeoutError):
+        if failure is not None and self._stopping and failure.check(defer.CancelledError):
+            code, text = protocol.E_SHUTDOWN, "the server is stopping"
+        elif failure is not None and failure.check(TimeoutError, defer.TimeoutError):
             code, text = protocol.E_TIMEOUT, "the handler did not answer before the deadline"
         elif failure is not None:
             log.failure("handler failed for {request}", failure, request=request)
