@@ -716,6 +716,24 @@ class ClientTests(RoleTestCase):
         [gap] = receiver.gaps
         self.assertEqual((gap.first, gap.last), (3, 3))
 
+    def test_resubscribeIsNoGap(self):
+        """
+        What was published while a topic was unsubscribed is not a gap when
+        it is subscribed again: no replay, no loss reported.
+        """
+        dealer = self.connect()
+        receiver = NotificationRecorder()
+        self.client.subscribe(b"t", receiver)
+        sub = self.factory.ofKind("sub")[0]
+        sub.receive(self.notification(1))
+        self.client.unsubscribe(b"t", receiver)
+        self.client.subscribe(b"t", receiver)
+        sub.receive(self.notification(5000))
+        self.clock.advance(GAP_GRACE)
+        self.assertEqual(dealer.ofType(protocol.REQUEST), [])
+        self.assertEqual([n.seq for n in receiver.notifications], [1, 5000])
+        self.assertEqual(receiver.gaps, [])
+
     def test_fullQueueFailsOnlyThatRequest(self):
         """
         A send refused by a full queue retries that request only, not others in flight.

@@ -145,3 +145,34 @@ class SequenceTrackerTests(SynchronousTestCase):
         """
         self.assertIn("s1#3", repr(Notification(b"t", b"", "s1", "i", 3)))
         self.assertIn("2..4", repr(Gap("s1", "i", b"t", 2, 4)))
+
+
+class LifecycleTests(SynchronousTestCase):
+    """
+    Streams across server restarts and resubscriptions.
+    """
+
+    def test_lateNotificationOfRetiredIncarnation(self):
+        """
+        After a server restarted, a late notification of its previous
+        process does not restart the stream: it is a duplicate, and the new
+        process's stream goes on.
+        """
+        tracker = SequenceTracker()
+        self.assertEqual(tracker.receive("s", "old", b"t", 41)[0], DELIVER)
+        self.assertEqual(tracker.receive("s", "new", b"t", 1)[0], DELIVER)
+        self.assertEqual(tracker.receive("s", "old", b"t", 42)[0], DUPLICATE)
+        self.assertEqual(tracker.receive("s", "new", b"t", 1)[0], DUPLICATE)
+        self.assertEqual(tracker.receive("s", "new", b"t", 2), (DELIVER, None))
+
+    def test_forgetUnsubscribedTopics(self):
+        """
+        Forgotten streams start afresh: what was published while nobody
+        listened is no gap.
+        """
+        tracker = SequenceTracker()
+        tracker.receive("s", "i", b"news.a", 3)
+        tracker.receive("s", "i", b"other", 3)
+        tracker.forget(lambda topic: topic.startswith((b"other",)))
+        self.assertEqual(tracker.receive("s", "i", b"news.a", 5000), (DELIVER, None))
+        self.assertEqual(tracker.receive("s", "i", b"other", 5)[1], (4, 4))

@@ -269,6 +269,8 @@ class Client(Node):
             del self._receivers[prefix]
             if self.sub is not None:
                 self.sub.unsubscribe(prefix)
+            remaining = tuple(self._receivers)
+            self.tracker.forget(lambda topic: topic.startswith(remaining))
 
     def whenConnected(self, timeout=10.0):
         """

@@ -10,7 +10,7 @@ deliver it and ask for a replay of what was skipped (a gap).
 Pure: no sockets, no reactor.
 """
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 
 class Notification:
@@ -64,13 +64,14 @@ class Gap:
 
 
 class _Stream:
-    __slots__ = ("incarnation", "last", "missing", "untracked")
+    __slots__ = ("incarnation", "last", "missing", "untracked", "retired")
 
     def __init__(self, incarnation, last):
         self.incarnation = incarnation
         self.last = last
         self.missing = set()
         self.untracked = []
+        self.retired = ()
 
 
 DELIVER = "deliver"
@@ -102,8 +103,19 @@ class SequenceTracker:
         key = (serverId, topic)
         stream = self._streams.get(key)
         if stream is None or stream.incarnation != incarnation:
+            if stream is not None:
+                if incarnation in stream.retired:
+                    # A late notification of the server's previous process
+                    # (say, on the slower of two paths): not a restart.
+                    self.counters["duplicates"] += 1
+                    return DUPLICATE, None
+                retired = stream.retired
+                retired.append(stream.incarnation)
+            else:
+                retired = deque(maxlen=4)
             # First sight (or a restarted server): this is where we start.
-            self._streams[key] = _Stream(incarnation, seq)
+            stream = self._streams[key] = _Stream(incarnation, seq)
+            stream.retired = retired
             if len(self._streams) > self.maxStreams:
                 self._streams.popitem(last=False)
             self.counters["delivered"] += 1
@@ -132,6 +144,17 @@ class SequenceTracker:
             return DELIVER, None
         self.counters["duplicates"] += 1
         return DUPLICATE, None
+
+    def forget(self, keep):
+        """
+        Forget the streams of topics no longer subscribed to, so that
+        subscribing again later does not read what was published meanwhile
+        as a gap.
+
+        @param keep: called with a topic; C{False} forgets its streams.
+        """
+        for key in [k for k in self._streams if not keep(k[1])]:
+            del self._streams[key]
 
     def stillMissing(self, serverId, incarnation, topic, first, last):
         """
