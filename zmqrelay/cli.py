@@ -129,6 +129,10 @@ class _Connect(usage.Options):
 
 
 class RequestOptions(_Connect):
+    """
+    C{zmqrelay request}: send one request, print the reply.
+    """
+
     synopsis = "[connect options] TARGET PAYLOAD"
     optParameters = [["attempts", None, 3, "Attempts in all.", int]]
 
@@ -138,6 +142,10 @@ class RequestOptions(_Connect):
 
 
 class SubscribeOptions(_Connect):
+    """
+    C{zmqrelay subscribe}: print notifications as they come.
+    """
+
     synopsis = "[connect options] [PREFIX ...]"
     optParameters = [
         ["count", "n", 0, "Stop after this many notifications (0: never).", int],
@@ -149,6 +157,10 @@ class SubscribeOptions(_Connect):
 
 
 class QueryOptions(_Connect):
+    """
+    C{zmqrelay presence} and C{zmqrelay stats}: ask a node.
+    """
+
     synopsis = "[connect options] [--node ID]"
     optParameters = [["node", None, None, "The node to ask (default: the one attached to)."]]
 
@@ -180,6 +192,10 @@ class KeygenOptions(usage.Options):
 
 
 class Options(usage.Options):
+    """
+    The C{zmqrelay} command and its subcommands.
+    """
+
     synopsis = "zmqrelay COMMAND [options]"
     subCommands = [
         ["keygen", None, KeygenOptions, "Make a CURVE keypair (certificate files)."],

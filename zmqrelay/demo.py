@@ -39,6 +39,10 @@ def _ep(port=None):
 
 
 class Options(usage.Options):
+    """
+    Options of C{python -m zmqrelay.demo}.
+    """
+
     optParameters = [["seconds", "s", 12.0, "How long to run before stopping.", float]]
 
 
@@ -48,6 +52,9 @@ def _echo(node, line):
 
 
 async def main(reactor, seconds):
+    """
+    Start the topology, let it run C{seconds} (or until Ctrl-C), stop it.
+    """
     topology = Topology(reactor, echo=_echo)
     stopping = reactor.addSystemEventTrigger("before", "shutdown", topology.stopAll)
     fast = ["--heartbeat", "0.5"]
