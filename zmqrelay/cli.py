@@ -166,6 +166,10 @@ class QueryOptions(_Connect):
 
 
 class KeygenOptions(usage.Options):
+    """
+    C{zmqrelay keygen}: make a CURVE keypair bound to a node id and role.
+    """
+
     synopsis = "NAME [--dir DIR] [--role ROLE] [--id ID] [--force]"
     longdesc = (
         "Make a CURVE keypair: DIR/NAME.key (public: copy it into the "
