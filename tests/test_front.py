@@ -452,6 +452,23 @@ class RateLimitTests(FrontTestCase):
         self.assertEqual(self.front.byNode["c1"].incarnation, "inc-2")
         self.assertIs(self.front.byNode["c1"].guard, guard)
 
+    def test_cooldownSurvivesRepeatedHellos(self):
+        """
+        A client whose session ended while it was ignored stays refused for
+        the rest of the cooldown, however many hellos it sends.
+        """
+        self.hello(b"r1", "c1")
+        for rid in range(1, 6):
+            self.receive(b"r1", self.request(rid=rid))
+        for _ in range(8):
+            self.clock.advance(0.5)
+        self.assertNotIn("c1", self.front.byNode)
+        self.socket.clear()
+        for i in range(3):
+            self.receive(b"r%d" % (i + 2), helloFrames("c1", "inc-%d" % i))
+        self.assertEqual([m.type for _, m in self.socket.messages(routed=True)], [protocol.REJECT] * 3)
+        self.assertNotIn("c1", self.front.byNode)
+
     def test_serversNotLimited(self):
         """
         Relay peers (servers, proxies) have no per-peer rate limit.
@@ -461,3 +478,29 @@ class RateLimitTests(FrontTestCase):
         for rid in range(20):
             self.receive(b"r1", self.request(rid=rid))
         self.assertEqual(len(self.owner.received), 20)
+
+
+class OwnerFailureTests(FrontTestCase):
+    """
+    An owner that fails while forgetting a peer does not stop the Front.
+    """
+
+    def test_peerLeftFailureKeepsHeartbeatsGoing(self):
+        """
+        If peerLeft raises for one silent peer, the heartbeat loop goes on and
+        still drops another silent peer later.
+        """
+        self.hello(b"r1", "c1")
+        calls = []
+
+        def failing(session, reason):
+            calls.append(session.nodeId)
+            raise ValueError("owner bug")
+
+        self.owner.peerLeft = failing
+        self.clock.advance(2.0)
+        self.hello(b"r2", "c2")
+        for _ in range(20):
+            self.clock.advance(0.5)
+        self.assertEqual(calls, ["c1", "c2"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)

@@ -302,3 +302,39 @@ class MalformedTests(SynchronousTestCase):
             pass
         else:
             self.assertIsInstance(changes, list)
+
+
+class CheckTests(SynchronousTestCase):
+    """
+    A replica with a check refuses a bad message whole.
+    """
+
+    def check(self, key, value):
+        if not isinstance(value, int):
+            raise ValueError(f"bad {value!r}")
+
+    def test_badSnapshotLeavesReplicaAsItWas(self):
+        """
+        A snapshot with one bad entry changes nothing, and the next delta of
+        the source reads as a gap (so the holder asks again).
+        """
+        source = MapSource("m")
+        replica = MapReplica("m", self.check)
+        replica.apply(*source.snapshot())
+        source.set("a", 1)
+        bad = MapSource("m")
+        bad.entries = {"a": 1, "b": "junk"}
+        self.assertRaises(ValueError, replica.apply, *bad.snapshot())
+        self.assertEqual(replica.entries, {})
+        self.assertRaises(ReplicaGap, replica.apply, *source.set("c", 3))
+
+    def test_badDeltaLeavesReplicaAsItWas(self):
+        """
+        A delta setting a bad value changes neither the entries nor the
+        sequence number.
+        """
+        source = MapSource("m")
+        replica = MapReplica("m", self.check)
+        replica.apply(*source.snapshot())
+        self.assertRaises(ValueError, replica.apply, *source.set("a", "junk"))
+        self.assertEqual((replica.entries, replica.seq), ({}, 0))

@@ -63,8 +63,10 @@ class Cloud(RelayNode):
                 )
             )
         else:
-            self._routeReplicas[session] = MapReplica("routes")
-            self._localReplicas[session] = MapReplica("local")
+            self._routeReplicas[session] = MapReplica("routes", _checkRoute)
+            self._localReplicas[session] = MapReplica(
+                "local", presence.localEntryCheck((presence.DIRECT, presence.PROXY))
+            )
             session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
 
     def peerResumed(self, session):
@@ -199,3 +201,14 @@ def _routeValue(value):
         raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, "bad ROUTES entry")
     return value[0], value[1]
 
+
+def _checkRoute(key, value):
+    """
+    Check a ROUTES entry before it is stored.
+    """
+    if not isinstance(key, str):
+        raise ValueError(f"bad route key {key!r}")
+    try:
+        _routeValue(value)
+    except protocol.ProtocolError as e:
+        raise ValueError(e.message)

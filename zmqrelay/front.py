@@ -406,6 +406,7 @@ class Front:
         if other is not None:
             self.drop(other, "replaced")
         session.guard = guard
+        self._guards.pop(nodeId, None)
         self.sessions[routingId] = session
         self.byNode[nodeId] = session
         self._welcome(session)
@@ -439,7 +440,8 @@ class Front:
         session = self.byNode.get(nodeId)
         if session is not None and session.guard is not None:
             return session.guard
-        guard = self._guards.pop(nodeId, None)
+        # Kept until a session takes it: a refused hello must not lose it.
+        guard = self._guards.get(nodeId)
         if guard is None:
             c = self.config
             guard = PeerGuard(
@@ -469,7 +471,12 @@ class Front:
             "{role} {peer} ({inc}) left: {reason}",
             role=session.role, peer=session.nodeId, inc=session.incarnation, reason=reason,
         )
-        self.owner.peerLeft(session, reason)
+        try:
+            self.owner.peerLeft(session, reason)
+        except Exception:
+            # Whatever the owner got wrong, the session is gone and the
+            # heartbeat loop this may run in must go on.
+            log.failure("forgetting {peer} failed", peer=session)
 
     def _tick(self):
         now = self.reactor.seconds()

@@ -229,7 +229,10 @@ class UpstreamLink:
         self.counters["lost"] += 1
         log.info("{link}: upstream {peer} lost: {reason}", link=self.name, peer=self.nodeId, reason=reason)
         self._wait(self._nextDelay() if delay is None else delay)
-        self.owner.linkDown(self, reason)
+        try:
+            self.owner.linkDown(self, reason)
+        except Exception:
+            log.failure("{link}: cleaning up after the lost session failed", link=self.name)
 
     def _onMessage(self, frames):
         now = self.reactor.seconds()

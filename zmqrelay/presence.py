@@ -191,6 +191,44 @@ class PresenceView:
                 log.failure("presence observer {observer} failed", observer=observer)
 
 
+def _checkValue(value):
+    if not (
+        isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+        and isinstance(value[1], (int, float)) and not isinstance(value[1], bool)
+    ):
+        raise ValueError(f"bad presence value {value!r}")
+
+
+def checkPresenceEntry(key, value):
+    """
+    Check one entry of a replicated C{presence} map before it is stored.
+
+    @raise ValueError: unless the key is C{(clientId, path)} and the value
+        C{[incarnation, since]}.
+    """
+    if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+        raise ValueError(f"bad presence key {key!r}")
+    _checkValue(value)
+
+
+def localEntryCheck(path, via=None):
+    """
+    @return: a check for entries of a C{local} map: keys
+        C{(clientId, path, via)} (C{via} any id if C{None}), values
+        C{[incarnation, since]}.
+    """
+
+    def check(key, value):
+        if not (
+            isinstance(key, tuple) and len(key) == 3 and all(isinstance(k, str) for k in key)
+            and key[1] in path and (via is None or key[2] == via)
+        ):
+            raise ValueError(f"bad local presence key {key!r}")
+        _checkValue(value)
+
+    return check
+
+
 def replicaChanges(changes):
     """
     Turn the changes of a replicated presence map into attach and detach steps.

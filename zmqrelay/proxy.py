@@ -40,7 +40,7 @@ class Proxy(RelayNode):
     def __init__(self, config, listen, pub, sub, cloud=None, reactor=None, socketFactory=None):
         RelayNode.__init__(self, config, listen, pub, sub, reactor, socketFactory)
         self.cloudAddress = cloud
-        self.cloudPresence = MapReplica("presence")
+        self.cloudPresence = MapReplica("presence", presence.checkPresenceEntry)
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
         self.routesSource = MapSource("routes")
@@ -89,7 +89,9 @@ class Proxy(RelayNode):
                 self.routesSource.set(session.nodeId, [session.incarnation, list(services)]),
             )
             session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
-            self._serverLocals[session] = MapReplica("local")
+            self._serverLocals[session] = MapReplica(
+                "local", presence.localEntryCheck((presence.DIRECT,), session.nodeId)
+            )
         else:
             self._clientAt(session.nodeId, presence.PROXY, session.incarnation, session.since)
             self._toCloud(protocol.PRESENCE, self.localSource.set(
@@ -111,7 +113,7 @@ class Proxy(RelayNode):
                     self._toCloud(protocol.ROUTES, delta)
             replica = self._serverLocals.pop(session, None)
             if replica is not None:
-                self._relayLocal(replica.clear(presence.UPSTREAM_LOST), session.nodeId)
+                self._relayLocal(replica.clear(presence.UPSTREAM_LOST))
         else:
             self._clientGone(session.nodeId, presence.PROXY, session.incarnation, reason)
             delta = self.localSource.delete((session.nodeId, presence.PROXY, self.nodeId), reason)
@@ -148,7 +150,7 @@ class Proxy(RelayNode):
             if replica is None:
                 return
             try:
-                self._relayLocal(replica.apply(header, message.payload), session.nodeId)
+                self._relayLocal(replica.apply(header, message.payload))
             except ReplicaGap:
                 session.send(protocol.SYNC, {"map": "local"})
             except (ValueError, TypeError) as e:
@@ -232,16 +234,12 @@ class Proxy(RelayNode):
         self._toCloud(protocol.ROUTES, self.routesSource.mark())
         self._toCloud(protocol.PRESENCE, self.localSource.mark())
 
-    def _relayLocal(self, changes, serverId):
+    def _relayLocal(self, changes):
         """
-        Pass a server's direct clients on to the cloud, entry for entry.
+        Pass a server's direct clients on to the cloud, entry for entry (its
+        replica let in only entries naming that server).
         """
         for key, old, new, reason in changes:
-            if not (
-                isinstance(key, tuple) and len(key) == 3
-                and key[1] == presence.DIRECT and key[2] == serverId
-            ):
-                raise ValueError(f"server {serverId} may report only its direct clients, not {key!r}")
             if new is None:
                 delta = self.localSource.delete(key, reason)
             else:

@@ -113,8 +113,14 @@ class MapReplica:
     @ivar epoch: the source epoch of the copy, or C{None} before a snapshot.
     """
 
-    def __init__(self, name):
+    def __init__(self, name, check=None):
+        """
+        @param check: called with each (key, value) a message would store,
+            before anything is stored; raises L{ValueError} to refuse the
+            whole message (the replica is left as it was).
+        """
         self.name = name
+        self.check = check
         self.epoch = None
         self.seq = 0
         self.entries = {}
@@ -147,7 +153,10 @@ class MapReplica:
             for item in data:
                 if not isinstance(item, list) or len(item) != 2:
                     raise ValueError("snapshot entry is not a pair")
-                fresh[_key(item[0])] = item[1]
+                key = _key(item[0])
+                if self.check is not None:
+                    self.check(key, item[1])
+                fresh[key] = item[1]
             changes = self._diff(fresh, "resync")
             self.entries = fresh
             self.epoch = epoch
@@ -161,6 +170,11 @@ class MapReplica:
             raise ValueError("delta payload is not [op, key, value]")
         op, key, value = data
         key = _key(key)
+        if self.check is not None and op == "set":
+            self.check(key, value)
+        elif self.check is not None and op == "del":
+            if key not in self.entries:
+                return self._skip(seq)
         # The sequence advances only once the delta is applied: a malformed
         # one leaves the replica behind, so the next delta is a gap and the
         # holder resyncs instead of silently diverging.
@@ -176,6 +190,10 @@ class MapReplica:
                 return []
             return [(key, old, None, value if isinstance(value, str) else "")]
         raise ValueError(f"unknown delta op {op!r}")
+
+    def _skip(self, seq):
+        self.seq = seq
+        return []
 
     def clear(self, reason):
         """

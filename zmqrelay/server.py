@@ -74,7 +74,7 @@ class Server(PresenceViewMixin, Node):
         self.pubAddress = pub
         self.proxyAddress = proxy
         self.presence = PresenceView()
-        self.proxyPresence = MapReplica("presence")
+        self.proxyPresence = MapReplica("presence", presence.checkPresenceEntry)
         # Our direct clients, reported up to the proxy and on to the cloud.
         self.localSource = MapSource("local")
         self.replies = ReplyCache(config.replyCacheSize)
