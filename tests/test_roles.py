@@ -309,6 +309,41 @@ class ServerTests(RoleTestCase):
         [error] = self.sentTo(router, b"c", protocol.ERROR)
         self.assertEqual((error.header["id"], error.header["code"]), (3, protocol.E_TOO_LARGE))
 
+    def test_cachedReplyLargerThanPeerAccepts(self):
+        """
+        A retry answered from the reply cache is held to the max of the peer
+        it goes to, like a first answer.
+        """
+        self.handler.answers = lambda request: b"y" * 5000
+        self.start(self.server)
+        router = self.router()
+        router.receive([b"c"] + helloFrames("c1", "ci"))
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3}, b"x"))
+        self.assertEqual(len(self.sentTo(router, b"c", protocol.REPLY)), 1)
+        router.receive([b"c"] + helloFrames("c1", "ci", max=4096))
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3}, b"x"))
+        [error] = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual(error.header["code"], protocol.E_TOO_LARGE)
+        self.assertEqual(len(self.handler.requests), 1)
+
+    def test_replayFitsWhatTheAskerAccepts(self):
+        """
+        A replay answer carries only as many notifications as fit the
+        asker's max, oldest first.
+        """
+        self.start(self.server)
+        for _ in range(3):
+            self.server.publish(b"t", b"p" * 3000)
+        router = self.router()
+        router.receive([b"c"] + helloFrames("c1", "ci", max=8192))
+        ask = msgpack.packb({"topic": b"t", "inc": "s1-inc", "first": 1, "last": 3}, use_bin_type=True)
+        router.receive([b"c"] + protocol.encode(
+            protocol.REQUEST, {"id": 4, "to": "s1", "sys": "replay"}, ask))
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        items = msgpack.unpackb(reply.payload)["items"]
+        self.assertEqual([seq for seq, _ in items], [1, 2])
+        self.assertLessEqual(len(reply.payload), 8192 - protocol.HEADROOM)
+
     def test_sendLargerThanClientAccepts(self):
         """
         send() of more than the client accepts fails with TooLarge, unsent.

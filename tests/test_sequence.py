@@ -152,18 +152,40 @@ class LifecycleTests(SynchronousTestCase):
     Streams across server restarts and resubscriptions.
     """
 
-    def test_lateNotificationOfRetiredIncarnation(self):
+    def test_lateCopiesOfAnotherIncarnation(self):
         """
-        After a server restarted, a late notification of its previous
-        process does not restart the stream: it is a duplicate, and the new
-        process's stream goes on.
+        Copies of what an incarnation already gave are duplicates even after
+        another incarnation spoke in between (two paths, a server restart).
         """
         tracker = SequenceTracker()
         self.assertEqual(tracker.receive("s", "old", b"t", 41)[0], DELIVER)
         self.assertEqual(tracker.receive("s", "new", b"t", 1)[0], DELIVER)
-        self.assertEqual(tracker.receive("s", "old", b"t", 42)[0], DUPLICATE)
+        self.assertEqual(tracker.receive("s", "old", b"t", 41)[0], DUPLICATE)
         self.assertEqual(tracker.receive("s", "new", b"t", 1)[0], DUPLICATE)
         self.assertEqual(tracker.receive("s", "new", b"t", 2), (DELIVER, None))
+
+    def test_lateOldProcessDoesNotSilenceTheNewOne(self):
+        """
+        First sight of a stream from the new process, then a late
+        notification of the old one on a slower path: both are delivered,
+        and the new process's next notifications are not taken for
+        duplicates.
+        """
+        tracker = SequenceTracker()
+        self.assertEqual(tracker.receive("s", "new", b"t", 1)[0], DELIVER)
+        self.assertEqual(tracker.receive("s", "old", b"t", 41)[0], DELIVER)
+        self.assertEqual([tracker.receive("s", "new", b"t", n) for n in range(2, 6)],
+                         [(DELIVER, None)] * 4)
+
+    def test_revivedIncarnationGap(self):
+        """
+        Going back to an incarnation we followed, what it skipped meanwhile
+        is a gap.
+        """
+        tracker = SequenceTracker()
+        tracker.receive("s", "a", b"t", 1)
+        tracker.receive("s", "b", b"t", 1)
+        self.assertEqual(tracker.receive("s", "a", b"t", 5), (DELIVER, (2, 4)))
 
     def test_forgetUnsubscribedTopics(self):
         """

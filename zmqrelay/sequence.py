@@ -10,7 +10,7 @@ deliver it and ask for a replay of what was skipped (a gap).
 Pure: no sockets, no reactor.
 """
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 
 class Notification:
@@ -103,19 +103,29 @@ class SequenceTracker:
         key = (serverId, topic)
         stream = self._streams.get(key)
         if stream is None or stream.incarnation != incarnation:
+            retired = OrderedDict() if stream is None else stream.retired
+            lastSeen = retired.pop(incarnation, None)
+            if lastSeen is not None and seq <= lastSeen:
+                # A late copy of what another process of the server already
+                # gave us (say, on the slower of two paths).
+                retired[incarnation] = lastSeen
+                self.counters["duplicates"] += 1
+                return DUPLICATE, None
             if stream is not None:
-                if incarnation in stream.retired:
-                    # A late notification of the server's previous process
-                    # (say, on the slower of two paths): not a restart.
-                    self.counters["duplicates"] += 1
-                    return DUPLICATE, None
-                retired = stream.retired
-                retired.append(stream.incarnation)
-            else:
-                retired = deque(maxlen=4)
-            # First sight (or a restarted server): this is where we start.
+                # Another incarnation speaks: keep where the one we followed
+                # was, so its late copies are known for what they are.
+                retired[stream.incarnation] = stream.last
+                while len(retired) > 4:
+                    retired.popitem(last=False)
             stream = self._streams[key] = _Stream(incarnation, seq)
             stream.retired = retired
+            if lastSeen is not None and seq > lastSeen + 1:
+                # Back to an incarnation we had followed: what it skipped
+                # meanwhile is a gap like any other.
+                stream.missing.update(range(lastSeen + 1, min(seq, lastSeen + 1 + self.maxMissing)))
+                self.counters["gaps"] += 1
+                self.counters["delivered"] += 1
+                return DELIVER, (lastSeen + 1, seq - 1)
             if len(self._streams) > self.maxStreams:
                 self._streams.popitem(last=False)
             self.counters["delivered"] += 1

@@ -311,9 +311,7 @@ class Server(PresenceViewMixin, Node):
         key = (clientId, clientInc, creq)
         cached = self.replies.lookup(key)
         if cached is not None and cached.done:
-            answer = dict(cached.header)
-            answer["id"] = rid
-            peer.send(cached.msgtype, answer, cached.payload)
+            self._send(peer, rid, cached.msgtype, cached.header, cached.payload)
             return
         # Relays bound what clients behind them have in flight; a direct
         # client is bounded here.
@@ -391,15 +389,22 @@ class Server(PresenceViewMixin, Node):
             if peer.incarnation != incarnation or not peer.alive:
                 self.counters["stale"] = self.counters.get("stale", 0) + 1
                 continue
-            if not protocol.fits(peer, payload):
-                sendError(
-                    peer, rid, protocol.E_TOO_LARGE,
-                    f"the reply of {len(payload)} bytes is more than {peer.nodeId} accepts",
-                )
-                continue
-            answer = dict(header)
-            answer["id"] = rid
-            peer.send(msgtype, answer, payload)
+            self._send(peer, rid, msgtype, header, payload)
+
+    def _send(self, peer, rid, msgtype, header, payload):
+        """
+        Send an answer to request C{rid}, or ERR too-large if it is more
+        than the peer accepts.
+        """
+        if not protocol.fits(peer, payload):
+            sendError(
+                peer, rid, protocol.E_TOO_LARGE,
+                f"the reply of {len(payload)} bytes is more than {peer.nodeId} accepts",
+            )
+            return
+        answer = dict(header)
+        answer["id"] = rid
+        peer.send(msgtype, answer, payload)
 
     def _replay(self, peer, rid, payload):
         self.counters["replays"] += 1
@@ -412,6 +417,14 @@ class Server(PresenceViewMixin, Node):
             sendError(peer, rid, protocol.E_BAD_MESSAGE, f"bad replay request: {e}")
             return
         items = self.history.replay(topic, first, last) if inc == self.incarnation else []
+        # As many as fit what the asker accepts, oldest first; it reports the
+        # rest lost.
+        room = peer.maxSize - protocol.HEADROOM - 64
+        for n, (seq, data) in enumerate(items):
+            room -= len(data) + 16
+            if room < 0:
+                items = items[:n]
+                break
         peer.send(
             protocol.REPLY,
             {"id": rid},
