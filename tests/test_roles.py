@@ -111,6 +111,46 @@ class CloudTests(RoleTestCase):
         self.assertEqual([e[0] for e in recorder.events], ["connected", "disconnected"])
         self.cloud.removeObserver(recorder)
 
+    def localMap(self, router, routingId, epoch, entries):
+        router.receive([routingId] + protocol.encode(
+            protocol.PRESENCE,
+            {"map": "local", "kind": "snapshot", "epoch": epoch, "seq": 0},
+            msgpack.packb([[list(k), v] for k, v in entries]),
+        ))
+
+    def test_clientsBelowProxies(self):
+        """
+        Clients reported up by proxies (a server's direct client, a LAN
+        client) are in the cloud's presence; a server that moved to another
+        proxy keeps its client connected when the old proxy forgets it; a
+        malformed report is refused whole.
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"p1"] + helloFrames("proxy1", "p1i", role="proxy"))
+        router.receive([b"p2"] + helloFrames("proxy2", "p2i", role="proxy"))
+        self.localMap(router, b"p1", "e1", [
+            (("dora", "direct", "s1"), ["di", 1.0]), (("pat", "proxy", "proxy1"), ["pi", 1.0]),
+        ])
+        self.assertEqual(
+            {c: sorted(p.paths) for c, p in self.cloud.connectedClients().items()},
+            {"dora": ["direct@s1"], "pat": ["proxy@proxy1"]},
+        )
+        # s1 now reports through proxy2, and proxy1 drops it later.
+        self.localMap(router, b"p2", "e2", [(("dora", "direct", "s1"), ["di", 1.0])])
+        self.localMap(router, b"p1", "e1b", [(("pat", "proxy", "proxy1"), ["pi", 1.0])])
+        self.assertTrue(self.cloud.isConnected("dora"))
+        # A bad entry: the whole message is refused, nothing changes.
+        self.localMap(router, b"p2", "e3", [(("eve", "direct", "s1"), "junk")])
+        self.assertTrue(self.cloud.isConnected("dora"))
+        self.assertFalse(self.cloud.isConnected("eve"))
+        [error] = self.sentTo(router, b"p2", protocol.ERROR)
+        self.assertEqual(error.header["code"], protocol.E_BAD_MESSAGE)
+        # proxy2 goes: dora goes with it.
+        router.receive([b"p2"] + protocol.encode(protocol.BYE, {}))
+        self.assertFalse(self.cloud.isConnected("dora"))
+        self.assertTrue(self.cloud.isConnected("pat"))
+
     def test_noRoute(self):
         """
         A request for an unknown target is answered at once with ERR no-route.

@@ -86,7 +86,7 @@ class Cloud(RelayNode):
             self._routeReplicas.pop(session, None)
             replica = self._localReplicas.pop(session, None)
             if replica is not None:
-                self._applyLocal(replica.clear(presence.UPSTREAM_LOST))
+                self._applyLocal(replica.clear(presence.UPSTREAM_LOST), session)
             for route in self.routes.removePeer(session):
                 log.info("server {server} gone with proxy {proxy}", server=route.serverId, proxy=session.nodeId)
 
@@ -139,15 +139,23 @@ class Cloud(RelayNode):
         if replica is None:
             return
         try:
-            self._applyLocal(replica.apply(message.header, message.payload))
+            self._applyLocal(replica.apply(message.header, message.payload), session)
         except ReplicaGap:
             session.send(protocol.SYNC, {"map": "local"})
         except (ValueError, TypeError) as e:
             raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
 
-    def _applyLocal(self, changes):
+    def _applyLocal(self, changes, session):
         for step, clientId, path, incarnation, extra in presence.localChanges(changes):
             if step == "detach":
+                # A server that moved to another proxy is reported by both
+                # for a while: the old proxy's removal is not the client's.
+                key = (clientId,) + tuple(path.split("@", 1))
+                if any(
+                    (r.entries.get(key) or [None])[0] == incarnation
+                    for s, r in self._localReplicas.items() if s is not session
+                ):
+                    continue
                 self.presence.detach(clientId, path, incarnation, extra)
             else:
                 self.presence.attach(clientId, path, incarnation, extra)
