@@ -809,6 +809,21 @@ class ClientTests(RoleTestCase):
         self.assertEqual([n.seq for n in receiver.notifications], [1, 5000])
         self.assertEqual(receiver.gaps, [])
 
+    def test_noReplayAfterUnsubscribe(self):
+        """
+        A gap in a topic unsubscribed before its grace period ended is not
+        asked of the server.
+        """
+        dealer = self.connect()
+        receiver = NotificationRecorder()
+        self.client.subscribe(b"t", receiver)
+        sub = self.factory.ofKind("sub")[0]
+        sub.receive(self.notification(1))
+        sub.receive(self.notification(4))
+        self.client.unsubscribe(b"t", receiver)
+        self.clock.advance(GAP_GRACE)
+        self.assertEqual(dealer.ofType(protocol.REQUEST), [])
+
     def test_fullQueueFailsOnlyThatRequest(self):
         """
         A send refused by a full queue retries that request only, not others in flight.

@@ -389,12 +389,20 @@ class Client(Node):
                     except Exception:
                         log.failure("notification receiver failed")
 
+    def _subscribed(self, topic):
+        return topic.startswith(tuple(self._receivers))
+
     def _replay(self, serverId, inc, topic, first, last, tries=REPLAY_TRIES):
         self._replayTimers = {t for t in self._replayTimers if t.active()}
+        if not self._subscribed(topic):
+            # Unsubscribed meanwhile: nobody wants these any more.
+            return
         ask = msgpack.packb({"topic": topic, "inc": inc, "first": first, "last": last}, use_bin_type=True)
         d = self.request(serverId, ask, sys="replay")
 
         def replayed(payload):
+            if not self._subscribed(topic):
+                return
             answer = msgpack.unpackb(payload, raw=False)
             for seq, data in answer.get("items", []):
                 verdict, _ = self.tracker.receive(serverId, inc, topic, seq)
