@@ -38,6 +38,7 @@ from zmqrelay import errors
 from zmqrelay.examples import ExampleApp
 from zmqrelay.interfaces import INotificationReceiver
 from zmqrelay.launcher import ROOT, TWISTD_MAIN, NodeProcess, Topology
+from tests.integration.helpers import poll
 
 log = Logger()
 
@@ -99,24 +100,14 @@ def sleep(reactor, seconds):
 
 async def until(reactor, check, timeout, what, interval=0.05):
     """
-    Call C{check} until it returns (or fires with) a true value.
+    Call C{check} until it returns (or fires with) a true value (see
+    L{tests.integration.helpers.poll}).
 
-    @param check: a callable returning a value or a L{defer.Deferred}.
     @return: the reactor time at which C{check} first held.
     @raise AssertionError: naming C{what} after C{timeout} seconds.
     """
-    deadline = reactor.seconds() + timeout
-    last = None
-    while True:
-        try:
-            value = await defer.maybeDeferred(check)
-        except Exception as e:
-            value, last = None, e
-        if value:
-            return reactor.seconds()
-        if reactor.seconds() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout}s (last error: {last!r})")
-        await sleep(reactor, interval)
+    await poll(check, timeout, interval, what)
+    return reactor.seconds()
 
 
 async def together(*coroutines):
