@@ -199,6 +199,24 @@ class InFlightTests(SynchronousTestCase):
         self.assertEqual(self.table.countFrom(self.client), 2)
         self.assertEqual(self.table.countFrom(self.other), 1)
 
+    def test_countFromIgnoresRequestsToThePeer(self):
+        """
+        countFrom() counts only what the peer sent: messages to it awaiting its answer are not in its budget.
+        """
+        asked = self.table.add(self.client, 1, self.server, 10.0)
+        toClient = [self.table.add(self.server, i, self.client, 10.0) for i in range(3)]
+        self.assertEqual(self.table.countFrom(self.client), 1)
+        self.assertEqual(self.table.countFrom(self.server), 3)
+        self.table.pop(toClient[0].forwardId, self.client)
+        self.assertEqual(self.table.countFrom(self.server), 2)
+        self.table.expire(20.0)
+        self.assertEqual((self.table.countFrom(self.client), self.table.countFrom(self.server)), (0, 0))
+        self.assertIsNone(self.table.pop(asked.forwardId))
+        self.table.add(self.client, 2, self.server, 10.0)
+        self.table.add(self.server, 5, self.client, 10.0)
+        self.table.dropPeer(self.server)
+        self.assertEqual((self.table.countFrom(self.client), self.table.countFrom(self.server)), (0, 0))
+
     def test_clear(self):
         """
         clear() returns and forgets everything.

@@ -147,6 +147,9 @@ class InFlight:
         self._ids = itertools.count(random.getrandbits(40) + 1)
         self._pending = {}
         self._byPeer = {}
+        # Requests per origin: a client's in-flight budget counts what it
+        # asked, not the messages to it that wait for its acknowledgement.
+        self._fromPeer = {}
 
     def __len__(self):
         return len(self._pending)
@@ -170,6 +173,7 @@ class InFlight:
                 byPeer[peer] = {fid}
             else:
                 ids.add(fid)
+        self._fromPeer[origin] = self._fromPeer.get(origin, 0) + 1
         return pending
 
     def pop(self, forwardId, peer=None):
@@ -195,13 +199,18 @@ class InFlight:
                 ids.discard(pending.forwardId)
                 if not ids:
                     del byPeer[peer]
+        count = self._fromPeer.get(pending.origin, 0) - 1
+        if count > 0:
+            self._fromPeer[pending.origin] = count
+        else:
+            self._fromPeer.pop(pending.origin, None)
 
     def countFrom(self, origin):
         """
-        @return: how many requests are in flight involving C{origin}.
+        @return: how many requests C{origin} sent that are still in flight
+            (not those sent I{to} it).
         """
-        ids = self._byPeer.get(origin)
-        return len(ids) if ids else 0
+        return self._fromPeer.get(origin, 0)
 
     def dropPeer(self, peer):
         """
@@ -244,4 +253,5 @@ class InFlight:
         everything = list(self._pending.values())
         self._pending.clear()
         self._byPeer.clear()
+        self._fromPeer.clear()
         return everything
