@@ -17,7 +17,7 @@ from zmqrelay import presence, protocol
 from zmqrelay.errors import Rejected
 from zmqrelay.interfaces import ICloud
 from zmqrelay.node import RelayNode, requestId, sendError
-from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
+from zmqrelay.replica import MapReplica, MapSource, answerSync, applyFrom
 from zmqrelay.routing import Route, RouteTable
 
 log = Logger()
@@ -118,8 +118,7 @@ class Cloud(RelayNode):
         elif msgtype == protocol.PRESENCE:
             self._localFrom(session, message)
         elif msgtype == protocol.SYNC:
-            if header.get("map") == "presence":
-                session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+            answerSync(session, message, self.presenceSource)
         elif msgtype == protocol.REQUEST and self.isSysFor(header):
             self.answerSys(session, header, message.payload)
         else:
@@ -138,12 +137,7 @@ class Cloud(RelayNode):
         replica = self._localReplicas.get(session)
         if replica is None:
             return
-        try:
-            self._applyLocal(replica.apply(message.header, message.payload), session)
-        except ReplicaGap:
-            session.send(protocol.SYNC, {"map": "local"})
-        except (ValueError, TypeError) as e:
-            raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+        self._applyLocal(applyFrom(replica, session, message), session)
 
     def _applyLocal(self, changes, session):
         for step, clientId, path, incarnation, extra in presence.localChanges(changes):
@@ -164,14 +158,7 @@ class Cloud(RelayNode):
         replica = self._routeReplicas.get(session)
         if replica is None:
             return
-        try:
-            changes = replica.apply(message.header, message.payload)
-        except ReplicaGap:
-            session.send(protocol.SYNC, {"map": "routes"})
-            return
-        except (ValueError, TypeError) as e:
-            raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad ROUTES: {e}")
-        for serverId, old, new, reason in changes:
+        for serverId, old, new, reason in applyFrom(replica, session, message):
             if new is None:
                 route = self.routes.get(serverId)
                 if route is not None and route.peer is session:

@@ -21,7 +21,7 @@ from zmqrelay.errors import Rejected
 from zmqrelay.interfaces import IProxy
 from zmqrelay.link import UpstreamLink
 from zmqrelay.node import RelayNode, advertised, requestId, sendError
-from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
+from zmqrelay.replica import MapReplica, MapSource, answerSync, applyFrom
 from zmqrelay.routing import Route, RouteTable
 
 log = Logger()
@@ -43,7 +43,7 @@ class Proxy(RelayNode):
         self.cloudPresence = MapReplica("presence", presence.checkPresenceEntry)
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
-        self.routesSource = MapSource("routes")
+        self.routesSource = MapSource("routes", protocol.ROUTES)
         # The clients attached below us (our LAN clients, our servers' direct
         # clients), reported up to the cloud; one replica per server.
         self.localSource = MapSource("local")
@@ -143,18 +143,12 @@ class Proxy(RelayNode):
             else:
                 sendError(session, requestId(header), protocol.E_NO_ROUTE, f"client {to!r} is not connected")
         elif msgtype == protocol.SYNC and session.role == protocol.SERVER:
-            if header.get("map") == "presence":
-                session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+            answerSync(session, message, self.presenceSource)
         elif msgtype == protocol.PRESENCE and session.role == protocol.SERVER:
             replica = self._serverLocals.get(session)
             if replica is None:
                 return
-            try:
-                self._relayLocal(replica.apply(header, message.payload))
-            except ReplicaGap:
-                session.send(protocol.SYNC, {"map": "local"})
-            except (ValueError, TypeError) as e:
-                raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+            self._relayLocal(applyFrom(replica, session, message))
         elif msgtype == protocol.REQUEST and self.isSysFor(header):
             self.answerSys(session, header, message.payload)
         else:
@@ -194,17 +188,9 @@ class Proxy(RelayNode):
         elif msgtype in (protocol.REPLY, protocol.ERROR):
             self.forwarder.answer(link, message)
         elif msgtype == protocol.PRESENCE:
-            try:
-                self._applyCloudPresence(self.cloudPresence.apply(header, message.payload))
-            except ReplicaGap:
-                link.send(protocol.SYNC, {"map": "presence"})
-            except (ValueError, TypeError) as e:
-                raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+            self._applyCloudPresence(applyFrom(self.cloudPresence, link, message))
         elif msgtype == protocol.SYNC:
-            if header.get("map") == "routes":
-                link.send(protocol.ROUTES, *self.routesSource.snapshot())
-            elif header.get("map") == "local":
-                link.send(protocol.PRESENCE, *self.localSource.snapshot())
+            answerSync(link, message, self.routesSource, self.localSource)
         else:
             raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the cloud")
 

@@ -14,12 +14,15 @@ last delta, a snapshot, the holder's own request for one) is noticed even
 when nothing changes any more.
 
 Used for presence (cloud -> proxy -> server) and for server routes (proxy ->
-cloud).  Pure: no sockets, no reactor.
+cloud).  Pure: no sockets, no reactor; L{applyFrom} and L{answerSync} talk to
+the peer they are given.
 """
 
 import os
 
 import msgpack
+
+from zmqrelay import protocol
 
 SNAPSHOT = "snapshot"
 DELTA = "delta"
@@ -42,10 +45,14 @@ class MapSource:
     The owner's side of a replicated map.
 
     Keys are L{str} or tuples of L{str}; values are msgpack-able.
+
+    @ivar msgtype: the message type that carries this map (C{PRESENCE} for
+        C{presence} and C{local}, C{ROUTES} for C{routes}).
     """
 
-    def __init__(self, name):
+    def __init__(self, name, msgtype=protocol.PRESENCE):
         self.name = name
+        self.msgtype = msgtype
         self.epoch = newEpoch()
         self.seq = 0
         self.entries = {}
@@ -219,3 +226,40 @@ class MapReplica:
             if key not in self.entries:
                 changes.append((key, None, new, reason))
         return changes
+
+
+def applyFrom(replica, source, message):
+    """
+    Apply a replicated-map message (C{PRESENCE} or C{ROUTES}) to C{replica},
+    or, if the replica missed something, ask C{source} for a snapshot.
+
+    @param source: the peer that owns the map (a session or a link): it is
+        sent C{SYNC} naming the map after a gap.
+    @param message: the L{zmqrelay.protocol.Message}.
+    @return: the changes, as from L{MapReplica.apply}; none after a gap.
+    @raise zmqrelay.protocol.ProtocolError: (C{bad-message}) if the message
+        is malformed; the replica is left as it was.
+    """
+    try:
+        return replica.apply(message.header, message.payload)
+    except ReplicaGap:
+        source.send(protocol.SYNC, {"map": replica.name})
+        return []
+    except (ValueError, TypeError) as e:
+        raise protocol.ProtocolError(
+            protocol.E_BAD_MESSAGE, f"bad {message.type.decode('ascii', 'replace')}: {e}"
+        )
+
+
+def answerSync(peer, message, *sources):
+    """
+    Answer a C{SYNC}: send C{peer} a snapshot of the map it names, if that
+    is one of C{sources}; a C{SYNC} for any other map is ignored.
+
+    @param sources: the L{MapSource}s this node replicates to C{peer}.
+    """
+    wanted = message.header.get("map")
+    for source in sources:
+        if source.name == wanted:
+            peer.send(source.msgtype, *source.snapshot())
+            return

@@ -27,7 +27,7 @@ from zmqrelay.interfaces import IRequest, IServer
 from zmqrelay.link import UpstreamLink
 from zmqrelay.node import MAX_TTL_MS, Node, PresenceViewMixin, advertised, requestId, sendError
 from zmqrelay.presence import PresenceView
-from zmqrelay.replica import MapReplica, MapSource, ReplicaGap
+from zmqrelay.replica import MapReplica, MapSource, answerSync, applyFrom
 from zmqrelay.replycache import ReplyCache
 
 log = Logger()
@@ -278,15 +278,9 @@ class Server(PresenceViewMixin, Node):
         elif msgtype in (protocol.REPLY, protocol.ERROR):
             self.calls.settle(link, message)
         elif msgtype == protocol.PRESENCE:
-            try:
-                self._applyProxyPresence(self.proxyPresence.apply(header, message.payload))
-            except ReplicaGap:
-                link.send(protocol.SYNC, {"map": "presence"})
-            except (ValueError, TypeError) as e:
-                raise protocol.ProtocolError(protocol.E_BAD_MESSAGE, f"bad PRESENCE: {e}")
+            self._applyProxyPresence(applyFrom(self.proxyPresence, link, message))
         elif msgtype == protocol.SYNC:
-            if header.get("map") == "local":
-                link.send(protocol.PRESENCE, *self.localSource.snapshot())
+            answerSync(link, message, self.localSource)
         else:
             raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the proxy")
 
