@@ -203,6 +203,46 @@ class CloudTests(RoleTestCase):
         [reject] = self.sentTo(self.router(), b"s", protocol.REJECT)
         self.assertEqual(reject.header["code"], protocol.E_REJECTED)
 
+    def test_sysForAProxy(self):
+        """
+        A client's sys request naming a proxy id goes to that proxy, stamped, and its answer comes back; an application request naming a proxy gets no-route.
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"p"] + helloFrames("proxy1", "pi", role="proxy"))
+        router.receive([b"c"] + helloFrames("c1", "ci"))
+        router.receive([b"c"] + protocol.encode(
+            protocol.REQUEST, {"id": 7, "to": "proxy1", "sys": "stats"}))
+        [forwarded] = self.sentTo(router, b"p", protocol.REQUEST)
+        h = forwarded.header
+        self.assertEqual((h["to"], h["sys"], h["client"], h["cinc"], h["creq"], h["path"]),
+                         ("proxy1", "stats", "c1", "ci", 7, "cloud"))
+        router.receive([b"p"] + protocol.encode(protocol.REPLY, {"id": h["id"]}, b"counters"))
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual((reply.header["id"], reply.payload), (7, b"counters"))
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 8, "to": "proxy1"}))
+        [error] = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual((error.header["code"], error.header["id"]), (protocol.E_NO_ROUTE, 8))
+        self.assertEqual(len(self.sentTo(router, b"p", protocol.REQUEST)), 1)
+
+    def test_errorTextsNamesTypesPlainly(self):
+        """
+        ERR texts name a message type as text, never as a Python bytes repr; a sys that is not a str is bad-message.
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"c"] + helloFrames("c1", "ci"))
+        router.receive([b"c"] + protocol.encode(b"FROB", {"id": 1}))
+        router.receive([b"c"] + protocol.encode(b"\xc1X", {"id": 2}))
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3, "sys": b"ping"}))
+        errors = [e.header for e in self.sentTo(router, b"c", protocol.ERROR)]
+        self.assertEqual(
+            [(e["id"], e["code"], e["msg"]) for e in errors],
+            [(1, protocol.E_UNKNOWN_TYPE, "a client may not send FROB here"),
+             (2, protocol.E_UNKNOWN_TYPE, "a client may not send \\xc1X here"),
+             (3, protocol.E_BAD_MESSAGE, "sys must be a str, not bytes")],
+        )
+
 
 class ProxyTests(RoleTestCase):
     """
@@ -248,6 +288,39 @@ class ProxyTests(RoleTestCase):
         self.assertEqual(msgpack.unpackb(routes.payload), [["s1", ["si", ["echo"]]]])
         # Its notifications now go on to the cloud.
         self.assertEqual(self.factory.ofKind("xpub")[0].connected, ["inproc://cloud-sub"])
+
+    def test_presenceListsServersDirectClients(self):
+        """
+        The direct clients a server reports are in the proxy's presence as direct@<server id>, LAN clients as proxy, until the server goes.
+        """
+        self.start(self.proxy)
+        router = self.router()
+        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
+        router.receive([b"c"] + helloFrames("lan1", "li"))
+        router.receive([b"s"] + protocol.encode(
+            protocol.PRESENCE, {"map": "local", "kind": "snapshot", "epoch": "e1", "seq": 0},
+            msgpack.packb([[["dora", "direct", "s1"], ["di", 1.0]]]),
+        ))
+        self.assertEqual(
+            {c: p.asDict()["paths"] for c, p in self.proxy.connectedClients().items()},
+            {"dora": ["direct@s1"], "lan1": ["proxy"]},
+        )
+        router.receive([b"s"] + protocol.encode(protocol.BYE, {}))
+        self.assertEqual(list(self.proxy.connectedClients()), ["lan1"])
+
+    def test_sysFromTheCloud(self):
+        """
+        A sys request the cloud forwards with the proxy's id in 'to' is answered by the proxy itself.
+        """
+        self.start(self.proxy)
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("cloud", role="cloud"))
+        dealer.receive(protocol.encode(protocol.REQUEST, {
+            "id": 12, "to": "proxy1", "sys": "ping", "client": "c1", "cinc": "ci", "creq": 7,
+            "path": "cloud",
+        }))
+        [reply] = dealer.ofType(protocol.REPLY)
+        self.assertEqual((reply.header, reply.payload), ({"id": 12}, b"pong"))
 
 
 class ServerTests(RoleTestCase):

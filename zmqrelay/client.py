@@ -323,7 +323,7 @@ class Client(Node):
         elif msgtype == protocol.MESSAGE:
             self._message(link, message)
         else:
-            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r}")
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {protocol.typeName(msgtype)}")
 
     def _settle(self, link, message):
         if self.calls.settle(link, message):

@@ -100,7 +100,7 @@ class Cloud(RelayNode):
                 self.forwarder.answer(session, message)
             else:
                 raise protocol.ProtocolError(
-                    protocol.E_UNKNOWN_TYPE, f"a client may not send {msgtype!r} here"
+                    protocol.E_UNKNOWN_TYPE, f"a client may not send {protocol.typeName(msgtype)} here"
                 )
             return
         # A proxy.
@@ -123,7 +123,7 @@ class Cloud(RelayNode):
             self.answerSys(session, header, message.payload)
         else:
             raise protocol.ProtocolError(
-                protocol.E_UNKNOWN_TYPE, f"a proxy may not send {msgtype!r} here"
+                protocol.E_UNKNOWN_TYPE, f"a proxy may not send {protocol.typeName(msgtype)} here"
             )
 
     def _request(self, session, message):
@@ -131,7 +131,28 @@ class Cloud(RelayNode):
         if self.isSysFor(header):
             self.answerSys(session, header, message.payload)
             return
+        proxy = self._sysProxy(header)
+        if proxy is not None:
+            # A sys request for a proxy: it answers it itself (PROTOCOL.md 10.7).
+            self.forwarder.forward(session, message, proxy, {
+                "client": session.nodeId, "cinc": session.incarnation,
+                "creq": requestId(header), "path": presence.CLOUD,
+            })
+            return
         self.forwarder.clientRequest(session, message, self.routes, presence.CLOUD)
+
+    def _sysProxy(self, header):
+        """
+        @return: the session of the proxy a C{sys} request names in C{to},
+            or C{None}.
+        """
+        if "sys" not in header:
+            return None
+        to = header.get("to")
+        session = self.front.byNode.get(to) if isinstance(to, str) and to else None
+        if session is None or session.role != protocol.PROXY:
+            return None
+        return session
 
     def _localFrom(self, session, message):
         replica = self._localReplicas.get(session)

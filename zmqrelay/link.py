@@ -282,7 +282,7 @@ class UpstreamLink:
         unknown-type (never with a crash, and never an ERR for an ERR).
         """
         self.counters["unknown-type"] += 1
-        text = f"unknown message type {message.type[:32]!r}"
+        text = f"unknown message type {protocol.typeName(message.type)}"
         if self._logBucket.take(now) == 0.0:
             log.warn("{link}: {text}", link=self.name, text=text)
         header = {"code": protocol.E_UNKNOWN_TYPE, "msg": text}

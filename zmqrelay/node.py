@@ -210,6 +210,9 @@ class Node(MultiService):
         """
         rid = requestId(header)
         op = header.get("sys")
+        if not isinstance(op, str):
+            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"sys must be a str, not {type(op).__name__}")
+            return
         answer = self.sysOperation(op, payload)
         if answer is None:
             sendError(peer, rid, protocol.E_BAD_MESSAGE, f"unknown sys operation {op!r}")

@@ -115,6 +115,18 @@ def fits(peer, payload):
     return len(payload) <= peer.maxSize - HEADROOM
 
 
+def typeName(msgtype, limit=32):
+    """
+    A message type as error texts show it: ASCII as is (C{FROB}), other
+    bytes as C{\\xNN}, at most C{limit} bytes; never a Python repr, since the
+    text goes to peers written in any language.
+
+    @param msgtype: the type frame (L{bytes}).
+    @rtype: L{str}
+    """
+    return msgtype[:limit].decode("ascii", "backslashreplace")
+
+
 class ProtocolError(Exception):
     """
     A message could not be decoded or does not follow the protocol.

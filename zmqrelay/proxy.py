@@ -153,7 +153,7 @@ class Proxy(RelayNode):
             self.answerSys(session, header, message.payload)
         else:
             raise protocol.ProtocolError(
-                protocol.E_UNKNOWN_TYPE, f"a {session.role} may not send {msgtype!r} here"
+                protocol.E_UNKNOWN_TYPE, f"a {session.role} may not send {protocol.typeName(msgtype)} here"
             )
 
     # Link callbacks: the cloud
@@ -192,7 +192,7 @@ class Proxy(RelayNode):
         elif msgtype == protocol.SYNC:
             answerSync(link, message, self.routesSource, self.localSource)
         else:
-            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the cloud")
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {protocol.typeName(msgtype)} from the cloud")
 
     # Presence
 
@@ -223,8 +223,15 @@ class Proxy(RelayNode):
     def _relayLocal(self, changes):
         """
         Pass a server's direct clients on to the cloud, entry for entry (its
-        replica let in only entries naming that server).
+        replica let in only entries naming that server), and list them in our
+        own presence as C{direct@<server id>}, as the cloud does.
         """
+        changes = list(changes)
+        for step, clientId, path, incarnation, extra in presence.localChanges(changes):
+            if step == "detach":
+                self.presence.detach(clientId, path, incarnation, extra)
+            else:
+                self.presence.attach(clientId, path, incarnation, extra)
         for key, old, new, reason in changes:
             if new is None:
                 delta = self.localSource.delete(key, reason)

@@ -230,7 +230,7 @@ class Server(PresenceViewMixin, Node):
         elif msgtype in (protocol.REPLY, protocol.ERROR):
             self.calls.settle(session, message)
         else:
-            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"a client may not send {msgtype!r} here")
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"a client may not send {protocol.typeName(msgtype)} here")
 
     def isSysFor(self, header):
         # A server answers sys requests addressed to it by id or by any of
@@ -282,7 +282,7 @@ class Server(PresenceViewMixin, Node):
         elif msgtype == protocol.SYNC:
             answerSync(link, message, self.localSource)
         else:
-            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {msgtype!r} from the proxy")
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {protocol.typeName(msgtype)} from the proxy")
 
     def _applyProxyPresence(self, changes):
         for step, clientId, path, incarnation, extra in presence.replicaChanges(changes):
