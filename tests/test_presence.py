@@ -130,6 +130,30 @@ class PresenceViewTests(SynchronousTestCase):
         self.assertEqual(self.recorder.events[-1], ("disconnected", "c1", "new", "direct", "bye"))
         self.assertFalse(self.view.isConnected("c1"))
 
+    def test_lateDetachOfTheReplacedIncarnation(self):
+        """
+        A late detach of a replaced incarnation, on the path the new one now
+        holds, leaves the new one connected there.
+        """
+        self.view.attach("c1", presence.CLOUD, "old", 1.0)
+        self.view.attach("c1", presence.CLOUD, "new", 2.0)
+        del self.recorder.events[:]
+        self.view.detach("c1", presence.CLOUD, "old", "heartbeat-timeout")
+        self.assertEqual(self.recorder.events, [])
+        self.assertTrue(self.view.isConnected("c1"))
+        self.assertEqual(self.view.get("c1").paths, {presence.CLOUD: ("new", 2.0)})
+
+    def test_detachOfAnotherIncarnation(self):
+        """
+        Detaching a path for an incarnation the client does not have (never
+        seen, not retired) changes nothing.
+        """
+        self.view.attach("c1", presence.DIRECT, "i1", 1.0)
+        self.view.detach("c1", presence.DIRECT, "i0", "bye")
+        self.assertTrue(self.view.isConnected("c1"))
+        self.assertEqual(list(self.view.get("c1").paths), [presence.DIRECT])
+        self.assertEqual(len(self.recorder.events), 1)
+
     def test_detachPath(self):
         """
         detachPath() removes one path from every client, disconnecting those left with none.

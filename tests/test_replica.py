@@ -7,7 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.replica import DELTA, SNAPSHOT, MapReplica, MapSource, ReplicaGap
+from zmqrelay import protocol
+from zmqrelay.replica import (
+    DELTA,
+    MARK,
+    SNAPSHOT,
+    MapReplica,
+    MapSource,
+    ReplicaGap,
+    answerSync,
+    applyFrom,
+)
 
 
 def _pack(value):
@@ -338,3 +348,178 @@ class CheckTests(SynchronousTestCase):
         replica.apply(*source.snapshot())
         self.assertRaises(ValueError, replica.apply, *source.set("a", "junk"))
         self.assertEqual((replica.entries, replica.seq), ({}, 0))
+
+
+class MarkTests(SynchronousTestCase):
+    """
+    A mark says where the source is; a replica anywhere else has a gap.
+    """
+
+    def setUp(self):
+        self.source = MapSource("presence")
+        self.replica = MapReplica("presence")
+        self.replica.apply(*self.source.snapshot())
+        self.replica.apply(*self.source.set(("c1", "cloud"), ["i1", 1.0]))
+
+    def test_markHeader(self):
+        """
+        A mark carries the map's name, epoch and sequence number, and no payload.
+        """
+        header, payload = self.source.mark()
+        self.assertEqual(
+            header, {"map": "presence", "kind": MARK, "epoch": self.source.epoch, "seq": 1}
+        )
+        self.assertEqual(payload, b"")
+
+    def test_markWhereTheReplicaIs(self):
+        """
+        A mark at the replica's own epoch and sequence number changes nothing.
+        """
+        self.assertEqual(self.replica.apply(*self.source.mark()), [])
+        self.assertEqual(self.replica.entries, {("c1", "cloud"): ["i1", 1.0]})
+        self.assertEqual(self.replica.seq, 1)
+
+    def test_markAfterALostLastDelta(self):
+        """
+        A mark ahead of the replica (its last delta was lost) raises ReplicaGap.
+        """
+        self.source.delete(("c1", "cloud"), "bye")
+        self.assertRaises(ReplicaGap, self.replica.apply, *self.source.mark())
+        self.assertEqual(self.replica.entries, {("c1", "cloud"): ["i1", 1.0]})
+
+    def test_markBehindTheReplica(self):
+        """
+        A mark behind the replica (the replica is not the source's) raises ReplicaGap.
+        """
+        header, payload = self.source.mark()
+        header["seq"] = 0
+        self.assertRaises(ReplicaGap, self.replica.apply, header, payload)
+
+    def test_markOfARestartedSource(self):
+        """
+        A mark with another epoch (the source restarted) raises ReplicaGap,
+        even at the same sequence number.
+        """
+        restarted = MapSource("presence")
+        restarted.set(("c9", "cloud"), ["i9", 9.0])
+        self.assertRaises(ReplicaGap, self.replica.apply, *restarted.mark())
+
+    def test_markBeforeAnySnapshot(self):
+        """
+        A mark reaching a replica that never had a snapshot raises ReplicaGap.
+        """
+        self.assertRaises(ReplicaGap, MapReplica("presence").apply, *MapSource("presence").mark())
+
+
+class _Peer:
+    """
+    Records what is sent to it, as a session or a link would send it.
+    """
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, msgtype, header, payload=b""):
+        self.sent.append((msgtype, header, payload))
+        return True
+
+
+class ApplyFromTests(SynchronousTestCase):
+    """
+    L{applyFrom} applies what a source sent, asks it for a snapshot after a
+    gap, and turns malformed input into a protocol error.
+    """
+
+    def setUp(self):
+        self.source = MapSource("presence")
+        self.replica = MapReplica("presence")
+        self.peer = _Peer()
+
+    def message(self, header, payload, msgtype=protocol.PRESENCE):
+        return protocol.Message(1, msgtype, header, payload)
+
+    def test_applies(self):
+        """
+        A snapshot then a delta are applied and their changes returned; nothing is sent back.
+        """
+        self.source.set("a", 1)
+        self.assertEqual(
+            applyFrom(self.replica, self.peer, self.message(*self.source.snapshot())),
+            [("a", None, 1, "resync")],
+        )
+        self.assertEqual(
+            applyFrom(self.replica, self.peer, self.message(*self.source.set("b", 2))),
+            [("b", None, 2, "")],
+        )
+        self.assertEqual(self.peer.sent, [])
+
+    def test_gapAsksForASnapshot(self):
+        """
+        A delta that does not follow asks the source for a snapshot of that map (SYNC) and changes nothing.
+        """
+        applyFrom(self.replica, self.peer, self.message(*self.source.snapshot()))
+        self.source.set("a", 1)
+        self.assertEqual(
+            applyFrom(self.replica, self.peer, self.message(*self.source.set("b", 2))), []
+        )
+        self.assertEqual(self.peer.sent, [(protocol.SYNC, {"map": "presence"}, b"")])
+        self.assertEqual(self.replica.entries, {})
+
+    def test_markAheadAsksForASnapshot(self):
+        """
+        A mark ahead of the replica asks the source for a snapshot; a mark where it is asks nothing.
+        """
+        applyFrom(self.replica, self.peer, self.message(*self.source.snapshot()))
+        applyFrom(self.replica, self.peer, self.message(*self.source.mark()))
+        self.assertEqual(self.peer.sent, [])
+        self.source.set("a", 1)
+        applyFrom(self.replica, self.peer, self.message(*self.source.mark()))
+        self.assertEqual(self.peer.sent, [(protocol.SYNC, {"map": "presence"}, b"")])
+
+    def test_malformedIsABadMessage(self):
+        """
+        A malformed message raises ProtocolError bad-message naming the message type as text.
+        """
+        applyFrom(self.replica, self.peer, self.message(*self.source.snapshot()))
+        bad = self.message(
+            {"map": "routes", "kind": DELTA, "epoch": self.source.epoch, "seq": 1},
+            _pack(["frob", "a", 1]), protocol.ROUTES,
+        )
+        error = self.assertRaises(protocol.ProtocolError, applyFrom, self.replica, self.peer, bad)
+        self.assertEqual(error.code, protocol.E_BAD_MESSAGE)
+        self.assertTrue(error.message.startswith("bad ROUTES: "), error.message)
+        self.assertEqual(self.peer.sent, [])
+
+
+class AnswerSyncTests(SynchronousTestCase):
+    """
+    L{answerSync} sends a snapshot of the map a SYNC names, in the message
+    type that carries it.
+    """
+
+    def sync(self, name):
+        return protocol.Message(1, protocol.SYNC, {"map": name}, b"")
+
+    def test_snapshotOfTheNamedMap(self):
+        """
+        Each map's snapshot goes in its own message type (ROUTES for routes, PRESENCE for local).
+        """
+        routes = MapSource("routes", protocol.ROUTES)
+        local = MapSource("local")
+        routes.set("s1", ["si", ["echo"]])
+        peer = _Peer()
+        answerSync(peer, self.sync("routes"), routes, local)
+        answerSync(peer, self.sync("local"), routes, local)
+        self.assertEqual(
+            peer.sent,
+            [(protocol.ROUTES,) + routes.snapshot(), (protocol.PRESENCE,) + local.snapshot()],
+        )
+
+    def test_otherMapsIgnored(self):
+        """
+        A SYNC for a map this node does not replicate to the peer (or naming none) is ignored.
+        """
+        peer = _Peer()
+        answerSync(peer, self.sync("routes"), MapSource("presence"))
+        answerSync(peer, protocol.Message(1, protocol.SYNC, {}, b""), MapSource("presence"))
+        self.assertEqual(peer.sent, [])

@@ -1,0 +1,221 @@
+"""
+Tests for the replicated maps between the roles (L{zmqrelay.cloud},
+L{zmqrelay.proxy}, L{zmqrelay.server}): every owner sends marks once per
+liveness window to every holder of its maps, and every holder that finds
+itself elsewhere asks for a snapshot.
+
+Without marks a lost last delta would leave a copy stale for ever; these
+tests catch an owner that stops sending them and a holder that stops
+checking them, on fake sockets and a L{Clock}.
+"""
+
+import msgpack
+
+from zmqrelay import protocol
+from zmqrelay.cloud import Cloud
+from zmqrelay.proxy import Proxy
+from zmqrelay.replica import MARK
+from zmqrelay.server import Server
+
+from tests.fakes import RecordingHandler, helloFrames, welcomeFrames
+from tests.test_roles import LISTEN, RoleTestCase
+
+_HEARTBEAT = protocol.encode(protocol.HEARTBEAT, {})
+
+
+def _mapMessage(msgtype, name, kind, epoch, seq, entries=None):
+    """
+    @return: the frames of a replicated-map message as its owner sends it.
+    """
+    payload = b"" if entries is None else msgpack.packb(entries)
+    return protocol.encode(msgtype, {"map": name, "kind": kind, "epoch": epoch, "seq": seq}, payload)
+
+
+class _ReplicationTestCase(RoleTestCase):
+    """
+    Helpers to let marks come due while the fake peers stay alive.
+    """
+
+    def window(self, role):
+        """
+        @return: the mark interval of C{role}: heartbeat x liveness.
+        """
+        return role.config.heartbeat * role.config.liveness
+
+    def advance(self, seconds, router=(), dealers=()):
+        """
+        Advance the clock by C{seconds} in heartbeat steps, each peer sending
+        a heartbeat every step so no session or link times out.
+
+        @param router: routing ids of the peers attached to the role's front.
+        @param dealers: fake DEALER sockets whose upstream is alive.
+        """
+        step = 0.5
+        done = 0.0
+        while done < seconds:
+            for routingId in router:
+                self.router().receive([routingId] + _HEARTBEAT)
+            for dealer in dealers:
+                dealer.receive(_HEARTBEAT)
+            self.clock.advance(step)
+            done += step
+
+    def marksTo(self, sent):
+        """
+        @param sent: decoded messages.
+        @return: C{(type, map, epoch, seq)} of each mark among them.
+        """
+        return [
+            (m.type, m.header["map"], m.header["epoch"], m.header["seq"])
+            for m in sent
+            if m.type in (protocol.PRESENCE, protocol.ROUTES) and m.header.get("kind") == MARK
+        ]
+
+
+class CloudReplicationTests(_ReplicationTestCase):
+    """
+    The cloud owns the presence map its proxies hold, and holds each proxy's
+    routes and local maps.
+    """
+
+    def setUp(self):
+        _ReplicationTestCase.setUp(self)
+        self.cloud = self.start(Cloud(self.config("cloud"), LISTEN, LISTEN, LISTEN,
+                                      reactor=self.clock, socketFactory=self.factory))
+        self.router().receive([b"p"] + helloFrames("proxy1", "pi", role="proxy"))
+
+    def test_marksPresenceToEveryProxy(self):
+        """
+        Once per liveness window, every proxy gets a mark of the cloud's presence map where it is now.
+        """
+        self.router().receive([b"c"] + helloFrames("c1", "ci"))
+        self.router().sent.clear()
+        source = self.cloud.presenceSource
+        self.advance(self.window(self.cloud) - 0.5, router=[b"p", b"c"])
+        self.assertEqual(self.marksTo(self.sentTo(self.router(), b"p", protocol.PRESENCE)), [])
+        self.advance(0.5, router=[b"p", b"c"])
+        self.assertEqual(
+            self.marksTo(self.sentTo(self.router(), b"p", protocol.PRESENCE)),
+            [(protocol.PRESENCE, "presence", source.epoch, 1)],
+        )
+        self.assertEqual(self.sentTo(self.router(), b"c", protocol.PRESENCE), [])
+        self.advance(self.window(self.cloud), router=[b"p", b"c"])
+        self.assertEqual(len(self.marksTo(self.sentTo(self.router(), b"p", protocol.PRESENCE))), 2)
+
+    def test_routesMarkAheadAsksForASnapshot(self):
+        """
+        A proxy's routes mark ahead of the cloud's copy makes the cloud ask for a routes snapshot; one where the copy is asks nothing.
+        """
+        router = self.router()
+        router.receive([b"p"] + _mapMessage(protocol.ROUTES, "routes", "snapshot", "e1", 0, []))
+        router.receive([b"p"] + _mapMessage(protocol.ROUTES, "routes", MARK, "e1", 0))
+        self.assertEqual(self.sentTo(router, b"p", protocol.SYNC), [])
+        router.receive([b"p"] + _mapMessage(protocol.ROUTES, "routes", MARK, "e1", 1))
+        [sync] = self.sentTo(router, b"p", protocol.SYNC)
+        self.assertEqual(sync.header, {"map": "routes"})
+
+    def test_localMarkAheadAsksForASnapshot(self):
+        """
+        A proxy's local mark from another epoch makes the cloud ask for a local snapshot.
+        """
+        router = self.router()
+        router.receive([b"p"] + _mapMessage(protocol.PRESENCE, "local", "snapshot", "e1", 0, []))
+        router.receive([b"p"] + _mapMessage(protocol.PRESENCE, "local", MARK, "e2", 0))
+        [sync] = self.sentTo(router, b"p", protocol.SYNC)
+        self.assertEqual(sync.header, {"map": "local"})
+
+
+class ProxyReplicationTests(_ReplicationTestCase):
+    """
+    A proxy owns the presence map its servers hold and the routes and local
+    maps the cloud holds, and holds the cloud's presence and each server's
+    local map.
+    """
+
+    def setUp(self):
+        _ReplicationTestCase.setUp(self)
+        self.proxy = self.start(Proxy(self.config("proxy1"), LISTEN, LISTEN, LISTEN, "inproc://cloud",
+                                      reactor=self.clock, socketFactory=self.factory))
+        self.router().receive([b"s"] + helloFrames("s1", "si", role="server", services=["echo"]))
+        [self.dealer] = self.dealers()
+        self.dealer.receive(welcomeFrames("cloud", role="cloud"))
+
+    def test_marksEveryMapItOwns(self):
+        """
+        Once per liveness window, servers get a presence mark and the cloud a routes and a local mark.
+        """
+        self.router().sent.clear()
+        self.dealer.sent.clear()
+        self.advance(self.window(self.proxy), router=[b"s"], dealers=[self.dealer])
+        proxy = self.proxy
+        self.assertEqual(
+            self.marksTo(self.sentTo(self.router(), b"s", protocol.PRESENCE)),
+            [(protocol.PRESENCE, "presence", proxy.presenceSource.epoch, 0)],
+        )
+        self.assertEqual(
+            sorted(self.marksTo(self.dealer.messages())),
+            sorted([
+                (protocol.ROUTES, "routes", proxy.routesSource.epoch, 1),
+                (protocol.PRESENCE, "local", proxy.localSource.epoch, 0),
+            ]),
+        )
+
+    def test_cloudMarkAheadAsksForASnapshot(self):
+        """
+        A cloud presence mark ahead of the proxy's copy (its last delta was lost) makes the proxy ask the cloud for a snapshot.
+        """
+        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", "snapshot", "e1", 0, []))
+        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e1", 0))
+        self.assertEqual(self.dealer.ofType(protocol.SYNC), [])
+        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e1", 1))
+        [sync] = self.dealer.ofType(protocol.SYNC)
+        self.assertEqual(sync.header, {"map": "presence"})
+
+    def test_serverMarkAheadAsksForASnapshot(self):
+        """
+        A server's local mark ahead of the proxy's copy makes the proxy ask that server for a snapshot.
+        """
+        router = self.router()
+        router.receive([b"s"] + _mapMessage(protocol.PRESENCE, "local", "snapshot", "e1", 0, []))
+        router.receive([b"s"] + _mapMessage(protocol.PRESENCE, "local", MARK, "e1", 3))
+        [sync] = self.sentTo(router, b"s", protocol.SYNC)
+        self.assertEqual(sync.header, {"map": "local"})
+
+
+class ServerReplicationTests(_ReplicationTestCase):
+    """
+    A server owns the local map its proxy holds, and holds the proxy's
+    presence map.
+    """
+
+    def setUp(self):
+        _ReplicationTestCase.setUp(self)
+        self.server = self.start(Server(
+            self.config("s1"), RecordingHandler(), ("echo",), listen=LISTEN, pub=LISTEN,
+            proxy="inproc://proxy", reactor=self.clock, socketFactory=self.factory,
+        ))
+        [self.dealer] = self.dealers()
+        self.dealer.receive(welcomeFrames("proxy1", role="proxy"))
+
+    def test_marksItsLocalMap(self):
+        """
+        Once per liveness window the proxy gets a mark of the server's local map, where it is now.
+        """
+        self.router().receive([b"c"] + helloFrames("c1", "ci"))
+        self.dealer.sent.clear()
+        self.advance(self.window(self.server), router=[b"c"], dealers=[self.dealer])
+        self.assertEqual(
+            self.marksTo(self.dealer.messages()),
+            [(protocol.PRESENCE, "local", self.server.localSource.epoch, 1)],
+        )
+
+    def test_proxyMarkAheadAsksForASnapshot(self):
+        """
+        A proxy presence mark from another epoch (the proxy restarted) makes the server ask for a snapshot.
+        """
+        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", "snapshot", "e1", 0, []))
+        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e1", 0))
+        self.assertEqual(self.dealer.ofType(protocol.SYNC), [])
+        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e2", 0))
+        [sync] = self.dealer.ofType(protocol.SYNC)
+        self.assertEqual(sync.header, {"map": "presence"})
