@@ -137,8 +137,23 @@ class _Attempts:
             delay = 0.0
         self.timer = self.client.reactor.callLater(delay, self._try)
 
+    def lateReply(self, payload):
+        """
+        A reply came for this request from a path it no longer waits on (an
+        earlier attempt's): it is the answer all the same, as the request id
+        is the same.  An error from there is not: only a reply settles.
+
+        @return: C{True} if it settled this request.
+        """
+        if self.current is None:
+            return False
+        current, self.current = self.current, None
+        self.client.calls.forget(self.rid)
+        self._finish(payload)
+        current.cancel()
+        return True
+
     def _finish(self, result):
-        self.client._attempts.pop(self.rid, None)
         if not self.result.called:
             if isinstance(result, Exception):
                 self.result.errback(result)
@@ -146,7 +161,6 @@ class _Attempts:
                 self.result.callback(result)
 
     def _cancel(self, d):
-        self.client._attempts.pop(self.rid, None)
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
@@ -253,7 +267,13 @@ class Client(Node):
             timeout or self.config.requestTimeout, attempts or self.config.attempts, sys,
         )
         self._attempts[rid] = attempt
+        # However it ends (answer, failure, cancel, stop), it is forgotten.
+        attempt.result.addBoth(self._attemptDone, rid)
         return attempt.start()
+
+    def _attemptDone(self, result, rid):
+        self._attempts.pop(rid, None)
+        return result
 
     def subscribe(self, prefix, receiver):
         receivers = self._receivers.setdefault(prefix, [])
@@ -332,11 +352,8 @@ class Client(Node):
         # answer (same request id); an error from there is not.
         rid = message.header.get("id")
         attempt = self._attempts.get(rid) if isinstance(rid, int) else None
-        if attempt is not None and message.type == protocol.REPLY and attempt.current is not None:
-            current, attempt.current = attempt.current, None
-            self.calls.forget(rid)
-            attempt._finish(message.payload)
-            current.cancel()
+        if attempt is not None and message.type == protocol.REPLY:
+            attempt.lateReply(message.payload)
 
     def _message(self, link, message):
         header = message.header

@@ -38,15 +38,6 @@ TWISTD_MAIN = (
 )
 
 
-def freeEndpoint():
-    """
-    @return: a loopback endpoint with a port picked by the kernel; ZeroMQ
-        binds C{*} ports itself, so prefer C{tcp://127.0.0.1:*} where a
-        node reports what it bound.
-    """
-    return "tcp://127.0.0.1:*"
-
-
 class NodeProcess(protocol.ProcessProtocol):
     """
     One C{twistd -n} child.

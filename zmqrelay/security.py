@@ -40,7 +40,6 @@ refuses anything but CURVE.
 
 import os
 
-import zmq
 from twisted.logger import Logger
 from zmq.utils import z85
 
@@ -549,7 +548,3 @@ def _keyText(credentials):
     if len(credentials) == 1 and len(credentials[0]) == 32:
         return z85.encode(credentials[0]).decode("ascii")
     return "none"
-
-
-#: For tests and tools: a new keypair, Z85.
-newKeypair = zmq.curve_keypair
