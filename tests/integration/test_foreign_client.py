@@ -16,6 +16,7 @@ cleanup.
 import itertools
 import os
 import re
+import time
 
 import msgpack
 import zmq
@@ -131,6 +132,43 @@ def exampleFrames(name):
     return frames
 
 
+def writeCertificate(directory, name, public, secret=None, nodeId=None, role="client"):
+    """
+    Section 19.1: a ZPL certificate, C{NAME.key} (public) or, with
+    C{secret}, C{NAME.key_secret}.
+
+    @return: its path.
+    """
+    lines = [
+        "#   written by the foreign client from PROTOCOL.md 19.1",
+        "metadata",
+        f'    id = "{nodeId or name}"',
+        f'    role = "{role}"',
+        "curve",
+        f'    public-key = "{public.decode("ascii")}"',
+    ]
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret.decode("ascii")}"')
+    path = os.path.join(directory, name + (".key_secret" if secret is not None else ".key"))
+    with open(path, "w", encoding="ascii") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+@defer.inlineCallbacks
+def nothingFor(seconds, check):
+    """
+    Call C{check} every 10 ms for C{seconds}; fail if it ever returns
+    something other than C{None}.
+    """
+    deadline = reactor.seconds() + seconds
+    while reactor.seconds() < deadline:
+        value = check()
+        if value is not None:
+            raise AssertionError(f"expected silence, got {value!r}")
+        yield deferLater(reactor, 0.01, lambda: None)
+
+
 def poll(check, timeout, what, interval=0.01):
     """
     Call C{check} until it returns something other than C{None}.
@@ -162,11 +200,13 @@ class ForeignClient:
     @ivar inbox: other received messages not yet taken by L{receive}.
     """
 
-    def __init__(self, testCase, context, endpoint, clientId, incarnation="9f2c"):
+    def __init__(self, testCase, context, endpoint, clientId, incarnation="9f2c", curve=None):
         self.context = context
         self.endpoint = endpoint
         self.clientId = clientId
         self.incarnation = incarnation
+        # Section 19.2: (server key, our public key, our secret key), or None.
+        self.curve = curve
         self.ids = itertools.count(1000)
         self.welcome = None
         self.heartbeats = 0
@@ -177,10 +217,19 @@ class ForeignClient:
         self.socket = self._dealer()
         testCase.addCleanup(self.close)
 
+    def _secure(self, sock):
+        # Section 19.2: a CURVE client, set before connect.
+        if self.curve is not None:
+            serverKey, public, secret = self.curve
+            sock.setsockopt(zmq.CURVE_SERVERKEY, serverKey)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
     def _dealer(self):
         # Section 2: one DEALER per session, linger 0.
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        self._secure(sock)
         sock.connect(self.endpoint)
         return sock
 
@@ -211,16 +260,14 @@ class ForeignClient:
         """
         self.sendFrames([signature(version), msgtype, packHeader(header), payload])
 
-    def hello(self, versions=(VERSION,), hb=1000, liveness=3, version=None, role="client"):
+    def hello(self, versions=(VERSION,), hb=1000, liveness=3, version=None, role="client", **extra):
         """
         Section 6.1, written with the highest version offered.
         """
-        self.send(
-            HELLO,
-            {"id": self.clientId, "role": role, "inc": self.incarnation,
-             "versions": list(versions), "hb": hb, "liveness": liveness},
-            version=max(versions) if version is None else version,
-        )
+        header = {"id": self.clientId, "role": role, "inc": self.incarnation,
+                  "versions": list(versions), "hb": hb, "liveness": liveness}
+        header.update(extra)
+        self.send(HELLO, header, version=max(versions) if version is None else version)
 
     @defer.inlineCallbacks
     def connect(self, **kw):
@@ -324,13 +371,16 @@ class ForeignClient:
 
     # Section 14: notifications.
 
-    def subscribe(self, prefix):
+    def subscribe(self, prefix, curve=True):
         """
-        Connect a SUB to the WELCOME's pub endpoint, as advertised().
+        Connect a SUB to the WELCOME's pub endpoint, as advertised() (with
+        our CURVE keys unless C{curve} is false).
         """
         if self.sub is None:
             self.sub = self.context.socket(zmq.SUB)
             self.sub.setsockopt(zmq.LINGER, 0)
+            if curve:
+                self._secure(self.sub)
             self.sub.connect(advertised(self.welcome["pub"], self.endpoint))
         self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
 
@@ -376,23 +426,27 @@ class ForeignClientTests(unittest.TestCase):
         ] + list(extra))
 
     @defer.inlineCallbacks
-    def system(self):
+    def system(self, cloudArgs=(), proxyArgs=(), serverArgs=(), prober=None):
         """
         Start a cloud, a proxy and a server running the example app with a
         ticker, and wait until the server answers a ping through the cloud.
 
         @return: a L{defer.Deferred} firing with (cloud, server) L{NodeProcess}es.
         """
-        cloud = yield self.cloud()
+        cloud = yield self.cloud(*cloudArgs)
         proxy = yield self.topology.start("proxy", "zmqrelay-proxy", [
             "--id", PROXY_ID, "--cloud", cloud.endpoints["control"],
             "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
-        ])
+        ] + list(proxyArgs))
         server = yield self.topology.start("server", "zmqrelay-server", [
             "--id", SERVER_ID, "--proxy", proxy.endpoints["control"],
             "--listen", LOOPBACK, "--pub", LOOPBACK, "--service", "echo", "--tick", "0.2",
-        ])
-        prober = ForeignClient(self, self.context, cloud.endpoints["control"], "prober", "p1")
+        ] + list(serverArgs))
+        self.proxyNode = proxy
+        if prober is None:
+            prober = ForeignClient(self, self.context, cloud.endpoints["control"], "prober", "p1")
+        else:
+            prober = prober(cloud)
         yield prober.connect()
 
         @defer.inlineCallbacks
@@ -692,6 +746,9 @@ class ForeignClientTests(unittest.TestCase):
         client.send(b"FROB", {"id": rid})
         answer = yield client.answer(rid)
         self.assertEqual((answer.type, answer.header["code"]), (ERR, "unknown-type"))
+        # The text names the type as text, not as a Python bytes repr.
+        self.assertIn("FROB", answer.header["msg"])
+        self.assertNotIn("b'", answer.header["msg"])
 
         rid = next(client.ids)
         client.send(PRESENCE, {"id": rid, "map": "presence"})
@@ -712,3 +769,200 @@ class ForeignClientTests(unittest.TestCase):
         answer = yield client.call(None, sys="ping")
         self.assertEqual(answer.payload, b"pong")
         client.send(BYE, {"reason": "shutdown"})
+
+    @defer.inlineCallbacks
+    def test_curve(self):
+        """
+        Section 19: with certificates written as 19.1 says, a CURVE client is welcomed, served and hears notifications on a CURVE SUB while a plain SUB hears nothing; no key, an unknown key and a wrong server key get silence; a known key claiming another id or role gets REJECT auth.
+        """
+        directory = os.path.abspath(self.mktemp())
+        authorized = os.path.join(directory, "authorized")
+        os.makedirs(authorized)
+        keys = {n: zmq.curve_keypair() for n in ("cloud", "proxy", "alice", "bob", "mallory", "prober")}
+        cloudSecret = writeCertificate(directory, "cloud", *keys["cloud"], nodeId=CLOUD_ID, role="cloud")
+        cloudPublic = writeCertificate(directory, "cloud", keys["cloud"][0], nodeId=CLOUD_ID, role="cloud")
+        proxySecret = writeCertificate(directory, "proxy", *keys["proxy"], nodeId=PROXY_ID, role="proxy")
+        writeCertificate(authorized, "proxy", keys["proxy"][0], nodeId=PROXY_ID, role="proxy")
+        for name in ("alice", "bob", "prober"):
+            writeCertificate(authorized, name, keys[name][0])
+
+        def curveOf(name, serverKey=keys["cloud"][0]):
+            return (serverKey, keys[name][0], keys[name][1])
+
+        cloud, server = yield self.system(
+            cloudArgs=["--curve-secret", cloudSecret, "--curve-authorized", authorized],
+            proxyArgs=["--curve-secret", proxySecret, "--curve-server-key", cloudPublic],
+            prober=lambda cloud: ForeignClient(
+                self, self.context, cloud.endpoints["control"], "prober", "p1", curve=curveOf("prober")),
+        )
+        control = cloud.endpoints["control"]
+        alice = ForeignClient(self, self.context, control, "alice", "a1", curve=curveOf("alice"))
+        yield alice.connect()
+        answer = yield alice.call(SERVER_ID, b"whoami")
+        self.assertEqual(answer.payload, f"alice a1 cloud {SERVER_ID}".encode())
+        alice.subscribe(b"tick.")
+        got = yield alice.notifications(2)
+        self.assertEqual(got[0][2]["server"], SERVER_ID)
+
+        # 19.2: the notification socket is CURVE too; a plain SUB hears nothing.
+        plainSub = self.context.socket(zmq.SUB)
+        self.addCleanup(plainSub.close, 0)
+        plainSub.setsockopt(zmq.LINGER, 0)
+        plainSub.connect(advertised(alice.welcome["pub"], control))
+        plainSub.setsockopt(zmq.SUBSCRIBE, b"tick.")
+
+        def heard():
+            try:
+                return plainSub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+
+        yield nothingFor(1.5, heard)
+        got = yield alice.notifications(2)
+        self.assertEqual(len(got), 2)
+
+        # 19.4: refused in the handshake, a peer hears nothing at all.
+        def silent(client):
+            client.hello()
+
+            def anything():
+                client._drain()
+                return client.inbox[0] if client.inbox else None
+
+            return nothingFor(2.0, anything)
+
+        yield silent(ForeignClient(self, self.context, control, "carol", "c1"))
+        yield silent(ForeignClient(self, self.context, control, "mallory", "m1", curve=curveOf("mallory")))
+        yield silent(ForeignClient(
+            self, self.context, control, "bob", "b0", curve=curveOf("bob", serverKey=keys["proxy"][0])))
+
+        # 19.3: a known key is one id and one role.
+        impostor = ForeignClient(self, self.context, control, "alice", "i1", curve=curveOf("bob"))
+        impostor.hello()
+        reject = yield impostor.receive(lambda m: m.type in (WELCOME, REJECT))
+        self.assertEqual((reject.type, reject.header["code"]), (REJECT, "auth"))
+        self.assertIn("bob", reject.header["msg"])
+        asProxy = ForeignClient(self, self.context, control, "bob", "b1", curve=curveOf("bob"))
+        asProxy.hello(role="proxy")
+        reject = yield asProxy.receive(lambda m: m.type in (WELCOME, REJECT))
+        self.assertEqual((reject.type, reject.header["code"]), (REJECT, "auth"))
+
+        bob = ForeignClient(self, self.context, control, "bob", "b2", curve=curveOf("bob"))
+        yield bob.connect()
+        answer = yield bob.call(SERVER_ID, b"whoami")
+        self.assertEqual(answer.payload, f"bob b2 cloud {SERVER_ID}".encode())
+        answer = yield alice.call(None, sys="ping")
+        self.assertEqual(answer.payload, b"pong")
+
+    @defer.inlineCallbacks
+    def test_inFlightCountsOnlyRequests(self):
+        """
+        Section 10.6: MSGs waiting for the client's acknowledgement do not use its in-flight budget; its own requests do, up to WELCOME inflight.
+        """
+        cloud, server = yield self.system(cloudArgs=["--max-in-flight", "4"])
+        client = ForeignClient(self, self.context, cloud.endpoints["control"], "c1")
+        welcome = yield client.connect()
+        self.assertEqual(welcome["inflight"], 4)
+        rids = []
+        messages = []
+        for batch in range(2):
+            # Two requests each make the server send us a MSG we do not
+            # acknowledge yet: after the first batch, 2 requests and 2 MSGs.
+            rids += [client.request(SERVER_ID, b"send:m%d" % (len(rids) + i,), ttl=30000) for i in range(2)]
+            for i in range(2):
+                message = yield client.receive(lambda m: m.type in (MSG, ERR), what="MSG")
+                self.assertEqual(message.type, MSG, message.header)
+                messages.append(message)
+        rid = client.request(SERVER_ID, b"one too many")
+        answer = yield client.answer(rid)
+        self.assertEqual((answer.type, answer.header["code"]), (ERR, "over-limit"))
+        self.assertEqual(answer.header["retry"], 0.05)
+        for message in messages:
+            client.send(REP, {"id": message.header["id"]})
+        for rid in rids:
+            answer = yield client.answer(rid)
+            self.assertEqual((answer.type, answer.payload), (REP, b"sent"))
+        answer = yield client.call(SERVER_ID, b"room again")
+        self.assertEqual(answer.payload, b"room again")
+
+    @defer.inlineCallbacks
+    def test_sysAndPresenceThroughRelays(self):
+        """
+        Section 10.7: through the cloud a sys request may name the cloud, a proxy or a server, each answering itself (an application request to a proxy is no-route); each node's sys presence lists a client on three paths in the documented path format.
+        """
+        cloud, server = yield self.system()
+        control = cloud.endpoints["control"]
+        client = ForeignClient(self, self.context, control, "c1")
+        yield client.connect()
+        for to in (CLOUD_ID, PROXY_ID, SERVER_ID):
+            answer = yield client.call(to, sys="ping")
+            self.assertEqual((answer.type, answer.payload), (REP, b"pong"), to)
+        answer = yield client.call(PROXY_ID, sys="stats")
+        self.assertEqual(answer.type, REP, answer.header)
+        self.assertIn("forward.forwarded", unpack(answer.payload))
+        answer = yield client.call(PROXY_ID, b"not an application")
+        self.assertEqual((answer.type, answer.header["code"]), (ERR, "no-route"))
+        answer = yield client.call(None, sys=b"ping")
+        self.assertEqual((answer.type, answer.header["code"]), (ERR, "bad-message"))
+
+        # The same client (id and incarnation) on the proxy's LAN and on
+        # the server directly too.
+        lan = ForeignClient(self, self.context, self.proxyNode.endpoints["control"], "c1")
+        yield lan.connect()
+        direct = ForeignClient(self, self.context, server.endpoints["control"], "c1")
+        yield direct.connect()
+        expected = {
+            CLOUD_ID: ["cloud", f"direct@{SERVER_ID}", f"proxy@{PROXY_ID}"],
+            PROXY_ID: ["cloud", f"direct@{SERVER_ID}", "proxy"],
+            SERVER_ID: ["cloud", "direct", "proxy"],
+        }
+
+        @defer.inlineCallbacks
+        def listed():
+            while True:
+                seen = {}
+                for to in expected:
+                    answer = yield client.call(to, sys="presence")
+                    seen[to] = unpack(answer.payload).get("c1")
+                if all(seen[to] is not None and seen[to]["paths"] == paths
+                       for to, paths in expected.items()):
+                    return seen
+                yield deferLater(reactor, 0.1, lambda: None)
+
+        seen = yield listed().addTimeout(15, reactor)
+        for to, entry in seen.items():
+            self.assertEqual((entry["client"], entry["inc"]), ("c1", "9f2c"))
+            self.assertIsInstance(entry["since"], float)
+            self.assertLess(abs(entry["since"] - time.time()), 60)
+        for c in (client, lan, direct):
+            c.send(BYE, {"reason": "shutdown"})
+
+    @defer.inlineCallbacks
+    def test_helloMaxAndStrangers(self):
+        """
+        Section 6.1: a HELLO max is honoured (a larger reply is ERR too-large) and a max of 1024 or less counts as absent (the node's own); section 3.1: an answer to a message without a session is written with the node's highest version.
+        """
+        server = yield self.topology.start("server", "zmqrelay-server", [
+            "--id", SERVER_ID, "--listen", LOOPBACK, "--service", "echo",
+        ])
+        control = server.endpoints["control"]
+        stranger = ForeignClient(self, self.context, control, "stranger")
+        stranger.send(BYE, {"reason": "shutdown"})
+        rid = stranger.request(None, b"x")
+        answer = yield stranger.answer(rid)
+        self.assertEqual((answer.type, answer.version, answer.header["code"]), (ERR, 1, "hello-first"))
+
+        small = ForeignClient(self, self.context, control, "small")
+        small.hello(max=4096)
+        yield small.receive(lambda m: m.type == WELCOME)
+        answer = yield small.call(None, b"y" * 3500)
+        self.assertEqual((answer.type, answer.header["code"]), (ERR, "too-large"))
+        answer = yield small.call(None, b"y" * 2000)
+        self.assertEqual((answer.type, answer.payload), (REP, b"y" * 2000))
+
+        tiny = ForeignClient(self, self.context, control, "tiny")
+        tiny.hello(max=1000)
+        welcome = yield tiny.receive(lambda m: m.type == WELCOME)
+        answer = yield tiny.call(None, b"z" * 100000)
+        self.assertEqual((answer.type, len(answer.payload)), (REP, 100000))
+        self.assertEqual(welcome.header["max"], 4 * 1024 * 1024)
