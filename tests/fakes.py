@@ -14,6 +14,27 @@ from zmqrelay import protocol
 from zmqrelay.interfaces import INotificationReceiver, IPresenceObserver, IRequestHandler
 
 
+class FakeRawSocket:
+    """
+    Stands in for the pyzmq socket under an adapter socket (its C{socket}):
+    records the options set on it.
+
+    @ivar options: option number to the value last set.
+    @ivar history: every C{(option, value)} set, in order.
+    """
+
+    def __init__(self):
+        self.options = {}
+        self.history = []
+
+    def setsockopt(self, option, value):
+        self.options[option] = value
+        self.history.append((option, value))
+
+    def getsockopt(self, option):
+        return self.options.get(option, 0)
+
+
 class FakeSocket:
     """
     A socket that records what is done to it.
@@ -26,6 +47,7 @@ class FakeSocket:
         C{sendResult} false).
     @ivar sendResult: set C{False} to make L{send} refuse, as a full queue
         would.
+    @ivar socket: the L{FakeRawSocket} options are set on.
     """
 
     def __init__(self, factory, kind, onMessage, options):
@@ -41,6 +63,7 @@ class FakeSocket:
         self.subscriptions = []
         self.closed = False
         self.sendResult = True
+        self.socket = FakeRawSocket()
 
     def bind(self, address):
         """

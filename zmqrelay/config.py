@@ -53,6 +53,11 @@ class NodeConfig:
     @ivar replyCacheSize: replies a server keeps for retried requests.
     @ivar curve: C{None}, or the CURVE settings: a
         L{zmqrelay.security.CurveConfig}.
+    @ivar maxSubscriptions: distinct subscription prefixes a relay forwards
+        upstream at once (and, as many again, refused ones it keeps to
+        forward when room frees up).
+    @ivar subHwm: notifications a relay queues for one subscriber before
+        dropping for it (the XPUB's send high-water mark).
     """
 
     def __init__(self, nodeId, **kw):
@@ -79,6 +84,8 @@ class NodeConfig:
         self.historySize = kw.pop("historySize", 1000)
         self.replyCacheSize = kw.pop("replyCacheSize", 10000)
         self.curve = kw.pop("curve", None)
+        self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
+        self.subHwm = kw.pop("subHwm", 1000)
         if kw:
             raise TypeError(f"unknown settings: {', '.join(sorted(kw))}")
         if self.helloTimeout is None:

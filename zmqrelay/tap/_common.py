@@ -165,6 +165,27 @@ class NodeOptions(usage.Options):
         return NodeConfig(nodeId or defaultNodeId(self.role), **kw)
 
 
+class RelayOptions(NodeOptions):
+    """
+    Options of every relay role (the cloud and a proxy): what their
+    notification relay holds for subscribers.
+    """
+
+    optParameters = [
+        ["max-subscriptions", None, 100000,
+         "Distinct subscription prefixes forwarded upstream at once (as many more wait for room).",
+         _positive(int)],
+        ["sub-hwm", None, 1000,
+         "Notifications queued per subscriber before dropping for it (memory: this x the "
+         "largest notification + 512 KiB of kernel buffer).", _positive(int)],
+    ]
+
+    def nodeConfig(self, **extra):
+        kw = dict(maxSubscriptions=self["max-subscriptions"], subHwm=self["sub-hwm"])
+        kw.update(extra)
+        return NodeOptions.nodeConfig(self, **kw)
+
+
 def checkEndpoint(value, option):
     """
     @raise usage.UsageError: unless C{value} looks like a ZeroMQ endpoint.

@@ -2,10 +2,10 @@
 C{twistd zmqrelay-proxy}: a site proxy.
 """
 
-from zmqrelay.tap._common import NodeOptions, checkEndpoint
+from zmqrelay.tap._common import NodeOptions, RelayOptions, checkEndpoint
 
 
-class Options(NodeOptions):
+class Options(RelayOptions):
     """
     Options of C{twistd zmqrelay-proxy}.
     """
