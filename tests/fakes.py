@@ -11,7 +11,15 @@ import itertools
 from zope.interface import implementer
 
 from zmqrelay import protocol
-from zmqrelay.interfaces import INotificationReceiver, IPresenceObserver, IRequestHandler
+from zmqrelay.interfaces import (
+    IFrontOwner,
+    ILinkOwner,
+    INotificationReceiver,
+    IPresenceObserver,
+    IRequestHandler,
+    ISocket,
+    ISocketFactory,
+)
 
 
 class FakeRawSocket:
@@ -35,6 +43,7 @@ class FakeRawSocket:
         return self.options.get(option, 0)
 
 
+@implementer(ISocket)
 class FakeSocket:
     """
     A socket that records what is done to it.
@@ -47,6 +56,8 @@ class FakeSocket:
         C{sendResult} false).
     @ivar sendResult: set C{False} to make L{send} refuse, as a full queue
         would.
+    @ivar userIds: whether the factory was asked for ZAP User-Ids.
+    @ivar curves: every CURVE setting L{useCurve} was given.
     @ivar socket: the L{FakeRawSocket} options are set on.
     """
 
@@ -63,6 +74,8 @@ class FakeSocket:
         self.subscriptions = []
         self.closed = False
         self.sendResult = True
+        self.userIds = False
+        self.curves = []
         self.socket = FakeRawSocket()
 
     def bind(self, address):
@@ -96,6 +109,9 @@ class FakeSocket:
 
     def close(self):
         self.closed = True
+
+    def useCurve(self, curve):
+        self.curves.append(curve)
 
     def receive(self, frames):
         """
@@ -134,6 +150,7 @@ class FakeSocket:
         del self.sent[:]
 
 
+@implementer(ISocketFactory)
 class FakeSocketFactory:
     """
     Stands in for L{zmqrelay._zmq.SocketFactory}.
@@ -146,8 +163,9 @@ class FakeSocketFactory:
         self.ports = itertools.count(40000)
         self.shutdowns = 0
 
-    def socket(self, kind, onMessage, options=None):
+    def socket(self, kind, onMessage, options=None, userIds=False):
         sock = FakeSocket(self, kind, onMessage, options)
+        sock.userIds = userIds
         self.sockets.append(sock)
         return sock
 
@@ -161,6 +179,7 @@ class FakeSocketFactory:
         self.shutdowns += 1
 
 
+@implementer(IFrontOwner)
 class FrontOwner:
     """
     Records the callbacks a L{zmqrelay.front.Front} makes.
@@ -202,6 +221,7 @@ class FrontOwner:
         return {"extra": "yes"}
 
 
+@implementer(ILinkOwner)
 class LinkOwner:
     """
     Records the callbacks an L{zmqrelay.link.UpstreamLink} makes.

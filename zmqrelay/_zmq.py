@@ -21,6 +21,9 @@ fake of it in tests).
 import zmq
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+from zope.interface import implementer
+
+from zmqrelay.interfaces import ISocket, ISocketFactory
 
 log = Logger()
 
@@ -72,6 +75,7 @@ class SocketOptions:
         self.curve = curve
 
 
+@implementer(ISocket)
 class ZmqSocket(ZmqConnection):
     """
     One ZeroMQ socket in the reactor.
@@ -317,6 +321,7 @@ class ZmqSocket(ZmqConnection):
             self.factory.reactor.removeReader(self)
 
 
+@implementer(ISocketFactory)
 class SocketFactory:
     """
     Owns one ZeroMQ context and makes reactor-driven sockets from it.

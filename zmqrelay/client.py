@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from zmqrelay import errors, protocol, security
 from zmqrelay.calls import Calls
-from zmqrelay.interfaces import IClient
+from zmqrelay.interfaces import IClient, ILinkOwner
 from zmqrelay.link import UpstreamLink
 from zmqrelay.node import Node, advertised
 from zmqrelay.sequence import DELIVER, Gap, Notification, SequenceTracker
@@ -178,7 +178,7 @@ class _Attempts:
         self._finish(error)
 
 
-@implementer(IClient)
+@implementer(IClient, ILinkOwner)
 class Client(Node):
     """
     The client role.

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from zmqrelay import presence, protocol
 from zmqrelay.errors import Rejected
-from zmqrelay.interfaces import ICloud
+from zmqrelay.interfaces import ICloud, IFrontOwner
 from zmqrelay.node import RelayNode, requestId, sendError
 from zmqrelay.replica import MapReplica, MapSource, answerSync, applyFrom
 from zmqrelay.routing import Route, RouteTable
@@ -23,7 +23,7 @@ from zmqrelay.routing import Route, RouteTable
 log = Logger()
 
 
-@implementer(ICloud)
+@implementer(ICloud, IFrontOwner)
 class Cloud(RelayNode):
     """
     The cloud role.

@@ -4,6 +4,12 @@ The zope interfaces of zmqrelay: the map of the system.
 Roles (L{ICloud}, L{IProxy}, L{IServer}, L{IClient}) are Twisted services.
 Applications plug in through L{IRequestHandler}, L{INotificationReceiver} and
 L{IPresenceObserver}.
+
+Inside a node, a role owns the two ends of its hops and is told what happens
+on them: a L{zmqrelay.front.Front} calls its L{IFrontOwner}, an
+L{zmqrelay.link.UpstreamLink} its L{ILinkOwner}.  Both, and every other part
+that talks ZeroMQ, get their sockets from an L{ISocketFactory}: the real one
+in L{zmqrelay._zmq}, a fake in the unit tests.
 """
 
 from zope.interface import Attribute, Interface
@@ -242,4 +248,176 @@ class ICloud(INode, IPresenceView):
     def servers():
         """
         @return: a L{dict} of server id to (proxy id, services).
+        """
+
+
+class IFrontOwner(Interface):
+    """
+    The role behind a L{zmqrelay.front.Front}: told about the peers attached
+    to it and what they send.  The front has done the handshake, the
+    heartbeats and the limits; what a message means is the owner's.
+    """
+
+    role = Attribute("This node's role, as the front's WELCOME names it.")
+
+    def peerHello(session):
+        """
+        A peer said HELLO: accept it or refuse it.
+
+        @param session: the L{zmqrelay.front.PeerSession} it would have.
+        @raise zmqrelay.errors.Rejected: to refuse it; it gets REJECT.
+        """
+
+    def peerJoined(session):
+        """
+        A new peer (a new id, or a new incarnation of one) was welcomed.
+        """
+
+    def peerResumed(session):
+        """
+        The same peer process (same id and incarnation) came back on a new
+        connection and was welcomed again: it needs our state again.
+        """
+
+    def peerLeft(session, reason):
+        """
+        A peer's session ended.
+
+        @param reason: why (C{'bye'}, C{'heartbeat-timeout'}, C{'replaced'},
+            C{'connection-lost'}, ...).
+        """
+
+    def peerMessage(session, message):
+        """
+        A peer sent anything other than HELLO, BYE or a heartbeat.
+
+        @param message: the L{zmqrelay.protocol.Message}.
+        @raise zmqrelay.protocol.ProtocolError: the message is not acceptable
+            here; the peer gets ERR with its code and text.
+        """
+
+    def welcomeExtras(session):
+        """
+        @return: a L{dict} of extra fields for the WELCOME to C{session}.
+        """
+
+
+class ILinkOwner(Interface):
+    """
+    The role behind an L{zmqrelay.link.UpstreamLink}: told when the hop
+    upstream comes and goes, and what the upstream node sends.
+    """
+
+    role = Attribute("This node's role, as the link's HELLO names it.")
+
+    def helloExtras(link):
+        """
+        @return: a L{dict} of extra fields for each HELLO C{link} sends.
+        """
+
+    def linkUp(link):
+        """
+        The upstream node welcomed us; C{link.welcome} has its WELCOME.
+        """
+
+    def linkDown(link, reason):
+        """
+        The session with the upstream node ended; the link tries again
+        unless it is stopping.
+
+        @param reason: why (C{'heartbeat-timeout'}, C{'bye'}, C{'rejected'},
+            C{'upstream-restarted'}, C{'shutdown'}, ...).
+        """
+
+    def linkMessage(link, message):
+        """
+        The upstream node sent anything other than WELCOME, REJECT or a
+        heartbeat.
+
+        @param message: the L{zmqrelay.protocol.Message}.
+        @raise zmqrelay.protocol.ProtocolError: the message is not acceptable
+            here; it is logged and counted.
+        """
+
+
+class ISocket(Interface):
+    """
+    One ZeroMQ socket read by the reactor, as the roles use it.  Its
+    messages go to the C{onMessage} callback it was made with.
+    """
+
+    def bind(address):
+        """
+        Bind to C{address}; a C{*} port is picked by the system.
+
+        @return: the endpoint actually bound (L{str}).
+        """
+
+    def connect(address):
+        """
+        Connect to C{address}; ZeroMQ reconnects by itself after a drop.
+        """
+
+    def disconnect(address):
+        """
+        Undo a L{connect}; an unknown address is ignored.
+        """
+
+    def subscribe(prefix):
+        """
+        SUB sockets: receive the messages whose first frame starts with
+        C{prefix} (L{bytes}).
+        """
+
+    def unsubscribe(prefix):
+        """
+        SUB sockets: undo one L{subscribe}.
+        """
+
+    def send(frames):
+        """
+        Queue one multipart message without blocking; never raises.
+
+        @param frames: a L{list} of L{bytes}.
+        @return: C{True} if queued; C{False} if the queue is full or (a
+            ROUTER) no connection has that routing id.
+        """
+
+    def useCurve(curve):
+        """
+        Secure the binds and connects that follow with CURVE.
+
+        @param curve: C{None} for none, or a L{dict} with C{'public'} and
+            C{'secret'} and either C{'server': True} (and a ZAP C{'domain'})
+            or C{'serverkey'}, keys in Z85.
+        """
+
+    def close():
+        """
+        Close the socket now; safe to call twice.
+        """
+
+
+class ISocketFactory(Interface):
+    """
+    Makes the sockets of one node, from one ZeroMQ context it owns.
+    """
+
+    def socket(socketType, onMessage, options=None, userIds=False):
+        """
+        Make a socket.
+
+        @param socketType: C{'router'}, C{'dealer'}, C{'xpub'}, C{'xsub'} or
+            C{'sub'}.
+        @param onMessage: called with the L{list} of frames of each message.
+        @param options: the socket options, or C{None} for the factory's.
+        @param userIds: call C{onMessage(frames, userId)} with the ZAP
+            C{User-Id} of the connection each message came on (CURVE
+            servers).
+        @return: an L{ISocket}.
+        """
+
+    def shutdown():
+        """
+        Close every socket and end the context; safe to call twice.
         """

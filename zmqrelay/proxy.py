@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from zmqrelay import presence, protocol
 from zmqrelay.errors import Rejected
-from zmqrelay.interfaces import IProxy
+from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IProxy
 from zmqrelay.link import UpstreamLink
 from zmqrelay.node import RelayNode, advertised, requestId, sendError
 from zmqrelay.replica import MapReplica, MapSource, answerSync, applyFrom
@@ -27,7 +27,7 @@ from zmqrelay.routing import Route, RouteTable
 log = Logger()
 
 
-@implementer(IProxy)
+@implementer(IProxy, IFrontOwner, ILinkOwner)
 class Proxy(RelayNode):
     """
     The proxy role.

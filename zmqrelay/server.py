@@ -23,7 +23,7 @@ from zmqrelay.calls import Calls
 from zmqrelay.errors import Rejected
 from zmqrelay.front import Front
 from zmqrelay.history import NotificationHistory
-from zmqrelay.interfaces import IRequest, IServer
+from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IRequest, IServer
 from zmqrelay.link import UpstreamLink
 from zmqrelay.node import MAX_TTL_MS, Node, PresenceViewMixin, advertised, requestId, sendError
 from zmqrelay.presence import PresenceView
@@ -54,7 +54,7 @@ class Request:
         return f"<Request {self.requestId} from {self.clientId} via {self.path} for {self.target}>"
 
 
-@implementer(IServer)
+@implementer(IServer, IFrontOwner, ILinkOwner)
 class Server(PresenceViewMixin, Node):
     """
     The server role.
