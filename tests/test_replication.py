@@ -60,6 +60,35 @@ class _ReplicationTestCase(RoleTestCase):
             self.clock.advance(step)
             done += step
 
+    def checkMarks(self, deliver, syncs, msgtype, name, ahead):
+        """
+        Give the role a snapshot of map C{name} (epoch C{e1}, seq 0), then a
+        mark where that snapshot is, then a mark at C{ahead}: only the last
+        may make it ask for a snapshot, and it must.
+
+        @param deliver: called with the frames of each message.
+        @param syncs: returns the SYNC messages the role has sent back.
+        @param ahead: C{(epoch, seq)} of the last mark.
+        """
+        deliver(_mapMessage(msgtype, name, "snapshot", "e1", 0, []))
+        deliver(_mapMessage(msgtype, name, MARK, "e1", 0))
+        self.assertEqual(syncs(), [])
+        deliver(_mapMessage(msgtype, name, MARK, *ahead))
+        self.assertEqual([m.header for m in syncs()], [{"map": name}])
+
+    def fromPeer(self, routingId):
+        """
+        @return: a C{deliver} for L{checkMarks}: messages from the peer
+            attached to the role's front as C{routingId}.
+        """
+        return lambda frames: self.router().receive([routingId] + frames)
+
+    def syncsTo(self, routingId):
+        """
+        @return: a C{syncs} for L{checkMarks}: what the role sent that peer.
+        """
+        return lambda: self.sentTo(self.router(), routingId, protocol.SYNC)
+
     def marksTo(self, sent):
         """
         @param sent: decoded messages.
@@ -106,23 +135,17 @@ class CloudReplicationTests(_ReplicationTestCase):
         """
         A proxy's routes mark ahead of the cloud's copy makes the cloud ask for a routes snapshot; one where the copy is asks nothing.
         """
-        router = self.router()
-        router.receive([b"p"] + _mapMessage(protocol.ROUTES, "routes", "snapshot", "e1", 0, []))
-        router.receive([b"p"] + _mapMessage(protocol.ROUTES, "routes", MARK, "e1", 0))
-        self.assertEqual(self.sentTo(router, b"p", protocol.SYNC), [])
-        router.receive([b"p"] + _mapMessage(protocol.ROUTES, "routes", MARK, "e1", 1))
-        [sync] = self.sentTo(router, b"p", protocol.SYNC)
-        self.assertEqual(sync.header, {"map": "routes"})
+        self.checkMarks(
+            self.fromPeer(b"p"), self.syncsTo(b"p"), protocol.ROUTES, "routes", ("e1", 1)
+        )
 
     def test_localMarkAheadAsksForASnapshot(self):
         """
         A proxy's local mark from another epoch makes the cloud ask for a local snapshot.
         """
-        router = self.router()
-        router.receive([b"p"] + _mapMessage(protocol.PRESENCE, "local", "snapshot", "e1", 0, []))
-        router.receive([b"p"] + _mapMessage(protocol.PRESENCE, "local", MARK, "e2", 0))
-        [sync] = self.sentTo(router, b"p", protocol.SYNC)
-        self.assertEqual(sync.header, {"map": "local"})
+        self.checkMarks(
+            self.fromPeer(b"p"), self.syncsTo(b"p"), protocol.PRESENCE, "local", ("e2", 0)
+        )
 
 
 class ProxyReplicationTests(_ReplicationTestCase):
@@ -164,22 +187,18 @@ class ProxyReplicationTests(_ReplicationTestCase):
         """
         A cloud presence mark ahead of the proxy's copy (its last delta was lost) makes the proxy ask the cloud for a snapshot.
         """
-        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", "snapshot", "e1", 0, []))
-        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e1", 0))
-        self.assertEqual(self.dealer.ofType(protocol.SYNC), [])
-        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e1", 1))
-        [sync] = self.dealer.ofType(protocol.SYNC)
-        self.assertEqual(sync.header, {"map": "presence"})
+        self.checkMarks(
+            self.dealer.receive, lambda: self.dealer.ofType(protocol.SYNC),
+            protocol.PRESENCE, "presence", ("e1", 1),
+        )
 
     def test_serverMarkAheadAsksForASnapshot(self):
         """
         A server's local mark ahead of the proxy's copy makes the proxy ask that server for a snapshot.
         """
-        router = self.router()
-        router.receive([b"s"] + _mapMessage(protocol.PRESENCE, "local", "snapshot", "e1", 0, []))
-        router.receive([b"s"] + _mapMessage(protocol.PRESENCE, "local", MARK, "e1", 3))
-        [sync] = self.sentTo(router, b"s", protocol.SYNC)
-        self.assertEqual(sync.header, {"map": "local"})
+        self.checkMarks(
+            self.fromPeer(b"s"), self.syncsTo(b"s"), protocol.PRESENCE, "local", ("e1", 3)
+        )
 
 
 class ServerReplicationTests(_ReplicationTestCase):
@@ -213,9 +232,7 @@ class ServerReplicationTests(_ReplicationTestCase):
         """
         A proxy presence mark from another epoch (the proxy restarted) makes the server ask for a snapshot.
         """
-        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", "snapshot", "e1", 0, []))
-        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e1", 0))
-        self.assertEqual(self.dealer.ofType(protocol.SYNC), [])
-        self.dealer.receive(_mapMessage(protocol.PRESENCE, "presence", MARK, "e2", 0))
-        [sync] = self.dealer.ofType(protocol.SYNC)
-        self.assertEqual(sync.header, {"map": "presence"})
+        self.checkMarks(
+            self.dealer.receive, lambda: self.dealer.ofType(protocol.SYNC),
+            protocol.PRESENCE, "presence", ("e2", 0),
+        )
