@@ -59,6 +59,11 @@ class FakeSocket:
     @ivar userIds: whether the factory was asked for ZAP User-Ids.
     @ivar curves: every CURVE setting L{useCurve} was given.
     @ivar socket: the L{FakeRawSocket} options are set on.
+    @ivar onDiscard: what the code under test gave for messages discarded
+        while read (see L{discard}).
+    @ivar onEvent: the monitor callback given to L{monitor}, or C{None}.
+    @ivar cuts: every C{(fd, address)} L{cut} was asked for.
+    @ivar cutResult: what L{cut} returns.
     """
 
     def __init__(self, factory, kind, onMessage, options):
@@ -77,6 +82,11 @@ class FakeSocket:
         self.userIds = False
         self.curves = []
         self.socket = FakeRawSocket()
+        self.onDiscard = None
+        self.onEvent = None
+        self.cuts = []
+        self.cutResult = True
+        self._fd = -1
 
     def bind(self, address):
         """
@@ -113,11 +123,35 @@ class FakeSocket:
     def useCurve(self, curve):
         self.curves.append(curve)
 
-    def receive(self, frames):
+    def checkReadable(self):
+        pass
+
+    def monitor(self, onEvent):
+        self.onEvent = onEvent
+
+    def cut(self, fd, address):
+        self.cuts.append((fd, address))
+        return self.cutResult
+
+    def sourceFd(self):
+        return self._fd
+
+    def receive(self, frames, fd=-1):
         """
-        Deliver one incoming message to the code under test.
+        Deliver one incoming message to the code under test, as if it came
+        on the connection with descriptor C{fd}.
         """
-        self.onMessage(list(frames))
+        self._fd = fd
+        try:
+            self.onMessage(list(frames))
+        finally:
+            self._fd = -1
+
+    def discard(self, frames, reason, size):
+        """
+        Tell the code under test that a message was discarded while read.
+        """
+        self.onDiscard(list(frames), reason, size)
 
     # Reading what was sent
 

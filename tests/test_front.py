@@ -405,8 +405,10 @@ class RateLimitTests(FrontTestCase):
 
     def test_overLimitThenIgnoredThenRecovered(self):
         """
-        Over the rate: ERR over-limit with retry; repeat offenders are ignored
-        for the cooldown.  (The HELLO itself took one token of the burst.)
+        Over the rate: ERR over-limit with retry; the refusal that crosses the
+        strike limit says so, with the cooldown as retry; then the offender is
+        ignored for the cooldown.  (The HELLO itself took one token of the
+        burst.)
         """
         session = self.hello(b"r1", "c1")
         self.socket.clear()
@@ -415,15 +417,18 @@ class RateLimitTests(FrontTestCase):
         self.assertEqual([m.header["id"] for _, m in self.owner.received], [1])
         errors = self.sentTo(b"r1", protocol.ERROR)
         self.assertEqual([(m.header["code"], m.header["id"]) for m in errors],
-                         [(protocol.E_OVER_LIMIT, 2), (protocol.E_OVER_LIMIT, 3)])
+                         [(protocol.E_OVER_LIMIT, 2), (protocol.E_OVER_LIMIT, 3),
+                          (protocol.E_OVER_LIMIT, 4)])
         self.assertEqual(errors[0].header["retry"], 1.0)
-        self.assertEqual(self.front.counters["refused"], 2)
-        self.assertEqual(self.front.counters["ignored"], 2)
+        self.assertEqual(errors[2].header["retry"], 10.0)
+        self.assertEqual(errors[2].header["msg"], "ignored for 10 s after repeated refusals")
+        self.assertEqual(self.front.counters["refused"], 3)
+        self.assertEqual(self.front.counters["ignored"], 1)
         # In cooldown: silence, though the session stays alive.
         for _ in range(9):
             self.clock.advance(1.0)
             self.receive(b"r1", self.request(rid=99))
-        self.assertEqual(len(self.sentTo(b"r1", protocol.ERROR)), 2)
+        self.assertEqual(len(self.sentTo(b"r1", protocol.ERROR)), 3)
         self.assertEqual(len(self.owner.received), 1)
         self.assertTrue(session.alive)
         # After the cooldown, service resumes.
@@ -440,7 +445,7 @@ class RateLimitTests(FrontTestCase):
         guard = self.hello(b"r1", "c1").guard
         for rid in range(1, 6):
             self.receive(b"r1", self.request(rid=rid))
-        self.assertEqual(self.front.counters["ignored"], 2)
+        self.assertEqual(self.front.counters["ignored"], 1)
         self.socket.clear()
         self.receive(b"r2", helloFrames("c1", "inc-2"))
         [reject] = self.sentTo(b"r2", protocol.REJECT)
@@ -504,3 +509,217 @@ class OwnerFailureTests(FrontTestCase):
             self.clock.advance(0.5)
         self.assertEqual(calls, ["c1", "c2"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
+
+
+class PendingConnectionTests(FrontTestCase):
+    """
+    Connections that hold no session are cut after the handshake timeout,
+    and only so many may wait at once.
+    """
+
+    settings = {"handshakeTimeout": 5.0, "maxPending": 3}
+    peer = ("127.0.0.1", 50000)
+
+    def accept(self, fd, port=None):
+        self.socket.onEvent("accepted", fd, ("127.0.0.1", port or 50000 + fd))
+
+    def live(self, seconds, routingId=b"r1", fd=7):
+        """
+        Let C{seconds} pass while the session on C{routingId} beats.
+        """
+        for _ in range(int(seconds * 2)):
+            self.clock.advance(0.5)
+            self.socket.receive([routingId, *protocol.encode(protocol.HEARTBEAT, {})], fd=fd)
+
+    def test_monitored(self):
+        """
+        A Front bound on TCP watches its socket's connections.
+        """
+        self.assertIsNotNone(self.socket.onEvent)
+
+    def test_silentConnectionCut(self):
+        """
+        A connection that never says HELLO is cut once the handshake timeout
+        has passed, and not before.
+        """
+        self.accept(7)
+        self.clock.advance(4.5)
+        self.assertEqual(self.socket.cuts, [])
+        self.clock.advance(1.0)
+        self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
+        self.assertEqual(self.front.counters["cut-silent"], 1)
+
+    def test_helloKeepsConnection(self):
+        """
+        A connection whose HELLO was welcomed is never cut for silence.
+        """
+        self.accept(7)
+        self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
+        for _ in range(20):
+            self.clock.advance(1.0)
+            self.socket.receive([b"r1", *protocol.encode(protocol.HEARTBEAT, {})], fd=7)
+        self.assertEqual(self.socket.cuts, [])
+
+    def test_helloBeforeAcceptEvent(self):
+        """
+        A HELLO read before its connection's ACCEPTED event (the monitor is
+        another socket) still keeps that connection.
+        """
+        self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
+        self.accept(7)
+        self.live(6.0)
+        self.assertEqual(self.socket.cuts, [])
+
+    def test_reusedDescriptorWithSessionKept(self):
+        """
+        When a descriptor is reused and the new connection's HELLO is read
+        before the monitor tells of the old one's end and the new one's
+        start, the new connection is not cut.
+        """
+        self.accept(7)
+        self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
+        self.socket.onEvent("closed", 7, None)
+        self.accept(7, port=60000)
+        self.live(6.0)
+        self.assertEqual(self.socket.cuts, [])
+        self.assertIn("c1", self.front.byNode)
+
+    def test_tooManyWaitingOldestCut(self):
+        """
+        Beyond maxPending waiting connections, the oldest is cut at once.
+        """
+        for fd in (1, 2, 3):
+            self.accept(fd)
+        self.assertEqual(self.socket.cuts, [])
+        self.accept(4)
+        self.assertEqual(self.socket.cuts, [(1, ("127.0.0.1", 50001))])
+        self.assertEqual(self.front.counters["cut-excess"], 1)
+
+    def test_closedConnectionForgotten(self):
+        """
+        A connection that ended by itself is not cut later.
+        """
+        self.accept(7)
+        self.socket.onEvent("closed", 7, None)
+        self.clock.advance(6.0)
+        self.assertEqual(self.socket.cuts, [])
+
+    def test_deadSessionCut(self):
+        """
+        A session that timed out has its connection cut at once (it may be
+        half-open).
+        """
+        self.accept(7)
+        self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
+        self.clock.advance(3.5)
+        self.assertEqual(self.owner.left[0][1], "heartbeat-timeout")
+        self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
+        self.assertEqual(self.front.counters["cut-dead"], 1)
+
+    def test_movedSessionLeavesOldConnectionWaiting(self):
+        """
+        When a session moves to another connection (same id and
+        incarnation), the connection it left must say HELLO again within the
+        handshake timeout or be cut: extra connections of one id cost
+        nothing for long.
+        """
+        self.accept(7)
+        self.accept(8)
+        self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
+        self.clock.advance(1.0)
+        self.socket.receive([b"r2"] + helloFrames("c1"), fd=8)
+        self.assertEqual(self.front.byNode["c1"].routingId, b"r2")
+        self.live(4.5, b"r2", 8)
+        self.assertEqual(self.socket.cuts, [])
+        self.live(1.0, b"r2", 8)
+        self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
+
+    def test_byeLeavesConnectionWaiting(self):
+        """
+        After BYE the connection waits for a new HELLO like any other.
+        """
+        self.accept(7)
+        self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
+        self.socket.receive([b"r1", *protocol.encode(protocol.BYE, {})], fd=7)
+        self.clock.advance(5.5)
+        self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
+
+
+class StrangerTests(FrontTestCase):
+    """
+    What connections without a session may make the node read.
+    """
+
+    settings = {"strangerRate": 100.0}
+
+    def test_perConnectionBudget(self):
+        """
+        One connection without a session gets a small budget; beyond it its
+        messages are dropped unread and counted.
+        """
+        for rid in range(100):
+            self.receive(b"x1", self.request(rid=rid))
+        errors = self.sentTo(b"x1", protocol.ERROR)
+        self.assertEqual(len(errors), 20)
+        self.assertEqual(errors[0].header["code"], protocol.E_HELLO_FIRST)
+        self.assertEqual(self.front.counters["ignored-strangers"], 80)
+
+    def test_helloFromAnotherConnectionServed(self):
+        """
+        A flooding stranger does not stop another connection's HELLO.
+        """
+        for rid in range(100):
+            self.receive(b"x1", self.request(rid=rid))
+        self.hello(b"r1", "c1")
+        self.assertEqual(len(self.sentTo(b"r1", protocol.WELCOME)), 1)
+
+    def test_globalBudget(self):
+        """
+        Many stranger connections together get no more than strangerRate
+        messages read a second.
+        """
+        for i in range(30):
+            for rid in range(10):
+                self.receive(b"x%d" % i, self.request(rid=rid))
+        self.assertEqual(self.front.counters["ignored-strangers"], 300 - 100)
+        self.clock.advance(1.0)
+        self.hello(b"r1", "c1")
+        self.assertEqual(len(self.sentTo(b"r1", protocol.WELCOME)), 1)
+
+    def test_sessionsNotCounted(self):
+        """
+        Messages of peers with a session do not use the strangers' budget.
+        """
+        self.settings = {}
+        self.hello(b"r1", "p1", role=protocol.PROXY)
+        for rid in range(300):
+            self.receive(b"r1", self.request(rid=rid))
+        self.assertEqual(self.front.counters["ignored-strangers"], 0)
+        self.assertEqual(len(self.owner.received), 300)
+
+
+class DiscardTests(FrontTestCase):
+    """
+    Messages the socket discarded while reading them are answered.
+    """
+
+    def test_tooLargeAnsweredWithId(self):
+        """
+        A message too large in all gets ERR too-large naming its request.
+        """
+        self.hello(b"r1", "c1")
+        frames = [b"r1"] + protocol.encode(protocol.REQUEST, {"id": 5, "to": "s1"}, b"")[:3]
+        self.socket.discard(frames, "too-large", 10 ** 9)
+        [error] = self.sentTo(b"r1", protocol.ERROR)
+        self.assertEqual((error.header["code"], error.header["id"]), (protocol.E_TOO_LARGE, 5))
+        self.assertEqual(self.front.counters["discarded"], 1)
+        self.assertEqual(self.owner.received, [])
+
+    def test_tooManyFramesMalformed(self):
+        """
+        A message of too many frames is answered as malformed.
+        """
+        self.socket.discard([b"x1"] + [b"f"] * 8, "too-many-frames", 9)
+        [error] = self.sentTo(b"x1", protocol.ERROR)
+        self.assertEqual(error.header["code"], protocol.E_BAD_MESSAGE)
+        self.assertEqual(self.front.counters["malformed"], 1)

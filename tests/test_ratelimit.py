@@ -85,13 +85,16 @@ class PeerGuardTests(SynchronousTestCase):
 
     def test_strikesThenCooldownThenRecovery(self):
         """
-        More than strikeLimit refusals mean silence for the cooldown, then service resumes.
+        More than strikeLimit refusals: the one that crosses the limit is
+        answered with the whole cooldown as its retry-after, then silence for
+        the cooldown, then service resumes.
         """
         guard = self.guard()
         guard.check(0.0, 1)
         guard.check(0.0, 1)
         self.assertGreater(guard.check(0.0, 1), 0)
         self.assertGreater(guard.check(0.0, 1), 0)
+        self.assertEqual(guard.check(0.0, 1), 10.0)
         self.assertIsNone(guard.check(0.0, 1))
         self.assertEqual(guard.ignoredUntil, 10.0)
         self.assertIsNone(guard.check(5.0, 1))

@@ -10,16 +10,30 @@ leaves to its users:
   - the injected reactor is used everywhere, never the global one;
   - sends never raise: a full queue (high-water mark) or an unroutable peer
     (C{ROUTER_MANDATORY}) is a C{False} result the caller counts;
-  - high-water marks, linger, message size limits and ZMTP heartbeats are
-    set on every socket before it binds or connects;
+  - high-water marks, linger, message size limits, TCP keepalive and the
+    ZMTP handshake timeout are set on every socket before it binds or
+    connects; ZMTP heartbeats are never switched on (libzmq 4.3.5 can abort
+    the process when one fires while a reset peer's input is paused at the
+    high-water mark: libzmq issue #4364);
+  - a message is read frame by frame with bounds on its frame count and
+    total size: what exceeds them is discarded as it is read, never kept;
+  - every path that touches a socket re-checks C{ZMQ_EVENTS}: ZeroMQ's
+    descriptor is edge-triggered, and a send (even a failed one) can consume
+    the edge that announced input;
+  - connections can be watched (a socket monitor) and cut one by one, so a
+    peer that never says hello costs nothing after a timeout;
   - the context is shut down once, however often it is asked.
 
 Roles never touch this module directly: they receive a L{SocketFactory} (or a
 fake of it in tests).
 """
 
+import os
+import socket as _socket
+
 import zmq
 from twisted.logger import Logger
+from zmq.utils.monitor import parse_monitor_message
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 from zope.interface import implementer
 
@@ -38,14 +52,32 @@ _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _COPY_THRESHOLD = zmq.COPY_THRESHOLD
+_SRCFD = int(zmq.SRCFD)
 
 ROUTER = zmq.ROUTER
 DEALER = zmq.DEALER
 XPUB = zmq.XPUB
 XSUB = zmq.XSUB
 SUB = zmq.SUB
+PAIR = zmq.PAIR
 
 _KINDS = {"router": ROUTER, "dealer": DEALER, "xpub": XPUB, "xsub": XSUB, "sub": SUB}
+
+#: Socket monitor events, by the names L{ZmqSocket.monitor} reports.
+ACCEPTED = "accepted"
+CLOSED = "closed"
+_MONITORED = {
+    int(zmq.EVENT_ACCEPTED): ACCEPTED,
+    int(zmq.EVENT_DISCONNECTED): CLOSED,
+    int(zmq.EVENT_CLOSED): CLOSED,
+}
+
+#: Frames a message may have (a zmqrelay message on a ROUTER has 5).
+MAX_FRAMES = 8
+
+#: Why a message was discarded while being read.
+TOO_LARGE = "too-large"
+TOO_MANY_FRAMES = "too-many-frames"
 
 
 class SocketOptions:
@@ -54,8 +86,14 @@ class SocketOptions:
 
     @ivar hwm: send and receive high-water marks (messages).
     @ivar maxMessageSize: ZeroMQ's C{MAXMSGSIZE} (bytes; -1 for none).
-    @ivar heartbeat: ZMTP heartbeat interval in seconds (0 for none).
+    @ivar heartbeat: the node's heartbeat in seconds: TCP keepalive probes a
+        silent connection after a few of them (0 for the system's default).
+        It never turns on ZMTP heartbeats (see the module docstring).
     @ivar readBudget: messages read per reactor turn before yielding.
+    @ivar handshake: seconds a connection may take to finish the ZMTP
+        handshake (ZeroMQ's C{HANDSHAKE_IVL}; 0 for none).
+    @ivar maxFrames: frames a message may have; a longer one is discarded
+        as it is read.
     @ivar curve: C{None}, or a dict with C{'server'} (bool), C{'public'},
         C{'secret'} and (clients) C{'serverkey'}, all Z85 bytes.
     """
@@ -67,12 +105,16 @@ class SocketOptions:
         heartbeat=0,
         readBudget=200,
         curve=None,
+        handshake=5.0,
+        maxFrames=MAX_FRAMES,
     ):
         self.hwm = hwm
         self.maxMessageSize = maxMessageSize
         self.heartbeat = heartbeat
         self.readBudget = readBudget
         self.curve = curve
+        self.handshake = handshake
+        self.maxFrames = maxFrames
 
 
 @implementer(ISocket)
@@ -83,9 +125,14 @@ class ZmqSocket(ZmqConnection):
     @ivar onMessage: called with the L{list} of frames of each message (and,
         for a socket made with C{userIds}, the ZAP C{User-Id} of the
         connection it came on, or C{None}).
+    @ivar onDiscard: C{None}, or called with C{(frames, reason, size)} for a
+        message discarded while it was read (C{reason} L{TOO_LARGE} or
+        L{TOO_MANY_FRAMES}; C{frames} the first frames, those within both
+        bounds; C{size} the bytes read): the owner may answer it.
     @ivar sent: messages sent.
     @ivar dropped: messages a send could not queue (high-water mark or no
         such peer).
+    @ivar discarded: messages discarded while being read.
     @ivar unroutable: C{True} if the last send that failed did so because no
         connection has that routing id any more (ROUTER_MANDATORY): the peer
         is gone, not merely slow.
@@ -95,20 +142,21 @@ class ZmqSocket(ZmqConnection):
         self.socketType = socketType
         self.highWaterMark = options.hwm
         self.onMessage = onMessage
-        self._recv = _rawRecv
+        self.onDiscard = None
         if userIds:
-            # Only here do we need a frame after reading it: the hot path of
-            # every other socket stays as it is.
-            self._lastFrame = None
             self._owner = onMessage
-            self._recv = self._recvNoting
             self.onMessage = self._deliverWithUserId
         self.readBudget = options.readBudget
+        self.maxFrames = options.maxFrames
+        self.maxBytes = options.maxMessageSize if options.maxMessageSize >= 0 else float("inf")
         self.reactor = factory.reactor
         self._readLater = None
         self._reading = False
+        self._lastFrame = None
+        self._monitor = None
         self.sent = 0
         self.dropped = 0
+        self.discarded = 0
         self.unroutable = False
         ZmqConnection.__init__(self, factory)
         sock = self.socket
@@ -120,11 +168,16 @@ class ZmqSocket(ZmqConnection):
             # A slow subscriber must not block the publisher: drop for it and
             # let sequence numbers show the gap.
             sock.setsockopt(zmq.XPUB_NODROP, 0)
+        # No ZMTP heartbeats (HEARTBEAT_IVL stays 0): our own heartbeats
+        # judge liveness on every hop, and the kernel's keepalive clears
+        # half-open TCP connections below them.
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         if options.heartbeat:
-            ivl = int(options.heartbeat * 1000)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * 3)
-            sock.setsockopt(zmq.HEARTBEAT_TTL, ivl * 3)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, int(options.heartbeat * 5)))
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, int(options.heartbeat)))
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+        if options.handshake:
+            sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(options.handshake * 1000)))
         if options.curve is not None:
             self.useCurve(options.curve)
 
@@ -155,18 +208,26 @@ class ZmqSocket(ZmqConnection):
         sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public"])
         sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret"])
 
-    def _recvNoting(self, sock, flags, copy):
-        frame = self._lastFrame = _rawRecv(sock, flags, copy)
-        return frame
-
     def _deliverWithUserId(self, frames):
         # The last frame read belongs to this message; so does its User-Id.
         try:
             userId = self._lastFrame.get("User-Id")
         except (AttributeError, zmq.ZMQError):
             userId = None
-        self._lastFrame = None
         self._owner(frames, userId)
+
+    def sourceFd(self):
+        """
+        While a message is delivered: the file descriptor of the connection
+        it came on (C{-1} if it came on none, as over C{inproc://}).
+
+        Only meaningful until the next message is read; pair it with
+        L{monitor} events, which name connections by the same descriptor.
+        """
+        try:
+            return self._lastFrame.get(_SRCFD)
+        except (AttributeError, zmq.ZMQError):
+            return -1
 
     def bind(self, address):
         """
@@ -175,13 +236,16 @@ class ZmqSocket(ZmqConnection):
         @return: the endpoint actually bound.
         """
         self.addEndpoints([ZmqEndpoint(ZmqEndpointType.bind, address)])
-        return self.socket.getsockopt(zmq.LAST_ENDPOINT).decode("ascii")
+        endpoint = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode("ascii")
+        self.checkReadable()
+        return endpoint
 
     def connect(self, address):
         """
         Connect to C{address}; ZeroMQ reconnects by itself after a drop.
         """
         self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+        self.checkReadable()
 
     def disconnect(self, address):
         """
@@ -192,24 +256,69 @@ class ZmqSocket(ZmqConnection):
         except zmq.ZMQError:
             pass
         self.endpoints = [e for e in self.endpoints if e.address != address]
+        self.checkReadable()
 
     def subscribe(self, prefix):
         """
         SUB sockets: receive messages starting with C{prefix}.
         """
         self.socket.setsockopt(zmq.SUBSCRIBE, prefix)
-        self._checkReadable()
+        self.checkReadable()
 
     def unsubscribe(self, prefix):
         """
         SUB sockets: undo one L{subscribe}.
         """
         self.socket.setsockopt(zmq.UNSUBSCRIBE, prefix)
-        self._checkReadable()
+        self.checkReadable()
+
+    def monitor(self, onEvent):
+        """
+        Watch this socket's connections.
+
+        @param onEvent: called with C{(event, fd, address)} for each
+            connection accepted (L{ACCEPTED}, with the peer's address) and
+            each one that ended (L{CLOSED}, address C{None}); the descriptor
+            is the one L{sourceFd} names for its messages.
+        """
+        if self._monitor is not None or self.socket is None:
+            return
+        address = f"inproc://zmqrelay-monitor-{id(self):x}"
+        self.socket.monitor(
+            address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+        )
+
+        def onMonitorMessage(frames):
+            try:
+                event = parse_monitor_message(frames)
+            except Exception:
+                return
+            name = _MONITORED.get(int(event["event"]))
+            if name is None:
+                return
+            fd = int(event["value"])
+            onEvent(name, fd, peerAddress(fd) if name == ACCEPTED else None)
+
+        options = SocketOptions(hwm=0, readBudget=self.readBudget, handshake=0)
+        self._monitor = ZmqSocket(self.factory, PAIR, onMonitorMessage, options)
+        self._monitor.connect(address)
+
+    def cut(self, fd, address):
+        """
+        End one connection of this socket (see L{cutConnection}).
+
+        @return: C{True} if it was shut down.
+        """
+        return cutConnection(fd, address)
 
     def doRead(self):
         """
         Read at most C{readBudget} messages, then yield to the reactor.
+
+        A message of more than C{maxFrames} frames or C{maxBytes} bytes is
+        discarded frame by frame as it is read (ZeroMQ's C{MAXMSGSIZE}
+        bounds each frame, not their number): it is counted and handed to
+        C{onDiscard}, never to C{onMessage}.
         """
         later = self._readLater
         if later is not None:
@@ -219,28 +328,50 @@ class ZmqSocket(ZmqConnection):
         sock = self.socket
         if sock is None:
             return
-        recv = self._recv
+        recv = _rawRecv
         onMessage = self.onMessage
+        maxFrames = self.maxFrames
+        maxBytes = self.maxBytes
         self._reading = True
         try:
             for _ in range(self.readBudget):
+                discard = None
                 try:
                     # Frames, not bytes, from recv: they carry the RCVMORE
-                    # flag, saving a getsockopt per frame.
+                    # flag, saving a getsockopt per frame, and their length
+                    # before anything is copied.
                     frame = recv(sock, _NOBLOCK, False)
                     frames = [frame.bytes]
-                    while frame.more:
-                        frame = recv(sock, _NOBLOCK, False)
-                        frames.append(frame.bytes)
+                    if frame.more:
+                        size = len(frames[0])
+                        while frame.more:
+                            frame = recv(sock, _NOBLOCK, False)
+                            if discard is not None:
+                                size += len(frame)
+                                continue
+                            size += len(frame)
+                            if size > maxBytes:
+                                discard = TOO_LARGE
+                            elif len(frames) >= maxFrames:
+                                discard = TOO_MANY_FRAMES
+                            else:
+                                frames.append(frame.bytes)
+                    self._lastFrame = frame
                 except zmq.Again:
                     return
                 except zmq.ZMQError as e:
                     log.error("zmq read error {error}", error=e)
                     return
                 try:
-                    onMessage(frames)
+                    if discard is None:
+                        onMessage(frames)
+                    else:
+                        self.discarded += 1
+                        if self.onDiscard is not None:
+                            self.onDiscard(frames, discard, size)
                 except Exception:
                     log.failure("unhandled error handling a message")
+                self._lastFrame = None
                 if self.socket is None:
                     return
             # Budget spent; the descriptor is edge-triggered and will not
@@ -249,15 +380,24 @@ class ZmqSocket(ZmqConnection):
         finally:
             self._reading = False
 
-    def _checkReadable(self):
+    def checkReadable(self):
         """
         After we touch the socket, ZeroMQ may have consumed the edge that
         would have woken the reactor: look, and schedule a read if needed.
+
+        Call it after any direct use of C{self.socket} (a socket option
+        set, a send done by hand).
         """
         if self._reading or self._readLater is not None or self.socket is None:
             return
-        if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        try:
+            events = self.socket.get(_EVENTS)
+        except zmq.ZMQError:
+            return
+        if events & _POLLIN:
             self._readLater = self.reactor.callLater(0, self.doRead)
+
+    _checkReadable = checkReadable
 
     def send(self, frames):
         """
@@ -295,6 +435,11 @@ class ZmqSocket(ZmqConnection):
             self.unroutable = e.errno == zmq.EHOSTUNREACH
             if e.errno not in (zmq.EAGAIN, zmq.EHOSTUNREACH):
                 log.warn("zmq send error {error}", error=e)
+            # A failed send touched the socket too: it may have consumed the
+            # edge for input that arrived meanwhile (a node that missed it
+            # would stay deaf until some other event woke it).
+            if not self._reading and self._readLater is None:
+                self.checkReadable()
             return False
         self.sent += 1
         if not self._reading and self._readLater is None:
@@ -310,6 +455,14 @@ class ZmqSocket(ZmqConnection):
             if self._readLater.active():
                 self._readLater.cancel()
             self._readLater = None
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            if self.socket is not None:
+                try:
+                    self.socket.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+            monitor.close()
         if self.socket is not None:
             self.shutdown()
 
@@ -319,6 +472,49 @@ class ZmqSocket(ZmqConnection):
         """
         if self.factory is not None:
             self.factory.reactor.removeReader(self)
+
+
+def peerAddress(fd):
+    """
+    @return: the remote address of the TCP connection on descriptor C{fd},
+        or C{None} if it is not a connected socket (any more).
+    """
+    try:
+        sock = _socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def cutConnection(fd, address):
+    """
+    End the connection on descriptor C{fd} under ZeroMQ's feet: shut the
+    TCP connection down (never close the descriptor, which ZeroMQ owns);
+    ZeroMQ then sees it end and forgets it as it does any lost connection.
+
+    @param address: what L{peerAddress} said for C{fd} when it was
+        accepted: if the descriptor now holds another connection (closed
+        and reused meanwhile) it is left alone.
+    @return: C{True} if the connection was shut down.
+    """
+    try:
+        sock = _socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return False
+    try:
+        if address is None or sock.getpeername() != address:
+            return False
+        sock.shutdown(_socket.SHUT_RDWR)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 @implementer(ISocketFactory)

@@ -46,6 +46,14 @@ class NodeConfig:
     @ivar strikes: refusals within C{cooldown} after which a peer is ignored.
     @ivar cooldown: seconds an abusive peer is ignored.
     @ivar readBudget: messages read from one socket per reactor turn.
+    @ivar handshakeTimeout: seconds a connection may go without a session
+        (no HELLO yet, or its session ended) before the node cuts it; also
+        ZeroMQ's ZMTP handshake timeout.
+    @ivar maxPending: connections that may wait without a session at once;
+        beyond it the oldest are cut.
+    @ivar strangerRate: messages a second the node reads, in all, from
+        connections without a session (HELLOs included); beyond it they are
+        dropped unread and counted.
     @ivar versions: protocol versions this node speaks.
     @ivar requestTimeout: default seconds for one request attempt (clients).
     @ivar attempts: default attempts per request (clients).
@@ -78,6 +86,9 @@ class NodeConfig:
         self.strikes = kw.pop("strikes", 50)
         self.cooldown = kw.pop("cooldown", 10.0)
         self.readBudget = kw.pop("readBudget", 200)
+        self.handshakeTimeout = kw.pop("handshakeTimeout", 5.0)
+        self.maxPending = kw.pop("maxPending", 1000)
+        self.strangerRate = kw.pop("strangerRate", 2000.0)
         self.versions = tuple(kw.pop("versions", protocol.SUPPORTED_VERSIONS))
         self.requestTimeout = kw.pop("requestTimeout", 5.0)
         self.attempts = kw.pop("attempts", 3)
@@ -106,4 +117,5 @@ class NodeConfig:
             heartbeat=self.heartbeat,
             readBudget=self.readBudget,
             curve=curve,
+            handshake=self.handshakeTimeout,
         )

@@ -18,6 +18,12 @@ clear errors for bad input.  What a message I{means} is left to the role
 With CURVE (see L{zmqrelay.security}) every message comes with the node id
 bound to the key of its connection: a HELLO must claim that id and its
 role, and a session only takes messages from the key that opened it.
+
+What a peer without a session can make us do is bounded too.  Its
+connection is cut once it has held no session for the handshake timeout,
+and only so many such connections may wait at once (L{PendingConnections});
+what it sends is read within a small budget per connection and a global
+one for all strangers, past which it is dropped unread.
 """
 
 from collections import OrderedDict
@@ -27,6 +33,7 @@ from twisted.logger import Logger
 
 from zmqrelay import protocol, security
 from zmqrelay.errors import Rejected
+from zmqrelay.pending import PendingConnections
 from zmqrelay.ratelimit import PeerGuard, TokenBucket
 
 log = Logger()
@@ -41,6 +48,14 @@ MAX_LIVENESS = 10
 
 #: The largest header frame read to answer an over-size message.
 _MAX_HEADER = 4096
+
+#: Messages a second, and at once, one connection without a session may
+#: send before what it sends is dropped unread (a HELLO, a retry, a BYE fit).
+STRANGER_RATE = 5.0
+STRANGER_BURST = 20.0
+
+#: Monitor events (as L{zmqrelay._zmq} names them).
+_ACCEPTED = "accepted"
 
 
 class PeerSession:
@@ -59,6 +74,7 @@ class PeerSession:
     @ivar gone: C{True} once a send found no connection with its routing id:
         the next tick drops it.
     @ivar userId: with CURVE, the node id bound to its key; else C{None}.
+    @ivar fd: the descriptor of its connection (C{-1} if unknown).
     """
 
     def __init__(self, front, routingId, nodeId, role, incarnation, version, hello, now):
@@ -79,6 +95,7 @@ class PeerSession:
         self.alive = True
         self.gone = False
         self.userId = None
+        self.fd = -1
 
     def send(self, msgtype, header, payload=b""):
         """
@@ -127,11 +144,20 @@ class Front:
             "too-large": 0,
             "auth": 0,
             "wrong-key": 0,
+            "ignored-strangers": 0,
+            "discarded": 0,
+            "cut-silent": 0,
+            "cut-excess": 0,
+            "cut-dead": 0,
         }
         self._socket = None
         self._ticker = None
         self._strangers = None
+        self._strangerBudget = None
+        self._strangerBuckets = OrderedDict()
         self._logBucket = None
+        self._pending = PendingConnections(config.handshakeTimeout, config.maxPending)
+        self._byFd = {}
 
     def start(self):
         """
@@ -142,12 +168,19 @@ class Front:
         now = self.reactor.seconds()
         self._strangers = TokenBucket(self.strangerReplies, self.strangerReplies, now)
         self._logBucket = TokenBucket(1.0, 10.0, now)
+        rate = self.config.strangerRate
+        self._strangerBudget = TokenBucket(rate, rate, now) if rate > 0 else None
         if self.authority is not None:
             options = self.options or security.boundOptions(self.config, security.CONTROL)
             self._socket = self.socketFactory.socket("router", self._onMessage, options, userIds=True)
         else:
             self._socket = self.socketFactory.socket("router", self._onMessage, self.options)
+        self._socket.onDiscard = self._onDiscard
         self.endpoint = self._socket.bind(self.address)
+        if not self.endpoint.startswith("inproc:"):
+            # Connections by descriptor, so those that hold no session can
+            # be cut (inproc ones have no descriptor and cost no file).
+            self._socket.monitor(self._onConnectionEvent)
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.config.heartbeat / 2.0, now=False)
@@ -165,6 +198,7 @@ class Front:
             session.alive = False
         self.sessions.clear()
         self.byNode.clear()
+        self._byFd.clear()
         if self._socket is not None:
             self._socket.close()
             self._socket = None
@@ -217,7 +251,11 @@ class Front:
         for f in frames:
             size += len(f)
         now = self.reactor.seconds()
-        if session is not None:
+        if session is None:
+            if not self._strangerMayTalk(routingId, now):
+                self.counters["ignored-strangers"] += 1
+                return
+        else:
             session.lastSeen = now
             guard = session.guard
             if guard is not None:
@@ -277,15 +315,75 @@ class Front:
                 self.counters["malformed"] += 1
             self._error(routingId, session, message.header, e.code, e.message)
 
+    def _strangerMayTalk(self, routingId, now):
+        """
+        Take one message from a connection without a session out of its own
+        small budget and the budget of all strangers.
+
+        @return: C{True} if the message may be read.
+        """
+        buckets = self._strangerBuckets
+        bucket = buckets.get(routingId)
+        if bucket is None:
+            bucket = buckets[routingId] = TokenBucket(STRANGER_RATE, STRANGER_BURST, now)
+            # As many as may wait for a session, and a margin: a forgotten
+            # connection starts again with a fresh but small budget.
+            while len(buckets) > 2 * self.config.maxPending + 16:
+                buckets.popitem(last=False)
+        if bucket.take(now) != 0.0:
+            return False
+        budget = self._strangerBudget
+        return budget is None or budget.take(now) == 0.0
+
+    def _onDiscard(self, frames, reason, size):
+        """
+        The socket discarded a message as it read it (too many frames, or
+        too large in all): tell the sender, as for any bad message.
+        """
+        self.counters["discarded"] += 1
+        routingId = frames[0]
+        session = self.sessions.get(routingId)
+        now = self.reactor.seconds()
+        if session is None:
+            if not self._strangerMayTalk(routingId, now):
+                self.counters["ignored-strangers"] += 1
+                return
+        elif session.guard is not None and session.guard.check(now, size) is None:
+            self.counters["ignored"] += 1
+            return
+        header = None
+        if len(frames) > 3 and len(frames[3]) <= _MAX_HEADER:
+            try:
+                header = protocol.decodeHeader(frames[3])
+            except protocol.ProtocolError:
+                pass
+        if reason == "too-large":
+            self.counters["too-large"] += 1
+            self._error(
+                routingId, session, header, protocol.E_TOO_LARGE,
+                f"message of {size} bytes or more, limit {self.config.maxMessageSize}",
+            )
+        else:
+            self.counters["malformed"] += 1
+            self._error(
+                routingId, session, header, protocol.E_BAD_MESSAGE,
+                "too many frames in one message",
+            )
+
     def _refuse(self, session, frames, wait):
         header = None
         try:
             header = protocol.decode(frames[1:]).header
         except protocol.ProtocolError:
             pass
+        if session.guard is not None and session.guard.ignoredUntil > self.reactor.seconds():
+            # This refusal crossed the strike limit: the last answer the
+            # peer gets until its cooldown ends.
+            text = f"ignored for {self.config.cooldown:g} s after repeated refusals"
+        else:
+            text = "rate limit exceeded"
         self._error(
-            session.routingId, session, header, protocol.E_OVER_LIMIT,
-            "rate limit exceeded", retryAfter=wait,
+            session.routingId, session, header, protocol.E_OVER_LIMIT, text, retryAfter=wait,
         )
 
     def _error(self, routingId, session, header, code, text, retryAfter=None):
@@ -388,6 +486,7 @@ class Front:
                 # It dropped its copies of our replicated state when its old
                 # connection ended, so the owner sends them again.
                 del self.sessions[old.routingId]
+                self._attach(old, now)
                 old.routingId = routingId
                 old.version = version
                 old.lastSeen = now
@@ -407,10 +506,65 @@ class Front:
             self.drop(other, "replaced")
         session.guard = guard
         self._guards.pop(nodeId, None)
+        self._attach(session, now)
         self.sessions[routingId] = session
         self.byNode[nodeId] = session
         self._welcome(session)
         self.owner.peerJoined(session)
+
+    def _attach(self, session, now):
+        """
+        The message being read (a HELLO) came on the connection C{session}
+        now holds: that connection no longer waits for a session, and the
+        one the session held before (if another) does.
+        """
+        fd = self._socket.sourceFd() if self._socket is not None else -1
+        if fd == session.fd:
+            return
+        self._detach(session, now)
+        session.fd = fd
+        if fd >= 0:
+            self._byFd[fd] = session
+            self._pending.attached(fd)
+
+    def _detach(self, session, now, cut=False):
+        fd = session.fd
+        if fd < 0:
+            return
+        session.fd = -1
+        if self._byFd.get(fd) is session:
+            del self._byFd[fd]
+            if cut:
+                address = self._pending.address(fd)
+                if self._socket is not None and self._socket.cut(fd, address):
+                    self.counters["cut-dead"] += 1
+            else:
+                self._pending.detached(fd, now)
+
+    def _onConnectionEvent(self, event, fd, address):
+        if event == _ACCEPTED:
+            now = self.reactor.seconds()
+            for old, oldAddress in self._pending.accepted(fd, address, now):
+                self._cutWaiting(old, oldAddress, "cut-excess")
+            if fd in self._byFd:
+                # Its HELLO was read before this event: it waits for nothing.
+                self._pending.attached(fd)
+        else:
+            self._pending.closed(fd)
+
+    def _cutWaiting(self, fd, address, counter):
+        if fd in self._byFd:
+            # The descriptor was reused by a connection that has a session
+            # (its events reached us late): keep it.
+            self._pending.attached(fd)
+            return
+        if self._socket is not None and self._socket.cut(fd, address):
+            self.counters[counter] += 1
+            if self._logBucket.take(self.reactor.seconds()) == 0.0:
+                log.info(
+                    "cut connection from {address}: {why}",
+                    address=address, why=counter,
+                )
 
     def _welcome(self, session):
         c = self.config
@@ -454,6 +608,9 @@ class Front:
         """
         Forget a session (it said bye, went silent, or was replaced).
         """
+        # A connection silent for the liveness window is cut now (it may be
+        # half-open); any other waits out the handshake timeout for a HELLO.
+        self._detach(session, self.reactor.seconds(), cut=reason == "heartbeat-timeout")
         if self.sessions.get(session.routingId) is session:
             del self.sessions[session.routingId]
         if self.byNode.get(session.nodeId) is session:
@@ -480,6 +637,8 @@ class Front:
 
     def _tick(self):
         now = self.reactor.seconds()
+        for fd, address in self._pending.expired(now):
+            self._cutWaiting(fd, address, "cut-silent")
         for session in list(self.sessions.values()):
             if session.gone:
                 self.drop(session, "connection-lost")

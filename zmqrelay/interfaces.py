@@ -397,6 +397,41 @@ class ISocket(Interface):
         Close the socket now; safe to call twice.
         """
 
+    onDiscard = Attribute(
+        "C{None}, or called with C{(frames, reason, size)} for each message "
+        "discarded while it was read: C{reason} C{'too-large'} (more bytes in "
+        "all than the socket's limit) or C{'too-many-frames'}; C{frames} are "
+        "its first frames, those within both bounds."
+    )
+
+    def checkReadable():
+        """
+        Look whether input waits and schedule a read if so: call it after
+        touching the underlying socket by hand (ZeroMQ's descriptor is
+        edge-triggered, and any use of the socket can consume the edge).
+        """
+
+    def sourceFd():
+        """
+        While a message is delivered to C{onMessage}: the file descriptor of
+        the connection it came on, or C{-1} if none (C{inproc://}).
+        """
+
+    def monitor(onEvent):
+        """
+        Watch the socket's connections: call C{onEvent(event, fd, address)}
+        with C{'accepted'} (and the peer's address) for each new one and
+        C{'closed'} (address C{None}) for each that ended.
+        """
+
+    def cut(fd, address):
+        """
+        End the connection on descriptor C{fd} if it still has the peer
+        C{address} (as C{monitor} reported it).
+
+        @return: C{True} if it was ended.
+        """
+
 
 class ISocketFactory(Interface):
     """

@@ -118,6 +118,7 @@ class Node(MultiService):
         self._marker = None
         self.counters = {}
         self.zap = None
+        self._trimmer = None
 
     @property
     def socketFactory(self):
@@ -154,6 +155,13 @@ class Node(MultiService):
             self.zap = security.ZapHandler(self.reactor, self.socketFactory, registry)
             self.zap.start()
         self._start()
+        if self._ownsFactory:
+            # A process of its own (not a test's fakes): give memory freed
+            # after a flood back to the system.
+            from zmqrelay.memory import MemoryTrimmer
+
+            self._trimmer = MemoryTrimmer(self.reactor)
+            self._trimmer.start()
         log.info(
             "ready: role={role} id={node} inc={inc} {endpoints}",
             role=self.role,
@@ -164,6 +172,9 @@ class Node(MultiService):
 
     def stopService(self):
         d = maybeDeferred(MultiService.stopService, self)
+        if self._trimmer is not None:
+            self._trimmer.stop()
+            self._trimmer = None
         try:
             self._stop()
         finally:

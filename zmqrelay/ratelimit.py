@@ -66,7 +66,9 @@ class PeerGuard:
         Account for one message of C{size} bytes.
 
         @return: C{0.0} to accept it; a positive retry-after to refuse it
-            with an error; C{None} to drop it silently (peer in cooldown).
+            with an error (the refusal that crosses the strike limit gets
+            the whole cooldown); C{None} to drop it silently (peer in
+            cooldown).
         """
         if now < self.ignoredUntil:
             return None
@@ -82,7 +84,9 @@ class PeerGuard:
             self.strikes = 0
         self.strikes += 1
         if self.strikes > self.strikeLimit:
+            # This refusal is still answered, with the cooldown as its
+            # retry-after; what follows it until then is not.
             self.ignoredUntil = now + self.cooldown
             self.strikes = 0
-            return None
+            return max(self.cooldown, 0.001)
         return max(wait, 0.001)

@@ -483,6 +483,11 @@ def zapReply(frames, registry, domainRoles=DOMAIN_ROLES):
     return _reply(routingId, requestId, b"200", "OK", identity.nodeId.encode("utf-8")), identity, None
 
 
+#: Frames a ZAP request may have (routing id, delimiter, 7 fields and the
+#: mechanism's credentials).
+ZAP_MAX_FRAMES = 16
+
+
 class ZapHandler:
     """
     Answers libzmq's ZAP requests for one node's context, in the reactor.
@@ -509,6 +514,9 @@ class ZapHandler:
         """
         self._logBucket = TokenBucket(1.0, 10.0, self.reactor.seconds())
         self._socket = self.socketFactory.socket("router", self._onRequest)
+        # A ZAP request has more frames than any message of ours (9 for
+        # CURVE), and comes from libzmq itself.
+        self._socket.maxFrames = ZAP_MAX_FRAMES
         self._socket.bind(ZAP_ENDPOINT)
         log.info("CURVE on: {keys} authorized keys", keys=len(self.registry))
 

@@ -193,9 +193,10 @@ class LimitTests(unittest.TestCase):
         """
         With --rate 20 --burst 5 --strikes 3 --cooldown 2, a client sending a
         burst of 30 gets about 4 answers (its HELLO took one token of the
-        burst), then 3 over-limit errors with a
-        retry-after, then silence (ignored) until the cooldown ends, when it
-        is served again; meanwhile another client is served as usual.
+        burst), then 3 over-limit errors with a retry-after, then a fourth
+        that says it is ignored for the cooldown (retry 2 s), then silence
+        until the cooldown ends, when it is served again; meanwhile another
+        client is served as usual.
         """
         cloud = yield self.cloud(
             "--rate", "20", "--burst", "5", "--strikes", "3", "--cooldown", "2",
@@ -215,16 +216,18 @@ class LimitTests(unittest.TestCase):
         pongs = [m for m in answers if m.type == protocol.REPLY]
         refusals = [m for m in answers if m.type == protocol.ERROR]
         self.assertTrue(4 <= len(pongs) <= 8, len(pongs))
-        self.assertEqual([m.header["code"] for m in refusals], [protocol.E_OVER_LIMIT] * 3)
+        self.assertEqual([m.header["code"] for m in refusals], [protocol.E_OVER_LIMIT] * 4)
         for m in refusals:
             self.assertGreater(m.header["retry"], 0)
-        self.assertEqual(len(answers), len(pongs) + 3)
+        self.assertEqual(refusals[-1].header["retry"], 2.0)
+        self.assertIn("ignored for 2 s", refusals[-1].header["msg"])
+        self.assertEqual(len(answers), len(pongs) + 4)
 
         # In cooldown: ignored, while the bystander is served.
         self.assertEqual((yield bystander.request("", b"", sys="ping")), b"pong")
         counters = yield stats(bystander)
-        self.assertEqual(counters["front.refused"], 3)
-        self.assertGreaterEqual(counters["front.ignored"], 30 - len(pongs) - 3)
+        self.assertEqual(counters["front.refused"], 4)
+        self.assertGreaterEqual(counters["front.ignored"], 30 - len(pongs) - 4)
 
         ids = iter(range(1000, 2000))
 

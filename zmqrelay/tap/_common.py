@@ -64,6 +64,13 @@ class NodeOptions(usage.Options):
         ["reconnect-max", None, 32.0, "Longest delay between reconnect attempts (seconds).", _positive(float)],
         ["reject-delay", None, 5.0, "Seconds to wait after a peer refused our hello.", _positive(float)],
         ["read-budget", None, 200, "Messages read from one socket per reactor turn.", _positive(int)],
+        ["handshake-timeout", None, 5.0,
+         "Seconds a connection may hold no session (no HELLO yet) before it is cut.", _positive(float)],
+        ["max-pending", None, 1000,
+         "Connections that may wait for their HELLO at once; beyond it the oldest are cut.", _positive(int)],
+        ["stranger-rate", None, 2000.0,
+         "Messages a second read, in all, from connections without a session (0: no limit).",
+         _nonNegative(float)],
         ["protocol-versions", None, None, "Protocol versions to speak (default: all this release speaks).", _versions],
         ["curve-secret", None, None,
          "CURVE: this node's secret certificate (NAME.key_secret from 'zmqrelay keygen'); "
@@ -155,6 +162,9 @@ class NodeOptions(usage.Options):
             reconnectMax=self["reconnect-max"],
             rejectDelay=self["reject-delay"],
             readBudget=self["read-budget"],
+            handshakeTimeout=self["handshake-timeout"],
+            maxPending=self["max-pending"],
+            strangerRate=self["stranger-rate"],
         )
         if self["protocol-versions"]:
             kw["versions"] = self["protocol-versions"]
