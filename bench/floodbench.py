@@ -23,12 +23,16 @@ Usage::
     python bench/floodbench.py                        # print the report
     python bench/floodbench.py --write docs/FLOOD.md  # and update the doc
     python bench/floodbench.py flood ENDPOINT --target SERVER [--seconds S] [--count N]
+                                     [--sockets N] [--ids same|each|none]
 
 With C{--write}, only the part of the file between the C{flood:begin} and
 C{flood:end} markers is replaced.  The C{flood} command is the flooder alone
 (the integration tests use it too): it says HELLO as a client, sends REQs
 without waiting for answers until C{--count} or C{--seconds}, and prints one
-JSON line with what it sent and received.
+JSON line with what it sent and received; C{--sockets} and C{--ids} spread
+it over several connections, as one id, as one id each, or with no HELLO.
+C{bench/attacks.py} runs the other attacks of issue 7 and uses this
+flooder for its floods.
 """
 
 import argparse
@@ -80,40 +84,54 @@ def _hello(sock, clientId, timeout=10.0):
     raise BenchError(f"no WELCOME within {timeout}s")
 
 
-def flood(endpoint, target, seconds, count, size, clientId, out=sys.stdout):
+def flood(endpoint, target, seconds, count, size, clientId, out=sys.stdout, sockets=1, ids="same"):
     """
     Send REQs to C{target} through C{endpoint} as fast as possible, never
     waiting for answers, for at most C{seconds} and C{count} messages.
 
+    @param sockets: how many DEALERs the flood is spread over (round
+        robin), each on its own connection.
+    @param ids: C{"same"}: every socket says HELLO as C{clientId} (one id
+        on many connections); C{"each"}: socket I{i} says HELLO as
+        C{clientId-i} (many ids); C{"none"}: no HELLO at all (a stranger's
+        flood, answered at most with C{hello-first}).
     @return: a L{dict} of what was sent and received.
     """
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 10000)
-    sock.connect(endpoint)
-    summary = {"sent": 0, "full": 0, "replies": 0, "errors": {}, "maxRetryAfter": 0.0}
+    socks = []
+    summary = {"sent": 0, "full": 0, "replies": 0, "errors": {}, "maxRetryAfter": 0.0,
+               "sockets": sockets, "ids": ids}
 
     def drain():
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) < 3:
-                continue
-            if frames[1] == protocol.REPLY:
-                summary["replies"] += 1
-            elif frames[1] == protocol.ERROR:
-                header = msgpack.unpackb(frames[2], raw=False)
-                code = str(header.get("code"))
-                summary["errors"][code] = summary["errors"].get(code, 0) + 1
-                retry = header.get("retry")
-                if isinstance(retry, (int, float)):
-                    summary["maxRetryAfter"] = max(summary["maxRetryAfter"], retry)
+        for sock in socks:
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) < 3:
+                    continue
+                if frames[1] == protocol.REPLY:
+                    summary["replies"] += 1
+                elif frames[1] == protocol.ERROR:
+                    header = msgpack.unpackb(frames[2], raw=False)
+                    code = str(header.get("code"))
+                    summary["errors"][code] = summary["errors"].get(code, 0) + 1
+                    retry = header.get("retry")
+                    if isinstance(retry, (int, float)):
+                        summary["maxRetryAfter"] = max(summary["maxRetryAfter"], retry)
 
     try:
-        _hello(sock, clientId)
+        for i in range(sockets):
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 10000)
+            sock.connect(endpoint)
+            socks.append(sock)
+            if ids == "same":
+                _hello(sock, clientId)
+            elif ids == "each":
+                _hello(sock, f"{clientId}-{i}")
         out.write("flooding\n")
         out.flush()
         sig = protocol._SIG[protocol.CURRENT_VERSION]
@@ -129,7 +147,9 @@ def flood(endpoint, target, seconds, count, size, clientId, out=sys.stdout):
                     break
             header = pack({"id": n + 1, "to": target, "ttl": 5000})
             try:
-                sock.send_multipart([sig, protocol.REQUEST, header, payload], zmq.NOBLOCK)
+                socks[n % sockets].send_multipart(
+                    [sig, protocol.REQUEST, header, payload], zmq.NOBLOCK
+                )
             except zmq.Again:
                 summary["full"] += 1
                 drain()
@@ -144,7 +164,8 @@ def flood(endpoint, target, seconds, count, size, clientId, out=sys.stdout):
             drain()
             time.sleep(0.01)
     finally:
-        sock.close(0)
+        for sock in socks:
+            sock.close(0)
         context.term()
     out.write(json.dumps(summary) + "\n")
     out.flush()
@@ -438,8 +459,12 @@ def main(argv=None):
         parser.add_argument("--count", type=int, default=1000000)
         parser.add_argument("--size", type=int, default=16)
         parser.add_argument("--id", default=f"flooder-{os.getpid()}")
+        parser.add_argument("--sockets", type=int, default=1,
+                            help="DEALERs to spread the flood over")
+        parser.add_argument("--ids", choices=("same", "each", "none"), default="same",
+                            help="HELLO as one id on every socket, one id per socket, or not at all")
         a = parser.parse_args(argv[1:])
-        flood(a.endpoint, a.target, a.seconds, a.count, a.size, a.id)
+        flood(a.endpoint, a.target, a.seconds, a.count, a.size, a.id, sockets=a.sockets, ids=a.ids)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=4)

@@ -1,0 +1,1300 @@
+"""
+The attacks of issue 7 ("no peer can crash, deafen or bloat a node"), each
+one a function that is bounded in count and time and returns its figures.
+
+An attack aims at a L{Site}: real C{twistd -n} nodes (by default cloud <-
+proxy <- server, started here with L{bench.children.Children}, or by the
+integration tests with their own helpers), known by pid and endpoints.  The
+attackers are raw pyzmq sockets and plain TCP sockets in this process, plus
+C{floodbench.py flood} processes for the floods.  For every attack this
+measures, for every node:
+
+  - RSS (C{VmRSS} of C{/proc/PID/status}) before, at its peak (sampled every
+    50 ms in a thread) and C{settle} seconds after the attack ended;
+  - open file descriptors (C{/proc/PID/fd}) the same way;
+  - CPU (C{utime + stime} of C{/proc/PID/stat}) of the attacked node, and
+    per message it refused or ignored (the deltas of its C{sys stats}
+    counters);
+  - whether it is alive and answers a C{sys ping} afterwards.
+
+The attacks (see each function):
+
+  1. L{abort}: DEALERs flood without reading, then close with linger 0;
+  2. L{deaf}: HELLOs sent while other peers flood: time to WELCOME;
+  3. L{multipart}: messages of many large frames, and large messages
+     before any HELLO;
+  4. L{subscriptions}: a SUB fills the relay's prefix table; a normal
+     subscriber on a new prefix must be served once the flooder leaves;
+  5. L{slow}: a SUB that never reads while a server publishes a lot;
+  6. L{silent}: DEALERs and raw TCP connections that never say anything;
+  7. L{floods}: floods from one id over one and several sockets, from many
+     ids and from strangers, while well-behaved clients send requests.
+
+Usage::
+
+    python bench/attacks.py                              # every attack, print the report
+    python bench/attacks.py --only abort,silent          # some of them
+    python bench/attacks.py --write docs/FLOOD.md        # and update their sections
+    python bench/attacks.py run ATTACK --site JSON [--param NAME=VALUE ...]
+
+With C{--write}, each attack's section of the file (between its
+C{attack:NAME:begin} and C{attack:NAME:end} markers) is replaced, so the
+attacks can be re-measured one at a time.  C{run} runs one attack against
+nodes somebody else started (the integration tests do) and prints its
+figures as one JSON line; C{--site} maps node names to
+C{{"pid": ..., "control": ..., "pub": ..., "sub": ...}} and may name the
+server with C{"server-id"}.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import zmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+from zmqrelay import protocol  # noqa: E402
+from children import BenchError, Children  # noqa: E402
+import floodbench  # noqa: E402
+from floodbench import NormalClient, drive, summarize  # noqa: E402
+
+MiB = 1024 * 1024
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_SIG = protocol._SIG[protocol.CURRENT_VERSION]
+
+#: The goals of issue 7, as this harness checks them.
+CPU_GOAL_US = 3.0
+P99_GOAL_ONE_ID = 3.0
+P99_GOAL_MANY_IDS = 5.0
+#: What "back near its start" means for RSS: within this much of it.
+RSS_NEAR_START_KIB = 32 * 1024
+
+
+# ---------------------------------------------------------------------------
+# What /proc says about a node
+
+
+def rssKiB(pid):
+    """
+    @return: the resident set size of C{pid} in KiB, or C{None} if it is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def fdCount(pid):
+    """
+    @return: how many file descriptors C{pid} has open, or C{None}.
+    """
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def cpuSeconds(pid):
+    """
+    @return: user + system CPU seconds C{pid} used so far, or C{None}.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces: fields start after its ')'.
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def isAlive(pid):
+    """
+    @return: C{True} if C{pid} runs (is neither gone nor a zombie).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2:].split()[0] not in ("Z", "X")
+
+
+class Watch:
+    """
+    Samples RSS and file descriptors of some processes in a thread.
+
+    @ivar peakRss: pid to the largest RSS seen (KiB).
+    @ivar peakFds: pid to the most descriptors seen.
+    @ivar series: pid to a list of (seconds since start, RSS KiB, fds).
+    """
+
+    def __init__(self, pids, interval=0.05):
+        self.pids = list(pids)
+        self.interval = interval
+        self.peakRss = {pid: rssKiB(pid) or 0 for pid in self.pids}
+        self.peakFds = {pid: fdCount(pid) or 0 for pid in self.pids}
+        self.series = {pid: [] for pid in self.pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._start = time.monotonic()
+
+    def _run(self):
+        while not self._stop.is_set():
+            now = round(time.monotonic() - self._start, 2)
+            for pid in self.pids:
+                rss, fds = rssKiB(pid), fdCount(pid)
+                if rss is not None:
+                    self.peakRss[pid] = max(self.peakRss[pid], rss)
+                if fds is not None:
+                    self.peakFds[pid] = max(self.peakFds[pid], fds)
+                self.series[pid].append((now, rss, fds))
+            self._stop.wait(self.interval)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+# ---------------------------------------------------------------------------
+# The nodes attacked
+
+
+class Site:
+    """
+    The nodes an attack aims at.
+
+    @ivar nodes: node name to a L{dict} with C{pid} and the endpoints the
+        node reported (C{control}, C{pub}, C{sub}).
+    @ivar serverId: the id of the server requests go to.
+    """
+
+    def __init__(self, nodes, serverId="s1"):
+        self.nodes = nodes
+        self.serverId = serverId
+
+    @classmethod
+    def fromJson(cls, text):
+        data = json.loads(text)
+        serverId = data.pop("server-id", "s1")
+        return cls(data, serverId)
+
+    def pid(self, name):
+        return self.nodes[name]["pid"]
+
+    def endpoint(self, name, kind="control"):
+        return self.nodes[name][kind]
+
+
+def startSite(children, relayOptions=(), nodeOptions=(), serverId="attack-server"):
+    """
+    Start cloud <- proxy <- server as C{twistd -n} children, every one with
+    C{nodeOptions}, the cloud and the proxy also with C{relayOptions}.
+
+    @return: a L{Site}.
+    """
+    loop = "tcp://127.0.0.1:*"
+    common = list(nodeOptions)
+    cloud = children.twistd("cloud", "zmqrelay-cloud", [
+        "--id", "attack-cloud", "--listen", loop, "--pub", loop, "--sub", loop,
+    ] + common + list(relayOptions))
+    proxy = children.twistd("proxy", "zmqrelay-proxy", [
+        "--id", "attack-proxy", "--listen", loop, "--pub", loop, "--sub", loop,
+        "--cloud", cloud["control"],
+    ] + common + list(relayOptions))
+    server = children.twistd("server", "zmqrelay-server", [
+        "--id", serverId, "--listen", loop, "--pub", loop, "--proxy", proxy["control"],
+    ] + common)
+    nodes = {}
+    for name, endpoints in (("cloud", cloud), ("proxy", proxy), ("server", server)):
+        nodes[name] = dict(endpoints, pid=children.pid(name))
+    return Site(nodes, serverId)
+
+
+# ---------------------------------------------------------------------------
+# Probes: well-behaved peers
+
+
+_probes = [0]
+
+
+def _probeId(what):
+    _probes[0] += 1
+    return f"probe-{what}-{os.getpid()}-{_probes[0]}"
+
+
+def ask(endpoint, target="", sys=None, payload=b"", timeout=3.0, context=None):
+    """
+    Say HELLO on a fresh DEALER and make one request.
+
+    @return: the reply payload.
+    @raise BenchError: no WELCOME or no answer within C{timeout}.
+    """
+    own = context is None
+    context = context or zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        floodbench._hello(sock, _probeId("ask"), timeout)
+        rid = 1
+        header = {"id": rid, "to": target, "ttl": int(timeout * 1000)}
+        if sys:
+            header["sys"] = sys
+        sock.send_multipart(protocol.encode(protocol.REQUEST, header, payload))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sock.poll(50):
+                message = protocol.decode(sock.recv_multipart())
+                if message.header.get("id") != rid:
+                    continue
+                if message.type == protocol.REPLY:
+                    return message.payload
+                if message.type == protocol.ERROR:
+                    raise BenchError(f"{target} {sys}: {message.header}")
+        raise BenchError(f"no answer from {endpoint} ({sys}) within {timeout}s")
+    finally:
+        sock.close(0)
+        if own:
+            context.term()
+
+
+def nodeStats(site, name="cloud", timeout=3.0):
+    """
+    @return: the counters of node C{name} (C{sys stats}), or C{None}.
+    """
+    try:
+        return msgpack.unpackb(ask(site.endpoint(name), "", "stats", timeout=timeout), raw=False)
+    except BenchError:
+        return None
+
+
+def answering(site, timeout=3.0):
+    """
+    @return: node name to C{True} if it answered a C{sys ping} on its
+        control endpoint (a probe says HELLO as a client first).
+    """
+    result = {}
+    for name in site.nodes:
+        if "control" not in site.nodes[name]:
+            continue
+        try:
+            result[name] = ask(site.endpoint(name), "", "ping", timeout=timeout) == b"pong"
+        except BenchError:
+            result[name] = False
+    return result
+
+
+def waitForRoute(site, timeout=20.0):
+    """
+    Wait until the cloud routes requests to the server.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ask(site.endpoint("cloud"), site.serverId, None, b"ready", timeout=1.0)
+            return
+        except BenchError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+#: The counters of a Front that are not refusals or drops.
+_NOT_REFUSALS = {"received", "pending", "sessions", "strangers-budget"}
+
+
+def refusedOrIgnored(before, after, node="front"):
+    """
+    @return: how many messages the node refused, ignored or dropped between
+        two C{sys stats} answers (every C{front.*} counter but C{received}).
+    """
+    if not before or not after:
+        return None
+    total = 0
+    for key, value in after.items():
+        part, _, name = key.partition(".")
+        if part != node or name in _NOT_REFUSALS or not isinstance(value, int):
+            continue
+        total += value - before.get(key, 0)
+    return total
+
+
+class Measured:
+    """
+    The figures every attack reports, measured around its body::
+
+        with Measured(site, "abort", settle) as m:
+            ... attack ...
+            m.figures["sent"] = ...
+
+    @ivar figures: the L{dict} returned by the attack.
+    """
+
+    def __init__(self, site, attack, settle=5.0, target="cloud", stats=True):
+        self.site = site
+        self.settle = settle
+        self.target = target
+        self.stats = stats
+        self.figures = {"attack": attack, "target": target, "settle": settle}
+
+    def __enter__(self):
+        pids = [n["pid"] for n in self.site.nodes.values()]
+        self.statsBefore = nodeStats(self.site, self.target) if self.stats else None
+        self.before = {
+            name: {"rss": rssKiB(n["pid"]), "fds": fdCount(n["pid"]), "cpu": cpuSeconds(n["pid"])}
+            for name, n in self.site.nodes.items()
+        }
+        self.watch = Watch(pids).start()
+        self.started = time.monotonic()
+        return self
+
+    def attackEnded(self):
+        """
+        Mark the end of the attack proper (the settling time starts).
+        """
+        if "attackSeconds" not in self.figures:
+            self.figures["attackSeconds"] = round(time.monotonic() - self.started, 3)
+            self._ended = {
+                name: {"cpu": cpuSeconds(n["pid"])} for name, n in self.site.nodes.items()
+            }
+
+    def __exit__(self, *exc):
+        self.attackEnded()
+        if exc[0] is None and self.settle:
+            time.sleep(self.settle)
+        self.watch.stop()
+        nodes = {}
+        for name, n in self.site.nodes.items():
+            pid = n["pid"]
+            before = self.before[name]
+            cpuEnd = self._ended[name]["cpu"]
+            nodes[name] = {
+                "rssBefore": before["rss"],
+                "rssPeak": self.watch.peakRss[pid],
+                "rssAfter": rssKiB(pid),
+                "fdsBefore": before["fds"],
+                "fdsPeak": self.watch.peakFds[pid],
+                "fdsAfter": fdCount(pid),
+                "cpu": None if cpuEnd is None or before["cpu"] is None
+                else round(cpuEnd - before["cpu"], 3),
+                "alive": isAlive(pid),
+            }
+        self.figures["nodes"] = nodes
+        self.figures["fdSeries"] = [
+            (t, fds) for t, _, fds in self.watch.series[self.site.pid(self.target)][::5]
+        ]
+        if exc[0] is not None:
+            return False
+        self.figures["answering"] = answering(self.site)
+        if self.stats:
+            after = nodeStats(self.site, self.target)
+            self.figures["stats"] = after
+            refused = refusedOrIgnored(self.statsBefore, after)
+            self.figures["refusedOrIgnored"] = refused
+            received = None
+            if after and self.statsBefore:
+                received = after.get("front.received", 0) - self.statsBefore.get("front.received", 0)
+            self.figures["received"] = received
+            cpu = nodes[self.target]["cpu"]
+            if received and cpu is not None:
+                self.figures["cpuPerReceivedUs"] = round(cpu / received * 1e6, 2)
+                # Only where refusing or ignoring is nearly all the node did
+                # is its CPU the cost of refusing.
+                if refused and refused >= 0.9 * received:
+                    self.figures["cpuPerRefusedUs"] = round(cpu / refused * 1e6, 2)
+        return False
+
+
+def _raiseFdLimit(wanted):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def _request(rid, target, payload=b"", sys=None):
+    header = {"id": rid, "to": target, "ttl": 5000}
+    if sys:
+        header["sys"] = sys
+    return [_SIG, protocol.REQUEST, msgpack.packb(header, use_bin_type=True), payload]
+
+
+def _dealer(context, endpoint, **options):
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
+    sock.connect(endpoint)
+    return sock
+
+
+# ---------------------------------------------------------------------------
+# 1. Remote abort
+
+
+def abort(site, seconds=3.0, sockets=4, rounds=2, target="cloud", settle=5.0, hello="both"):
+    """
+    Defect 1: C{sockets} DEALERs send REQs to the server as fast as they
+    can for C{seconds} without reading anything, then close with linger 0;
+    C{rounds} times.  libzmq 4.3.5 with ZMTP heartbeats aborted the node
+    (C{Assertion failed: !_io_error}).
+
+    @param hello: C{True}: each DEALER says HELLO first (a client, so the
+        node forwards its requests: it reads more slowly and its input
+        stays paused at the high-water mark longer; this reproduced the
+        abort on the code before the fix, in 1 to 2 rounds of 3 s);
+        C{False}: no HELLO; C{"both"}: alternate, without first.
+
+    @return: figures, with C{rounds}: per round what was sent and whether
+        the node was alive half a second after the close.
+    """
+    endpoint = site.endpoint(target)
+    pid = site.pid(target)
+    with Measured(site, "abort", settle, target) as m:
+        results = []
+        for r in range(rounds):
+            context = zmq.Context()
+            socks = []
+            sent = 0
+            try:
+                for i in range(sockets):
+                    sock = _dealer(context, endpoint, SNDHWM=100000)
+                    if hello is True or (hello == "both" and r % 2 == 1):
+                        floodbench._hello(sock, f"abort-{r}-{i}")
+                    socks.append(sock)
+                pack = msgpack.Packer(use_bin_type=True).pack
+                deadline = time.monotonic() + seconds
+                n = 0
+                while time.monotonic() < deadline:
+                    for _ in range(256):
+                        n += 1
+                        try:
+                            socks[n % sockets].send_multipart(
+                                [_SIG, protocol.REQUEST,
+                                 pack({"id": n, "to": site.serverId, "ttl": 5000}), b"x" * 16],
+                                zmq.NOBLOCK,
+                            )
+                            sent += 1
+                        except zmq.Again:
+                            pass
+            finally:
+                for sock in socks:
+                    sock.close(0)
+                context.term()
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and isAlive(pid):
+                time.sleep(0.05)
+            results.append({
+                "sent": sent, "alive": isAlive(pid),
+                "hello": hello is True or (hello == "both" and r % 2 == 1),
+            })
+            if not isAlive(pid):
+                break
+        m.figures["rounds"] = results
+        m.figures["survived"] = all(r["alive"] for r in results) and len(results) == rounds
+    return m.figures
+
+
+# ---------------------------------------------------------------------------
+# 2. A node goes deaf
+
+
+def deaf(site, seconds=4.0, flooders=4, probes=10, timeout=3.0, target="cloud", settle=5.0,
+         size=4096):
+    """
+    Defect 2: C{flooders} DEALERs say HELLO and then send requests to the
+    server as fast as they can without ever reading (receive HWM 1, a tiny
+    receive buffer: the node's sends to them fail once their queues are
+    full), while every C{seconds/probes} a new DEALER says HELLO and waits
+    up to C{timeout} for WELCOME.
+
+    @return: figures, with C{welcome}: the probes' times to WELCOME
+        (seconds), and C{unanswered}: probes that got none in time.
+    """
+    endpoint = site.endpoint(target)
+    with Measured(site, "deaf", settle, target) as m:
+        context = zmq.Context()
+        socks = []
+        times = []
+        unanswered = 0
+        sent = 0
+        try:
+            for i in range(flooders):
+                sock = _dealer(context, endpoint, RCVHWM=1, RCVBUF=4096, SNDHWM=100000)
+                floodbench._hello(sock, f"deaf-flooder-{i}")
+                socks.append(sock)
+            pack = msgpack.Packer(use_bin_type=True).pack
+            payload = b"d" * size
+            start = time.monotonic()
+            end = start + seconds
+            nextProbe = start + seconds / (probes + 1)
+            probe = None
+            n = 0
+            while True:
+                now = time.monotonic()
+                if probe is None and now >= nextProbe and len(times) + unanswered < probes:
+                    probe = _dealer(context, endpoint)
+                    probe.send_multipart(protocol.encode(protocol.HELLO, {
+                        "id": _probeId("deaf"), "role": protocol.CLIENT,
+                        "inc": os.urandom(8).hex(),
+                        "versions": list(protocol.SUPPORTED_VERSIONS), "hb": 1000, "liveness": 3,
+                    }))
+                    probeSent = now
+                if probe is not None:
+                    got = False
+                    while probe.poll(0):
+                        if protocol.decode(probe.recv_multipart()).type == protocol.WELCOME:
+                            got = True
+                    if got or now - probeSent > timeout:
+                        if got:
+                            times.append(round(now - probeSent, 4))
+                        else:
+                            unanswered += 1
+                        probe.close(0)
+                        probe = None
+                        nextProbe = now + seconds / (probes + 1)
+                if probe is None and (now >= end or len(times) + unanswered >= probes):
+                    break
+                if now < end:
+                    for _ in range(64):
+                        n += 1
+                        try:
+                            socks[n % flooders].send_multipart(
+                                [_SIG, protocol.REQUEST,
+                                 pack({"id": n, "to": site.serverId, "ttl": 5000}), payload],
+                                zmq.NOBLOCK,
+                            )
+                            sent += 1
+                        except zmq.Again:
+                            pass
+                else:
+                    time.sleep(0.001)
+        finally:
+            for sock in socks:
+                sock.close(0)
+            if probe is not None:
+                probe.close(0)
+            context.term()
+        m.figures.update(
+            sent=sent, welcome=times, unanswered=unanswered,
+            welcomeMax=max(times) if times else None,
+            welcomeP50=sorted(times)[len(times) // 2] if times else None,
+        )
+    return m.figures
+
+
+# ---------------------------------------------------------------------------
+# 3. Memory from multipart messages
+
+
+def multipart(site, messages=4, frames=25, frameSize=4 * MiB, preHelloMiB=400,
+              preHelloSize=4 * MiB, target="cloud", settle=5.0, timeout=30.0):
+    """
+    Defect 3: a client (after HELLO) sends C{messages} REQs of C{frames}
+    frames of C{frameSize} bytes each (every frame under ZeroMQ's
+    C{MAXMSGSIZE}, the message far over the limit); then a peer that never
+    says HELLO sends C{preHelloMiB} MiB as REQs of C{preHelloSize} bytes.
+
+    @return: figures, with what was sent and the answers (ERR codes) the
+        senders got back.
+    """
+    endpoint = site.endpoint(target)
+    with Measured(site, "multipart", settle, target) as m:
+        context = zmq.Context()
+        answers = {}
+
+        def drain(sock):
+            while sock.poll(0):
+                msg = sock.recv_multipart()
+                if len(msg) >= 3 and msg[1] == protocol.ERROR:
+                    code = msgpack.unpackb(msg[2], raw=False).get("code")
+                    answers[code] = answers.get(code, 0) + 1
+
+        try:
+            sock = _dealer(context, endpoint, SNDTIMEO=int(timeout * 1000))
+            floodbench._hello(sock, _probeId("multipart"))
+            frame = b"m" * frameSize
+            head = _request(1, site.serverId)[:3]
+            sentBig = 0
+            deadline = time.monotonic() + timeout
+            for i in range(messages):
+                if time.monotonic() > deadline:
+                    break
+                sock.send_multipart(head + [frame] * (frames - 3) if frames > 3 else head)
+                sentBig += 1
+                drain(sock)
+            stranger = _dealer(context, endpoint, SNDTIMEO=int(timeout * 1000))
+            payload = b"p" * preHelloSize
+            sentPre = 0
+            count = preHelloMiB * MiB // preHelloSize
+            for i in range(count):
+                if time.monotonic() > deadline:
+                    break
+                stranger.send_multipart(_request(i + 1, site.serverId, payload))
+                sentPre += 1
+                drain(stranger)
+            # Until every byte reached the node (or it dropped us).
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                drain(sock)
+                drain(stranger)
+                time.sleep(0.05)
+            sock.close(0)
+            stranger.close(0)
+        finally:
+            context.term()
+        m.figures.update(
+            bigMessages=sentBig, bigMessageMiB=round(frames * frameSize / MiB, 1),
+            preHelloMessages=sentPre, preHelloMiB=round(sentPre * preHelloSize / MiB, 1),
+            answers=answers,
+        )
+    return m.figures
+
+
+# ---------------------------------------------------------------------------
+# 4. Subscriptions starved
+
+
+def _subscriber(context, endpoint, prefixes, **options):
+    sock = context.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
+    for prefix in prefixes:
+        sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    sock.connect(endpoint)
+    return sock
+
+
+def _publishUntilSeen(site, publisher, sub, topic, timeout):
+    """
+    Have the server publish probes on C{topic} (through a direct client,
+    C{publisher}) until C{sub} receives one.
+
+    @return: seconds it took, or C{None}.
+    """
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < timeout:
+        n += 1
+        publisher.send(time.perf_counter(), site.serverId, b"publish:" + topic + b":probe-%d" % n)
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            publisher.read(time.perf_counter())
+            if sub.poll(20):
+                frames = sub.recv_multipart()
+                if frames[0].startswith(topic):
+                    return round(time.monotonic() - start, 3)
+        publisher.expire(time.perf_counter())
+    return None
+
+
+def subscriptions(site, prefixes=100000, relay="cloud", timeout=15.0, settle=5.0,
+                  topic=b"attack.subscriber"):
+    """
+    Defect 4: one SUB subscribes C{prefixes} distinct prefixes at the
+    relay's XPUB (at least its table's size); then a normal subscriber
+    subscribes C{topic}; then the flooder leaves.  The normal subscriber
+    must receive what the server publishes on C{topic} within C{timeout}.
+
+    @return: figures, with C{delivered} and C{secondsAfterFlooderLeft}.
+    """
+    pub = site.endpoint(relay, "pub")
+    with Measured(site, "subscriptions", settle, relay) as m:
+        context = zmq.Context()
+        publisher = NormalClient(context, site.endpoint("server"), _probeId("publisher"))
+        try:
+            flooder = _subscriber(
+                context, pub, [b"flood.%d" % i for i in range(prefixes)], SNDHWM=0
+            )
+            # Until the relay has seen them all (or stopped counting).
+            deadline = time.monotonic() + timeout
+            seen = last = -1
+            while time.monotonic() < deadline:
+                counters = nodeStats(site, relay) or {}
+                seen = counters.get("notify.subscriptions", 0) + counters.get(
+                    "notify.refused-subscriptions", 0)
+                if seen >= prefixes or (seen == last and seen > 0):
+                    break
+                last = seen
+                time.sleep(0.5)
+            m.figures["subscriptionsSeen"] = seen
+            normal = _subscriber(context, pub, [topic])
+            time.sleep(0.5)
+            before = nodeStats(site, relay) or {}
+            m.figures["refusedWhileFull"] = before.get("notify.refused-subscriptions")
+            flooder.close(0)
+            m.figures["secondsAfterFlooderLeft"] = _publishUntilSeen(
+                site, publisher, normal, topic, timeout
+            )
+            m.figures["delivered"] = m.figures["secondsAfterFlooderLeft"] is not None
+            normal.close(0)
+        finally:
+            publisher.close()
+            context.term()
+    return m.figures
+
+
+# ---------------------------------------------------------------------------
+# 5. Slow subscribers
+
+
+def slow(site, megabytes=200, size=MiB, relay="cloud", settle=5.0, timeout=60.0,
+         topic=b"attack.slow"):
+    """
+    Defect 5: a SUB on the relay's XPUB subscribes C{topic} and never reads
+    (receive HWM 1, a tiny receive buffer), while the server publishes
+    C{megabytes} MiB on it in notifications of C{size} bytes (asked by a
+    direct client).  A normal subscriber of the same topic reads everything.
+    The slow subscriber leaves at the end.
+
+    @return: figures, with what was published and what the normal
+        subscriber received.
+    """
+    pub = site.endpoint(relay, "pub")
+    with Measured(site, "slow", settle, relay) as m:
+        context = zmq.Context()
+        publisher = NormalClient(context, site.endpoint("server"), _probeId("publisher"))
+        received = [0]
+        try:
+            slowSub = _subscriber(context, pub, [topic], RCVHWM=1, RCVBUF=4096)
+            normal = _subscriber(context, pub, [topic], RCVHWM=100000)
+
+            def drainNormal():
+                while normal.poll(0):
+                    normal.recv_multipart()
+                    received[0] += 1
+
+            # Until the subscriptions reached the server.
+            if _publishUntilSeen(site, publisher, normal, topic, 15.0) is None:
+                raise BenchError("the subscription never reached the server")
+            drainNormal()
+            received[0] = 0
+            text = b"s" * size
+            count = megabytes * MiB // size
+            published = 0
+            deadline = time.monotonic() + timeout
+            for i in range(count):
+                if time.monotonic() > deadline:
+                    break
+                publisher.send(time.perf_counter(), site.serverId, b"publish:" + topic + b":" + text)
+                while publisher.pending is not None and time.monotonic() < deadline:
+                    if publisher.sock.poll(5):
+                        publisher.read(time.perf_counter())
+                    publisher.expire(time.perf_counter())
+                    drainNormal()
+                published += 1
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end and received[0] < published:
+                drainNormal()
+                time.sleep(0.01)
+            m.figures["publishedMiB"] = round(published * size / MiB, 1)
+            m.figures["published"] = published
+            m.figures["publisherLost"] = publisher.lost
+            m.figures["normalReceived"] = received[0]
+            m.figures["peakBeforeLeaving"] = {
+                name: m.watch.peakRss[n["pid"]] for name, n in site.nodes.items()
+            }
+            slowSub.close(0)
+            normal.close(0)
+        finally:
+            publisher.close()
+            context.term()
+    return m.figures
+
+
+# ---------------------------------------------------------------------------
+# 6. Silent connections
+
+
+def silent(site, dealers=500, tcp=500, hold=8.0, target="cloud", settle=5.0, maxPending=1000):
+    """
+    Defect 6: C{dealers} DEALERs connect and never say HELLO (ZeroMQ
+    reconnects them whenever the node drops them), and C{tcp} raw TCP
+    connections never say anything (not even ZMTP), for C{hold} seconds;
+    meanwhile a probe must still get its WELCOME.  Then they all close.
+
+    @param maxPending: the node's C{--max-pending} (only reported).
+    @return: figures, with the node's descriptors over time (C{fdSeries},
+        0.25 s apart), at the end of the hold (C{fdsEndOfHold}), and how
+        many raw TCP connections the node closed (C{tcpClosedByNode}).
+    """
+    endpoint = site.endpoint(target)
+    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+    pid = site.pid(target)
+    _raiseFdLimit(3 * (dealers + tcp) + 256)
+    with Measured(site, "silent", settle, target) as m:
+        context = zmq.Context()
+        context.set(zmq.MAX_SOCKETS, dealers + 64)
+        socks = []
+        raws = []
+        try:
+            for i in range(dealers):
+                socks.append(_dealer(context, endpoint))
+            for i in range(tcp):
+                try:
+                    raws.append(socket.create_connection((host, int(port)), timeout=2.0))
+                except OSError:
+                    break
+            m.figures["tcpOpened"] = len(raws)
+            m.figures["maxPending"] = maxPending
+            time.sleep(min(1.0, hold))
+            m.figures["fdsWhileHeld"] = fdCount(pid)
+            try:
+                ask(endpoint, "", "ping", timeout=3.0)
+                m.figures["probeWelcomed"] = True
+            except BenchError:
+                m.figures["probeWelcomed"] = False
+            end = time.monotonic() + max(0.0, hold - 1.0)
+            while time.monotonic() < end:
+                time.sleep(0.1)
+            m.figures["fdsEndOfHold"] = fdCount(pid)
+            closed = 0
+            for raw in raws:
+                raw.setblocking(False)
+                try:
+                    if raw.recv(1) == b"":
+                        closed += 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed += 1
+            m.figures["tcpClosedByNode"] = closed
+        finally:
+            for raw in raws:
+                raw.close()
+            for sock in socks:
+                sock.close(0)
+            context.term()
+        m.attackEnded()
+    return m.figures
+
+
+# ---------------------------------------------------------------------------
+# 7. Floods against well-behaved clients
+
+
+#: The floods: name, sockets, HELLO mode (see L{floodbench.flood}).
+FLOODS = (
+    ("one id, 1 socket", 1, "same"),
+    ("one id, 4 sockets", 4, "same"),
+    ("4 ids", 4, "each"),
+    ("strangers, 4 sockets", 4, "none"),
+)
+
+
+def floods(site, seconds=5.0, clients=4, interval=0.02, size=16, variants=None, settle=5.0,
+           children=None, count=2000000):
+    """
+    Defect 7: a quiet run of C{clients} well-behaved clients (each one
+    request at a time every C{interval} seconds, to the server through the
+    cloud), then one run per flood of L{FLOODS} (a C{floodbench.py flood}
+    process).
+
+    @return: figures, with C{runs}: per run the clients' answered, lost,
+        p50 and p99 (and p99 over the quiet p99), the flooder's summary,
+        and the cloud's CPU per message it refused or ignored.
+    """
+    variants = FLOODS if variants is None else [v for v in FLOODS if v[0] in variants]
+    own = children is None
+    children = children or Children("attacks-")
+    cloudPid = site.pid("cloud")
+    with Measured(site, "floods", settle, "cloud") as m:
+        context = zmq.Context()
+        normal = []
+        runs = {}
+        try:
+            waitForRoute(site)
+            for i in range(clients):
+                normal.append(NormalClient(context, site.endpoint("cloud"), f"normal-{i}"))
+            drive(normal, site.serverId, 1.0, interval)
+            cpu0 = cpuSeconds(cloudPid)
+            drive(normal, site.serverId, seconds, interval)
+            quiet = summarize(normal)
+            quiet["cpuPerSecond"] = (cpuSeconds(cloudPid) - cpu0) / seconds
+            runs["quiet"] = quiet
+            for k, (name, sockets, ids) in enumerate(variants):
+                flooderName = f"flooder-{k}"
+                children.spawn(flooderName, [
+                    sys.executable, floodbench.__file__, "flood", site.endpoint("cloud"),
+                    "--target", site.serverId, "--seconds", str(seconds + 1.0),
+                    "--count", str(count), "--size", str(size), "--sockets", str(sockets),
+                    "--ids", ids, "--id", f"flooder-{k}",
+                ])
+                children.waitFor(flooderName, r"^flooding")
+                before = nodeStats(site, "cloud")
+                cpu0 = cpuSeconds(cloudPid)
+                drive(normal, site.serverId, seconds, interval)
+                run = summarize(normal)
+                children.wait(flooderName, seconds + 30.0)
+                cpu = cpuSeconds(cloudPid) - cpu0
+                after = nodeStats(site, "cloud")
+                run["flooder"] = json.loads(children.lines(flooderName)[-1])
+                run["refusedOrIgnored"] = refused = refusedOrIgnored(before, after)
+                run["received"] = (after or {}).get("front.received", 0) - (before or {}).get(
+                    "front.received", 0)
+                run["cpu"] = round(cpu, 3)
+                if refused:
+                    # What the flood cost beyond a quiet run of the same length.
+                    extra = max(0.0, cpu - quiet["cpuPerSecond"] * seconds)
+                    run["cpuPerRefusedUs"] = round(extra / refused * 1e6, 2)
+                if run["received"]:
+                    run["cpuPerReceivedUs"] = round(cpu / run["received"] * 1e6, 2)
+                run["p99Ratio"] = round(run["p99"] / quiet["p99"], 2) if quiet["p99"] else None
+                run["goal"] = P99_GOAL_ONE_ID if ids == "same" else P99_GOAL_MANY_IDS
+                runs[name] = run
+        finally:
+            for c in normal:
+                c.close()
+            context.term()
+            if own:
+                children.stopAll()
+        m.figures["runs"] = runs
+    return m.figures
+
+
+ATTACKS = {
+    "abort": abort,
+    "deaf": deaf,
+    "multipart": multipart,
+    "subscriptions": subscriptions,
+    "slow": slow,
+    "silent": silent,
+    "floods": floods,
+}
+
+
+# ---------------------------------------------------------------------------
+# The report
+
+
+#: Per attack: the options its nodes get in the benchmark (beyond the
+#: defaults), and its parameters there.
+BENCH = {
+    "abort": ([], {"seconds": 3.0, "rounds": 3}),
+    "deaf": ([], {"seconds": 6.0, "probes": 12}),
+    "multipart": ([], {"messages": 4, "preHelloMiB": 400}),
+    "subscriptions": ([], {"prefixes": 100010}),
+    "slow": ([], {"megabytes": 200}),
+    "silent": ([], {"dealers": 500, "tcp": 500, "hold": 10.0}),
+    "floods": ([], {"seconds": 5.0}),
+}
+
+#: RSS growth (KiB) over its start a node may show at its peak, per attack:
+#: the documented bound (docs/FLOOD.md says why each is what it is).
+RSS_PEAK_BOUND_KIB = {
+    "abort": 64 * 1024,
+    "deaf": 64 * 1024,
+    "multipart": 160 * 1024,
+    "subscriptions": 96 * 1024,
+    "slow": 96 * 1024,
+    "silent": 64 * 1024,
+    "floods": 64 * 1024,
+}
+
+
+def _mib(kib):
+    return "-" if kib is None else f"{kib / 1024:.0f}"
+
+
+def _met(ok):
+    return "met" if ok else "**not met**"
+
+
+def goals(figures):
+    """
+    @return: (goal, measured, met) rows for one attack's figures.
+    """
+    attack = figures["attack"]
+    rows = []
+    nodes = figures["nodes"]
+    alive = all(n["alive"] for n in nodes.values())
+    answering = figures.get("answering", {})
+    rows.append((
+        "every node alive and answering a sys ping afterwards",
+        ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in answering.items()) or
+        ("alive" if alive else "DEAD"),
+        alive and bool(answering) and all(answering.values()),
+    ))
+    bound = RSS_PEAK_BOUND_KIB[attack]
+    worst = max(
+        ((n["rssPeak"] or 0) - (n["rssBefore"] or 0), name) for name, n in nodes.items()
+    )
+    rows.append((
+        f"RSS peak within start + {bound // 1024} MiB (every node)",
+        f"largest growth {worst[0] / 1024:.0f} MiB ({worst[1]})",
+        worst[0] <= bound,
+    ))
+    back = max(
+        ((n["rssAfter"] or 0) - (n["rssBefore"] or 0), name) for name, n in nodes.items()
+    )
+    rows.append((
+        f"RSS back within {RSS_NEAR_START_KIB // 1024} MiB of its start {figures['settle']:g} s after",
+        f"largest {back[0] / 1024:+.0f} MiB ({back[1]})",
+        back[0] <= RSS_NEAR_START_KIB and alive,
+    ))
+    cpu = figures.get("cpuPerRefusedUs")
+    if attack == "abort":
+        rows.append(("no abort, every round", " ".join(
+            "alive" if r["alive"] else "ABORTED" for r in figures["rounds"]), figures["survived"]))
+    elif attack == "deaf":
+        rows.append((
+            "every HELLO welcomed (within 3 s)",
+            f"{len(figures['welcome'])} welcomed, {figures['unanswered']} not; "
+            f"p50 {figures['welcomeP50']} s, max {figures['welcomeMax']} s",
+            figures["unanswered"] == 0,
+        ))
+    elif attack == "subscriptions":
+        rows.append((
+            "a refused subscriber is served once the flooder left",
+            f"after {figures['secondsAfterFlooderLeft']} s" if figures["delivered"] else "never",
+            figures["delivered"],
+        ))
+    elif attack == "slow":
+        rows.append((
+            "the reading subscriber gets every notification",
+            f"{figures['normalReceived']} of {figures['published']}",
+            figures["normalReceived"] == figures["published"],
+        ))
+    elif attack == "silent":
+        pending = figures.get("maxPending", 1000)
+        fds = figures.get("fdsEndOfHold")
+        base = nodes[figures["target"]]["fdsBefore"] or 0
+        rows.append((
+            f"silent peers cost at most --max-pending ({pending}, +10% +10 for those being cut) "
+            "descriptors after the handshake timeout",
+            f"{fds} descriptors at the end of the hold ({base} before; "
+            f"{figures.get('tcpClosedByNode')} of {figures.get('tcpOpened')} raw TCP closed by the node)",
+            fds is not None and fds - base <= pending + pending // 10 + 10,
+        ))
+        rows.append(("a probe welcomed meanwhile", "yes" if figures.get("probeWelcomed") else "no",
+                     bool(figures.get("probeWelcomed"))))
+    elif attack == "floods":
+        for name, run in figures["runs"].items():
+            if name == "quiet":
+                continue
+            rows.append((
+                f"{name}: nothing lost, p99 <= {run['goal']:g}x quiet",
+                f"lost {run['lost']}, p99 {run['p99'] * 1000:.1f} ms = {run['p99Ratio']}x",
+                run["lost"] == 0 and run["p99Ratio"] is not None and run["p99Ratio"] <= run["goal"],
+            ))
+            if run.get("cpuPerRefusedUs") is not None:
+                rows.append((
+                    f"{name}: <= {CPU_GOAL_US:g} us CPU per refused or ignored message",
+                    f"{run['cpuPerRefusedUs']} us ({run['refusedOrIgnored']} refused/ignored)",
+                    run["cpuPerRefusedUs"] <= CPU_GOAL_US,
+                ))
+        cpu = None
+    if cpu is not None and attack == "abort":
+        rows.append((
+            f"<= {CPU_GOAL_US:g} us CPU per refused or ignored message",
+            f"{cpu} us ({figures['refusedOrIgnored']} refused/ignored)",
+            cpu <= CPU_GOAL_US,
+        ))
+    return rows
+
+
+def report(figures, params, options):
+    """
+    @return: the Markdown section of one attack.
+    """
+    attack = figures["attack"]
+    lines = [
+        f"Parameters: `{json.dumps(params)}`; node options: "
+        f"`{' '.join(options) or 'defaults'}`; attack {figures['attackSeconds']:g} s, "
+        f"then {figures['settle']:g} s to settle.",
+        "",
+        "| node | RSS before | peak | after (MiB) | FDs before | peak | after | CPU s | alive |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, n in figures["nodes"].items():
+        lines.append(
+            f"| {name} | {_mib(n['rssBefore'])} | {_mib(n['rssPeak'])} | {_mib(n['rssAfter'])} | "
+            f"{n['fdsBefore']} | {n['fdsPeak']} | {n['fdsAfter']} | {n['cpu']} | "
+            f"{'yes' if n['alive'] else 'NO'} |"
+        )
+    if attack == "floods":
+        lines += [
+            "",
+            "| run | answered | lost | p50 | p99 | p99 / quiet | flooder sent | cloud refused or ignored | CPU us each |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, run in figures["runs"].items():
+            flooder = run.get("flooder", {})
+            lines.append(
+                f"| {name} | {run['answered']} | {run['lost']} | {run['p50'] * 1000:.1f} ms | "
+                f"{run['p99'] * 1000:.1f} ms | {run.get('p99Ratio', '-') or '-'} | "
+                f"{flooder.get('sent', '-')} | {run.get('refusedOrIgnored', '-')} | "
+                f"{run.get('cpuPerRefusedUs', '-')} |"
+            )
+    elif attack == "silent":
+        series = " ".join(f"{t:g}s:{fds}" for t, fds in figures["fdSeries"][::2])
+        lines += ["", f"Cloud descriptors over time: {series}."]
+    elif attack == "multipart":
+        lines += ["", (
+            f"Sent {figures['bigMessages']} messages of {figures['bigMessageMiB']:g} MiB, then "
+            f"{figures['preHelloMiB']:g} MiB in {figures['preHelloMessages']} messages before any "
+            f"HELLO; answers: {figures['answers'] or 'none'}."
+        )]
+    elif attack == "slow":
+        lines += ["", (
+            f"Published {figures['publishedMiB']:g} MiB in {figures['published']} notifications; "
+            f"RSS peak while the slow subscriber was there: "
+            + ", ".join(f"{k} {_mib(v)} MiB" for k, v in figures["peakBeforeLeaving"].items()) + "."
+        )]
+    interesting = {
+        k: v for k, v in (figures.get("stats") or {}).items()
+        if k.startswith(("front.", "notify.")) and v
+    }
+    if interesting:
+        lines += ["", "Counters of the attacked node afterwards: " + ", ".join(
+            f"`{k}` {v}" for k, v in sorted(interesting.items())) + "."]
+    if figures.get("trouble"):
+        lines += ["", "Node output: " + "; ".join(f"`{t}`" for t in figures["trouble"]) + "."]
+    lines += ["", "| goal | measured | |", "|---|---|---|"]
+    for goal, measured, ok in goals(figures):
+        lines.append(f"| {goal} | {measured} | {_met(ok)} |")
+    return "\n".join(lines)
+
+
+def writeInto(path, attack, block):
+    """
+    Replace the section of C{attack} in C{path} (between its markers); add
+    it before the C{attacks:end} marker if it has none yet.
+    """
+    begin, end = f"<!-- attack:{attack}:begin -->", f"<!-- attack:{attack}:end -->"
+    with open(path) as f:
+        text = f.read()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{block}\n{end}{tail}"
+    elif "<!-- attacks:end -->" in text:
+        head, tail = text.split("<!-- attacks:end -->", 1)
+        text = f"{head}{begin}\n{block}\n{end}\n\n<!-- attacks:end -->{tail}"
+    else:
+        raise BenchError(f"{path} has neither {begin} nor an <!-- attacks:end --> marker")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _coerce(value):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def runOne(name, extraOptions=(), params=None, relayOptions=()):
+    """
+    Start a fresh site, run one attack with its benchmark parameters, stop
+    the site.
+
+    @return: (figures, parameters, node options).
+    """
+    options, defaults = BENCH[name]
+    options = list(options) + list(extraOptions)
+    params = dict(defaults, **(params or {}))
+    children = Children(f"attack-{name}-")
+    try:
+        site = startSite(children, relayOptions, options)
+        waitForRoute(site)
+        if name == "floods":
+            params["children"] = children
+        figures = ATTACKS[name](site, **params)
+        params.pop("children", None)
+        figures["trouble"] = [
+            f"{node}: {line.strip()}" for node in site.nodes for line in children.lines(node)
+            if "Assertion" in line or "Traceback" in line or "Unhandled" in line
+        ][:10]
+        return figures, params, options + [f"(relays: {' '.join(relayOptions)})"] * bool(relayOptions)
+    finally:
+        children.stopAll()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "run":
+        parser = argparse.ArgumentParser(prog="attacks.py run")
+        parser.add_argument("attack", choices=sorted(ATTACKS))
+        parser.add_argument("--site", required=True, help="JSON: name -> {pid, control, pub, sub}")
+        parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+        a = parser.parse_args(argv[1:])
+        params = {}
+        for p in a.param:
+            key, _, value = p.partition("=")
+            params[key] = _coerce(value)
+        figures = ATTACKS[a.attack](Site.fromJson(a.site), **params)
+        print(json.dumps(figures), flush=True)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(ATTACKS),
+                        help="comma-separated attacks (default: all)")
+    parser.add_argument("--node-options", default="", help="extra options for every node")
+    parser.add_argument("--relay-options", default="",
+                        help="extra options for the cloud and the proxy, e.g. '--max-subscriptions 500'")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a parameter of the attacks run")
+    parser.add_argument("--write", metavar="PATH")
+    parser.add_argument("--json", metavar="PATH", help="also dump the raw figures there")
+    args = parser.parse_args(argv)
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, terminated)
+    params = {}
+    for p in args.param:
+        key, _, value = p.partition("=")
+        params[key] = _coerce(value)
+    raw = {}
+    for name in [n.strip() for n in args.only.split(",") if n.strip()]:
+        if name not in ATTACKS:
+            raise SystemExit(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+        load = os.getloadavg()[0]
+        wanted = {k: v for k, v in params.items()
+                  if k in ATTACKS[name].__code__.co_varnames}
+        figures, used, options = runOne(
+            name, args.node_options.split(), wanted, args.relay_options.split())
+        raw[name] = figures
+        command = "python bench/attacks.py --only " + name + "".join(
+            f" --param {k}={json.dumps(v)}" for k, v in wanted.items()) + (
+            f" --node-options '{args.node_options}'" if args.node_options else "") + (
+            f" --relay-options '{args.relay_options}'" if args.relay_options else "")
+        block = (
+            f"Generated by `{command}` on {time.strftime('%Y-%m-%d')}; "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"libzmq {zmq.zmq_version()}, pyzmq {zmq.__version__}; load average "
+            f"{max(load, os.getloadavg()[0]):.1f}.\n\n" + report(figures, used, options)
+        )
+        print(f"## {name}\n\n{block}\n", flush=True)
+        if args.write:
+            writeInto(args.write, name, block)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(raw, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
