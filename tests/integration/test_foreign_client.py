@@ -20,6 +20,7 @@ import time
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial import unittest
@@ -966,3 +967,83 @@ class ForeignClientTests(unittest.TestCase):
         answer = yield tiny.call(None, b"z" * 100000)
         self.assertEqual((answer.type, len(answer.payload)), (REP, 100000))
         self.assertEqual(welcome.header["max"], 4 * 1024 * 1024)
+
+    @defer.inlineCallbacks
+    def test_strikesAndFrames(self):
+        """
+        Section 12: the refusal that crosses the strike limit is answered over-limit with retry = the cooldown, then the client is ignored until it ends; section 3.1: 7 frames from a DEALER are read, 8 are bad-message.
+        """
+        cloud = yield self.cloud(
+            "--heartbeat", "2", "--rate", "1", "--burst", "1", "--strikes", "3", "--cooldown", "2",
+        )
+        client = ForeignClient(self, self.context, cloud.endpoints["control"], "c1")
+        yield client.connect()
+        client.stopHeartbeat()
+        # The HELLO took the only token: every request below is refused.
+        rids = [client.request(None, sys="ping") for _ in range(6)]
+        answers = []
+        for rid in rids[:4]:
+            answer = yield client.answer(rid)
+            answers.append(answer)
+        crossed = reactor.seconds()
+        for answer in answers:
+            self.assertEqual((answer.type, answer.header["code"]), (ERR, "over-limit"))
+        for answer in answers[:3]:
+            self.assertLessEqual(answer.header["retry"], 1.0)
+        self.assertEqual(answers[3].header["retry"], 2)
+        self.assertEqual(answers[3].header["msg"], "ignored for 2 s after repeated refusals")
+
+        def anything():
+            client._drain()
+            return client.inbox[0] if client.inbox else None
+
+        yield nothingFor(1.5, anything)
+        yield deferLater(reactor, max(0.0, crossed + 2.2 - reactor.seconds()), lambda: None)
+        answer = yield client.call(None, sys="ping")
+        self.assertEqual((answer.type, answer.payload), (REP, b"pong"))
+
+        other = yield self.topology.start("cloud2", "zmqrelay-cloud", [
+            "--id", "cloud-frames", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+        ])
+        framed = ForeignClient(self, self.context, other.endpoints["control"], "c2")
+        yield framed.connect()
+        for count, expected in ((7, REP), (8, ERR)):
+            rid = next(framed.ids)
+            framed.sendFrames([signature(), REQ, packHeader({"id": rid, "sys": "ping"}), b""]
+                              + [b"extra"] * (count - 4))
+            answer = yield framed.answer(rid)
+            self.assertEqual(answer.type, expected, (count, answer.header))
+        self.assertEqual(answer.header["code"], "bad-message")
+
+    @defer.inlineCallbacks
+    def test_connectionWithoutSessionCut(self):
+        """
+        Section 6.6: a connection that says no HELLO within the handshake timeout is cut by the node; a welcomed, heartbeating one is not.
+        """
+        cloud = yield self.cloud("--handshake-timeout", "1")
+        control = cloud.endpoints["control"]
+        welcomed = ForeignClient(self, self.context, control, "c1")
+        yield welcomed.connect()
+        mute = self.context.socket(zmq.DEALER)
+        self.addCleanup(mute.close, 0)
+        mute.setsockopt(zmq.LINGER, 0)
+        monitor = mute.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        self.addCleanup(monitor.close, 0)
+        mute.connect(control)
+        started = reactor.seconds()
+        events = []
+
+        def disconnected():
+            while True:
+                try:
+                    events.append(recv_monitor_message(monitor, zmq.NOBLOCK)["event"])
+                except zmq.Again:
+                    break
+            return True if zmq.EVENT_DISCONNECTED in events else None
+
+        yield poll(disconnected, 6.0, "the node cutting a connection without HELLO")
+        self.assertIn(zmq.EVENT_HANDSHAKE_SUCCEEDED, events)
+        self.assertGreaterEqual(reactor.seconds() - started, 0.9)
+        mute.disable_monitor()
+        answer = yield welcomed.call(None, sys="ping")
+        self.assertEqual((answer.type, answer.payload), (REP, b"pong"))
