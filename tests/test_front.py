@@ -450,6 +450,7 @@ class RateLimitTests(FrontTestCase):
         self.receive(b"r2", helloFrames("c1", "inc-2"))
         [reject] = self.sentTo(b"r2", protocol.REJECT)
         self.assertEqual(reject.header["code"], protocol.E_OVER_LIMIT)
+        self.assertEqual(reject.header["retry"], 10.0)
         self.assertEqual(self.front.byNode["c1"].incarnation, "inc-1")
         self.clock.advance(11.0)
         self.receive(b"r2", helloFrames("c1", "inc-2"))
@@ -606,13 +607,16 @@ class PendingConnectionTests(FrontTestCase):
 
     def test_deadSessionCut(self):
         """
-        A session that timed out has its connection cut at once (it may be
-        half-open).
+        A session that timed out has its connection cut on the next tick (it
+        may be half-open), after its BYE was sent.
         """
         self.accept(7)
         self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
         self.clock.advance(3.5)
         self.assertEqual(self.owner.left[0][1], "heartbeat-timeout")
+        self.assertEqual(self.sentTo(b"r1", protocol.BYE)[0].header["reason"], "heartbeat-timeout")
+        self.assertEqual(self.socket.cuts, [])
+        self.clock.advance(0.5)
         self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
         self.assertEqual(self.front.counters["cut-dead"], 1)
 

@@ -158,6 +158,8 @@ class Front:
         self._logBucket = None
         self._pending = PendingConnections(config.handshakeTimeout, config.maxPending)
         self._byFd = {}
+        # Descriptors of sessions that timed out, cut on the next tick.
+        self._dying = set()
 
     def start(self):
         """
@@ -412,7 +414,7 @@ class Front:
         else:
             self._sendRaw(routingId, protocol.ERROR, reply)
 
-    def _reject(self, routingId, code, text):
+    def _reject(self, routingId, code, text, retryAfter=None):
         self.counters["rejected"] += 1
         # Counted always; logged and answered at a bounded rate, like any
         # other bad input (a HELLO flood must not become a log flood).
@@ -421,11 +423,10 @@ class Front:
             log.error("refused hello from {peer}: {code}: {text}", peer=routingId.hex(), code=code, text=text)
         if self._strangers.take(now) != 0.0:
             return
-        self._sendRaw(
-            routingId,
-            protocol.REJECT,
-            {"code": code, "msg": text, "versions": list(self.config.versions)},
-        )
+        reply = {"code": code, "msg": text, "versions": list(self.config.versions)}
+        if retryAfter is not None:
+            reply["retry"] = round(retryAfter, 3)
+        self._sendRaw(routingId, protocol.REJECT, reply)
 
     def _hello(self, routingId, message, now, userId=None):
         header = message.header
@@ -473,9 +474,12 @@ class Front:
             wait = guard.check(now, 0)
             if wait != 0.0:
                 self.counters["refused"] += 1
+                if wait is None:
+                    wait = guard.ignoredUntil - now
                 self._reject(
                     routingId, protocol.E_OVER_LIMIT,
                     "too many messages from this client id; wait before saying hello again",
+                    retryAfter=max(wait, 0.001),
                 )
                 return
         old = self.sessions.get(routingId) or self.byNode.get(nodeId)
@@ -535,13 +539,15 @@ class Front:
         if self._byFd.get(fd) is session:
             del self._byFd[fd]
             if cut:
-                address = self._pending.address(fd)
-                if self._socket is not None and self._socket.cut(fd, address):
-                    self.counters["cut-dead"] += 1
+                # Cut on the next tick, not now: the BYE we are about to
+                # send gets the time to leave.
+                self._pending.detached(fd, now - self._pending.timeout)
+                self._dying.add(fd)
             else:
                 self._pending.detached(fd, now)
 
     def _onConnectionEvent(self, event, fd, address):
+        self._dying.discard(fd)
         if event == _ACCEPTED:
             now = self.reactor.seconds()
             for old, oldAddress in self._pending.accepted(fd, address, now):
@@ -638,7 +644,11 @@ class Front:
     def _tick(self):
         now = self.reactor.seconds()
         for fd, address in self._pending.expired(now):
-            self._cutWaiting(fd, address, "cut-silent")
+            if fd in self._dying:
+                self._dying.discard(fd)
+                self._cutWaiting(fd, address, "cut-dead")
+            else:
+                self._cutWaiting(fd, address, "cut-silent")
         for session in list(self.sessions.values()):
             if session.gone:
                 self.drop(session, "connection-lost")
