@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench bench-flood venv clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/relaybench.py --write docs/BENCHMARKS.md
+
+# docs/FLOOD.md: the single-flooder run, then each attack of issue 7 (a few minutes).
+bench-flood: $(STAMP)
+	$(PY) bench/floodbench.py --write docs/FLOOD.md
+	$(PY) bench/attacks.py --write docs/FLOOD.md
 
 clean:
 	rm -rf $(VENV) _trial_temp* build *.egg-info twisted/plugins/dropin.cache
