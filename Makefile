@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m zmqrelay.demo
+	$(PY) -m zmqrelay.tools.demo
 
 test: $(STAMP)
 	$(PY) -m twisted.trial -j2 tests

@@ -53,7 +53,6 @@ import platform
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -66,7 +65,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from zmqrelay import protocol  # noqa: E402
+from zmqrelay.core import protocol# noqa: E402
 from children import BenchError, Children  # noqa: E402
 import floodbench  # noqa: E402
 from floodbench import NormalClient, drive, summarize  # noqa: E402

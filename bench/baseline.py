@@ -19,7 +19,7 @@ sessions, limits, request ids, deadlines).
 The loop is the usual C{zmq.Poller} one, draining each readable socket up to
 a budget per turn, with C{recv_multipart}/C{send_multipart}.  With C{--raw},
 messages are moved frame by frame with pyzmq's compiled C{send}/C{recv} and
-integer flags, as C{zmqrelay._zmq} does: that removes several microseconds of
+integer flags, as C{zmqrelay.edge._zmq} does: that removes several microseconds of
 Python per message (pyzmq's flag enums) and shows what the relay logic
 itself costs on top of the cheapest pyzmq frame I/O.
 
@@ -72,7 +72,7 @@ def sendRaw(sock, frames):
     """
     C{send_multipart(frames, copy=False)} without its per-frame enum
     arithmetic: frames under pyzmq's copy threshold are copied, larger ones
-    sent zero-copy (as C{zmqrelay._zmq} does).
+    sent zero-copy (as C{zmqrelay.edge._zmq} does).
     """
     last = len(frames) - 1
     for i in range(last):

@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from zmqrelay.launcher import TWISTD_MAIN  # noqa: E402
+from zmqrelay.tools.launcher import TWISTD_MAIN  # noqa: E402
 
 #: A zmqrelay node's ready line, or a baseline process's.
 READY = re.compile(r"ready: (?:role=\S+ id=\S+ inc=\S+|baseline \S+)(.*)$")
@@ -86,7 +86,7 @@ class Children:
 
     def twistd(self, name, plugin, args, profile=None):
         """
-        Start C{twistd -n <plugin> <args>} (as L{zmqrelay.launcher} does).
+        Start C{twistd -n <plugin> <args>} (as L{zmqrelay.tools.launcher} does).
 
         @return: the endpoints on its ready line.
         """

@@ -48,7 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from zmqrelay import protocol  # noqa: E402
+from zmqrelay.core import protocol# noqa: E402
 from children import BenchError, Children  # noqa: E402
 
 BEGIN = "<!-- bench:begin -->"

@@ -20,7 +20,7 @@ import os
 
 from twisted.application.service import Application
 
-from zmqrelay.cli import Chatter
+from zmqrelay.tools.cli import Chatter
 from zmqrelay.client import Client
 from zmqrelay.config import NodeConfig, defaultNodeId
 

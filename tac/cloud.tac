@@ -13,9 +13,9 @@ import os
 
 from twisted.application.service import Application
 
-from zmqrelay.cloud import Cloud
+from zmqrelay.roles.cloud import Cloud
 from zmqrelay.config import NodeConfig
-from zmqrelay.presence import PresenceLog
+from zmqrelay.core.presence import PresenceLog
 
 env = os.environ.get
 

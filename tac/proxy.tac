@@ -15,8 +15,8 @@ import os
 from twisted.application.service import Application
 
 from zmqrelay.config import NodeConfig, defaultNodeId
-from zmqrelay.presence import PresenceLog
-from zmqrelay.proxy import Proxy
+from zmqrelay.core.presence import PresenceLog
+from zmqrelay.roles.proxy import Proxy
 
 env = os.environ.get
 

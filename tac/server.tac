@@ -19,8 +19,8 @@ import os
 from twisted.application.service import Application
 
 from zmqrelay.config import NodeConfig, defaultNodeId
-from zmqrelay.examples import ExampleApp
-from zmqrelay.presence import PresenceLog
+from zmqrelay.tools.examples import ExampleApp
+from zmqrelay.core.presence import PresenceLog
 from zmqrelay.server import Server
 
 env = os.environ.get

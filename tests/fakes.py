@@ -1,6 +1,6 @@
 """
 Fakes shared by the unit tests: sockets that record what is sent, owners
-that record what a L{zmqrelay.front.Front} or L{zmqrelay.link.UpstreamLink}
+that record what a L{zmqrelay.edge.front.Front} or L{zmqrelay.edge.link.UpstreamLink}
 tells them, and a few helpers to build and read frames.
 
 Nothing here opens a socket or touches the global reactor.
@@ -10,7 +10,7 @@ import itertools
 
 from zope.interface import implementer
 
-from zmqrelay import protocol
+from zmqrelay.core import protocol
 from zmqrelay.interfaces import (
     IFrontOwner,
     ILinkOwner,
@@ -187,7 +187,7 @@ class FakeSocket:
 @implementer(ISocketFactory)
 class FakeSocketFactory:
     """
-    Stands in for L{zmqrelay._zmq.SocketFactory}.
+    Stands in for L{zmqrelay.edge._zmq.SocketFactory}.
 
     @ivar sockets: every L{FakeSocket} made, in order.
     """
@@ -216,7 +216,7 @@ class FakeSocketFactory:
 @implementer(IFrontOwner)
 class FrontOwner:
     """
-    Records the callbacks a L{zmqrelay.front.Front} makes.
+    Records the callbacks a L{zmqrelay.edge.front.Front} makes.
 
     @ivar reject: if set, an exception L{peerHello} raises.
     @ivar messageError: if set, an exception L{peerMessage} raises.
@@ -258,7 +258,7 @@ class FrontOwner:
 @implementer(ILinkOwner)
 class LinkOwner:
     """
-    Records the callbacks an L{zmqrelay.link.UpstreamLink} makes.
+    Records the callbacks an L{zmqrelay.edge.link.UpstreamLink} makes.
     """
 
     def __init__(self, role=protocol.CLIENT):

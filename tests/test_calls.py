@@ -1,13 +1,13 @@
 """
-Tests for L{zmqrelay.calls}: calls in flight, their timers and answers.
+Tests for L{zmqrelay.core.calls}: calls in flight, their timers and answers.
 """
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import errors, protocol
-from zmqrelay.calls import Calls
+from zmqrelay.core import errors, protocol
+from zmqrelay.core.calls import Calls
 
 
 def _answer(msgtype, header, payload=b""):

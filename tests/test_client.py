@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.client}: how a request's attempts move between paths.
+Tests for L{zmqrelay.roles.client}: how a request's attempts move between paths.
 
 The client role's everyday behaviour is tested in L{tests.test_roles}; here,
 the request and its attempts when more than one path is up.
@@ -7,8 +7,8 @@ the request and its attempts when more than one path is up.
 
 from twisted.internet.defer import CancelledError
 
-from zmqrelay import errors, protocol
-from zmqrelay.client import Client
+from zmqrelay.core import errors, protocol
+from zmqrelay.roles.client import Client
 
 from tests.fakes import welcomeFrames
 from tests.test_roles import RoleTestCase

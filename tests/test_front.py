@@ -1,15 +1,15 @@
 """
-Tests for L{zmqrelay.front}: the ROUTER side of a hop, driven through a fake
+Tests for L{zmqrelay.edge.front}: the ROUTER side of a hop, driven through a fake
 socket and a L{Clock}.
 """
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import protocol
-from zmqrelay.config import NodeConfig
-from zmqrelay.errors import Rejected
-from zmqrelay.front import Front
+from zmqrelay.core import protocol
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.core.errors import Rejected
+from zmqrelay.edge.front import Front
 
 from tests.fakes import FakeSocketFactory, FrontOwner, helloFrames
 

@@ -1,10 +1,10 @@
 """
-Tests for L{zmqrelay.history}: a publisher's recent notifications.
+Tests for L{zmqrelay.core.history}: a publisher's recent notifications.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.history import NotificationHistory
+from zmqrelay.core.history import NotificationHistory
 
 
 class NotificationHistoryTests(SynchronousTestCase):

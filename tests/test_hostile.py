@@ -2,8 +2,8 @@
 Hostile input: any frames, before or after hello, to any socket of any role.
 
 Property-based (hypothesis): random and mutated frame sequences go through
-fake sockets, on a L{Clock}, into L{zmqrelay.front.Front},
-L{zmqrelay.link.UpstreamLink}, L{zmqrelay.node.NotificationRelay} and the
+fake sockets, on a L{Clock}, into L{zmqrelay.edge.front.Front},
+L{zmqrelay.edge.link.UpstreamLink}, L{zmqrelay.roles.notifyrelay.NotificationRelay} and the
 four roles.  Whatever arrives:
 
   - no exception escapes the code that handles a message;
@@ -25,20 +25,20 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import client as clientModule
-from zmqrelay import front as frontModule
-from zmqrelay import link as linkModule
-from zmqrelay import node as nodeModule
-from zmqrelay import protocol
-from zmqrelay.calls import MAX_RETRY_AFTER
-from zmqrelay.client import Client
-from zmqrelay.cloud import Cloud
-from zmqrelay.config import NodeConfig
-from zmqrelay.front import Front
-from zmqrelay.link import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamLink
-from zmqrelay.node import NotificationRelay
-from zmqrelay.proxy import Proxy
-from zmqrelay.server import Server
+from zmqrelay.roles import client as clientModule
+from zmqrelay.edge import front as frontModule
+from zmqrelay.edge import link as linkModule
+from zmqrelay.roles import node as nodeModule
+from zmqrelay.core import protocol
+from zmqrelay.core.calls import MAX_RETRY_AFTER
+from zmqrelay.roles.client import Client
+from zmqrelay.roles.cloud import Cloud
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.edge.front import Front
+from zmqrelay.edge.link import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamLink
+from zmqrelay.roles.notifyrelay import NotificationRelay
+from zmqrelay.roles.proxy import Proxy
+from zmqrelay.roles.server import Server
 from tests.fakes import (
     FakeSocketFactory,
     FrontOwner,

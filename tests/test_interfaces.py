@@ -9,12 +9,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
-from zmqrelay.client import Client
-from zmqrelay.cloud import Cloud
-from zmqrelay.config import NodeConfig
+from zmqrelay.roles.client import Client
+from zmqrelay.roles.cloud import Cloud
+from zmqrelay.core.config import NodeConfig
 from zmqrelay.interfaces import IFrontOwner, ILinkOwner, ISocket, ISocketFactory
-from zmqrelay.proxy import Proxy
-from zmqrelay.server import Server
+from zmqrelay.roles.proxy import Proxy
+from zmqrelay.roles.server import Server
 
 from tests.fakes import FakeSocketFactory, FrontOwner, LinkOwner, RecordingHandler
 
@@ -90,7 +90,7 @@ class RealSocketTests(SynchronousTestCase):
         """
         SocketFactory and ZmqSocket declare and implement ISocketFactory and ISocket.
         """
-        from zmqrelay._zmq import SocketFactory, ZmqSocket
+        from zmqrelay.edge._zmq import SocketFactory, ZmqSocket
 
         self.assertTrue(verifyClass(ISocketFactory, SocketFactory))
         self.assertTrue(verifyClass(ISocket, ZmqSocket))
@@ -99,7 +99,7 @@ class RealSocketTests(SynchronousTestCase):
         """
         A real factory, and a real socket of each kind it makes, provide the interfaces.
         """
-        from zmqrelay._zmq import SocketFactory
+        from zmqrelay.edge._zmq import SocketFactory
 
         from tests.test_zmq import FakeReactor
 

@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.link}: the DEALER side of a hop, driven through fake
+Tests for L{zmqrelay.edge.link}: the DEALER side of a hop, driven through fake
 sockets and a L{Clock}.
 """
 
@@ -7,9 +7,9 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import errors, protocol
-from zmqrelay.config import NodeConfig
-from zmqrelay.link import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamLink
+from zmqrelay.core import errors, protocol
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.edge.link import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamLink
 
 from tests.fakes import FakeSocketFactory, LinkOwner, welcomeFrames
 
@@ -417,7 +417,7 @@ class BackoffPolicyTests(SynchronousTestCase):
         Delays double from the initial one, never exceed the maximum, and
         jitter only scales them down (to half at most).
         """
-        from zmqrelay.link import backoffPolicy
+        from zmqrelay.edge.link import backoffPolicy
 
         high = backoffPolicy(0.25, 4.0, jitter=lambda: 0.999999)
         low = backoffPolicy(0.25, 4.0, jitter=lambda: 0.0)

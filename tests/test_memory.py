@@ -1,11 +1,11 @@
 """
-Tests for L{zmqrelay.memory}.
+Tests for L{zmqrelay.edge.memory}.
 """
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import memory
+from zmqrelay.edge import memory
 
 
 class MemoryTrimmerTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.node}: the notification relay's subscription bounds and
+Tests for L{zmqrelay.roles.node}: the notification relay's subscription bounds and
 slow-subscriber handling (over fake sockets; see C{test_notifyrelay} for
 real ones), and the forwarder's deadline cap.
 """
@@ -9,9 +9,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import FakeSocketFactory
-from zmqrelay import node, protocol
-from zmqrelay.config import NodeConfig
-from zmqrelay.node import Forwarder, NotificationRelay
+from zmqrelay.core import protocol
+from zmqrelay.roles import hop, notifyrelay
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.roles.forwarder import Forwarder
+from zmqrelay.roles.notifyrelay import NotificationRelay
 
 
 def _relay(test, **settings):
@@ -63,8 +65,8 @@ class SubscriptionBoundTests(SynchronousTestCase):
         A relay forwards 100000 prefixes unless its config says otherwise.
         """
         relay = NotificationRelay(FakeSocketFactory(), "inproc://a", "inproc://b")
-        self.assertEqual(relay.maxSubscriptions, node.MAX_SUBSCRIPTIONS)
-        self.assertEqual(node.MAX_SUBSCRIPTIONS, 100000)
+        self.assertEqual(relay.maxSubscriptions, notifyrelay.MAX_SUBSCRIPTIONS)
+        self.assertEqual(notifyrelay.MAX_SUBSCRIPTIONS, 100000)
         self.assertEqual(NodeConfig("r").maxSubscriptions, 100000)
         self.assertEqual(self.relay.maxSubscriptions, 2)
 
@@ -149,7 +151,7 @@ class SubscriptionBoundTests(SynchronousTestCase):
         """
         A prefix longer than MAX_PREFIX is not forwarded, now or later.
         """
-        self.subscribe(b"x" * (node.MAX_PREFIX + 1))
+        self.subscribe(b"x" * (notifyrelay.MAX_PREFIX + 1))
         self.assertEqual(self.xsub.sent, [])
         self.assertEqual(self.relay.counters["refused-subscriptions"], 1)
         self.subscribe(b"a")
@@ -223,7 +225,7 @@ class SlowSubscriberTests(SynchronousTestCase):
         relay.start()
         [options] = [o for kind, o in seen if kind == "xpub"]
         self.assertEqual(options[zmq.SNDHWM], 7)
-        self.assertEqual(options[zmq.SNDBUF], node.SUBSCRIBER_SNDBUF)
+        self.assertEqual(options[zmq.SNDBUF], notifyrelay.SUBSCRIBER_SNDBUF)
         self.assertEqual(options[zmq.XPUB_NODROP], 1)
 
     def test_defaultSubscriberHwm(self):
@@ -256,7 +258,7 @@ class SlowSubscriberTests(SynchronousTestCase):
         self.assertEqual(self.xpub.connected, ["tcp://cloud:5557"])
         self.assertEqual((at[0][zmq.SNDHWM], at[0][zmq.SNDBUF]), (500, -1))
         self.assertEqual(self.raw.options[zmq.SNDHWM], 7)
-        self.assertEqual(self.raw.options[zmq.SNDBUF], node.SUBSCRIBER_SNDBUF)
+        self.assertEqual(self.raw.options[zmq.SNDBUF], notifyrelay.SUBSCRIBER_SNDBUF)
 
     def test_fastPath(self):
         """
@@ -310,7 +312,7 @@ class RelayOptionsTests(SynchronousTestCase):
         The cloud's and a proxy's options set the relay's table size and
         per-subscriber high-water mark, 100000 and 1000 by default.
         """
-        from zmqrelay.tap import cloud, proxy
+        from zmqrelay.tools.tap import cloud, proxy
 
         for module in (cloud, proxy):
             options = module.Options()
@@ -328,7 +330,7 @@ class RelayOptionsTests(SynchronousTestCase):
         """
         from twisted.python.usage import UsageError
 
-        from zmqrelay.tap import cloud
+        from zmqrelay.tools.tap import cloud
 
         for name in ("--max-subscriptions", "--sub-hwm"):
             self.assertRaises(UsageError, cloud.Options().parseOptions, [name, "0"])
@@ -398,7 +400,7 @@ class DeadlineCapTests(SynchronousTestCase):
         message = protocol.Message(1, protocol.REQUEST, {"id": 1, "to": "s", "ttl": 2**40}, b"")
         forwarder.forward(origin, message, target)
         [(_, header, _)] = target.sent
-        self.assertEqual(header["ttl"], node.MAX_TTL_MS)
-        clock.advance(node.MAX_TTL_MS / 1000.0)
+        self.assertEqual(header["ttl"], hop.MAX_TTL_MS)
+        clock.advance(hop.MAX_TTL_MS / 1000.0)
         forwarder.expire()
         self.assertEqual(len(forwarder.inflight), 0)

@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.node.NotificationRelay} over real ZeroMQ sockets
+Tests for L{zmqrelay.roles.notifyrelay.NotificationRelay} over real ZeroMQ sockets
 (C{inproc://}, a fake reactor): what ZeroMQ itself does with a slow
 subscriber and with a subscription that waited for room, which fakes cannot
 show.
@@ -9,10 +9,11 @@ import zmq
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_zmq import FakeReactor
-from zmqrelay import node, protocol
-from zmqrelay._zmq import SocketFactory, SocketOptions
-from zmqrelay.config import NodeConfig
-from zmqrelay.node import NotificationRelay
+from zmqrelay.core import protocol
+from zmqrelay.roles import notifyrelay
+from zmqrelay.edge._zmq import SocketFactory, SocketOptions
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.roles.notifyrelay import NotificationRelay
 
 #: How long a test waits for ZeroMQ to pass on what it was given (ms); on
 #: inproc it is there at once, this only bounds a broken test.
@@ -112,7 +113,7 @@ class SlowSubscriberTests(RealRelayMixin, SynchronousTestCase):
         """
         raw = self.relay.xpub.socket
         self.assertEqual(raw.getsockopt(zmq.SNDHWM), 10)
-        self.assertEqual(raw.getsockopt(zmq.SNDBUF), node.SUBSCRIBER_SNDBUF)
+        self.assertEqual(raw.getsockopt(zmq.SNDBUF), notifyrelay.SUBSCRIBER_SNDBUF)
 
     def test_fastSubscriberGetsEverything(self):
         """

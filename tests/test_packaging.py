@@ -10,7 +10,7 @@ import zipfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.launcher import ROOT
+from zmqrelay.tools.launcher import ROOT
 
 
 class WheelTests(SynchronousTestCase):

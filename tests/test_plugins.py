@@ -11,10 +11,10 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from zmqrelay.interfaces import ICloud, IClient, IProxy, IServer
-from zmqrelay.tap import client as clientTap
-from zmqrelay.tap import cloud as cloudTap
-from zmqrelay.tap import proxy as proxyTap
-from zmqrelay.tap import server as serverTap
+from zmqrelay.tools.tap import client as clientTap
+from zmqrelay.tools.tap import cloud as cloudTap
+from zmqrelay.tools.tap import proxy as proxyTap
+from zmqrelay.tools.tap import server as serverTap
 
 TAPNAMES = ["zmqrelay-client", "zmqrelay-cloud", "zmqrelay-proxy", "zmqrelay-server"]
 

@@ -1,14 +1,14 @@
 """
-Tests for L{zmqrelay.presence}: merged per-client presence.
+Tests for L{zmqrelay.core.presence}: merged per-client presence.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from zmqrelay import presence
+from zmqrelay.core import presence
 from zmqrelay.interfaces import IPresenceObserver, IPresenceView
-from zmqrelay.presence import PresenceLog, PresenceView, replicaChanges
-from zmqrelay.replica import MapReplica, MapSource
+from zmqrelay.core.presence import PresenceLog, PresenceView, replicaChanges
+from zmqrelay.core.replica import MapReplica, MapSource
 
 from tests.fakes import PresenceRecorder
 

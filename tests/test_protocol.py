@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.protocol}: the wire codec.
+Tests for L{zmqrelay.core.protocol}: the wire codec.
 """
 
 import msgpack
@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import protocol
-from zmqrelay.protocol import ProtocolError
+from zmqrelay.core import protocol
+from zmqrelay.core.protocol import ProtocolError
 
 SIG = protocol.SIGNATURE + bytes([protocol.CURRENT_VERSION])
 

@@ -1,10 +1,10 @@
 """
-Tests for L{zmqrelay.ratelimit}: token buckets and peer guards.
+Tests for L{zmqrelay.core.ratelimit}: token buckets and peer guards.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.ratelimit import PeerGuard, TokenBucket
+from zmqrelay.core.ratelimit import PeerGuard, TokenBucket
 
 
 class TokenBucketTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.replica}: replicated maps by snapshot plus deltas.
+Tests for L{zmqrelay.core.replica}: replicated maps by snapshot plus deltas.
 """
 
 import msgpack
@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import protocol
-from zmqrelay.replica import (
+from zmqrelay.core import protocol
+from zmqrelay.core.replica import (
     DELTA,
     MARK,
     SNAPSHOT,

@@ -1,6 +1,6 @@
 """
-Tests for the replicated maps between the roles (L{zmqrelay.cloud},
-L{zmqrelay.proxy}, L{zmqrelay.server}): every owner sends marks once per
+Tests for the replicated maps between the roles (L{zmqrelay.roles.cloud},
+L{zmqrelay.roles.proxy}, L{zmqrelay.roles.server}): every owner sends marks once per
 liveness window to every holder of its maps, and every holder that finds
 itself elsewhere asks for a snapshot.
 
@@ -11,11 +11,11 @@ checking them, on fake sockets and a L{Clock}.
 
 import msgpack
 
-from zmqrelay import protocol
-from zmqrelay.cloud import Cloud
-from zmqrelay.proxy import Proxy
-from zmqrelay.replica import MARK
-from zmqrelay.server import Server
+from zmqrelay.core import protocol
+from zmqrelay.roles.cloud import Cloud
+from zmqrelay.roles.proxy import Proxy
+from zmqrelay.core.replica import MARK
+from zmqrelay.roles.server import Server
 
 from tests.fakes import RecordingHandler, helloFrames, welcomeFrames
 from tests.test_roles import LISTEN, RoleTestCase

@@ -1,11 +1,11 @@
 """
-Tests for L{zmqrelay.replycache}: answering retried requests once.
+Tests for L{zmqrelay.core.replycache}: answering retried requests once.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay import protocol
-from zmqrelay.replycache import ReplyCache
+from zmqrelay.core import protocol
+from zmqrelay.core.replycache import ReplyCache
 
 
 class ReplyCacheTests(SynchronousTestCase):

@@ -1,6 +1,6 @@
 """
-Tests for the four roles (L{zmqrelay.cloud}, L{zmqrelay.proxy},
-L{zmqrelay.server}, L{zmqrelay.client}) built on fake sockets and a L{Clock}:
+Tests for the four roles (L{zmqrelay.roles.cloud}, L{zmqrelay.roles.proxy},
+L{zmqrelay.roles.server}, L{zmqrelay.roles.client}) built on fake sockets and a L{Clock}:
 their interfaces, a clean start and stop, and a few behaviours.
 """
 
@@ -10,13 +10,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from zmqrelay import errors, protocol
-from zmqrelay.client import GAP_GRACE, Client
-from zmqrelay.cloud import Cloud
-from zmqrelay.config import NodeConfig
+from zmqrelay.core import errors, protocol
+from zmqrelay.roles.client import GAP_GRACE, Client
+from zmqrelay.roles.cloud import Cloud
+from zmqrelay.core.config import NodeConfig
 from zmqrelay.interfaces import ICloud, IClient, IProxy, IRequest, IServer
-from zmqrelay.proxy import Proxy
-from zmqrelay.server import Server
+from zmqrelay.roles.proxy import Proxy
+from zmqrelay.roles.server import Server
 
 from tests.fakes import (
     FakeSocketFactory,

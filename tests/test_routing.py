@@ -1,10 +1,10 @@
 """
-Tests for L{zmqrelay.routing}: the route table and the in-flight table.
+Tests for L{zmqrelay.core.routing}: the route table and the in-flight table.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.routing import InFlight, Route, RouteTable
+from zmqrelay.core.routing import InFlight, Route, RouteTable
 
 
 class _Peer:

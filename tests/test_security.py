@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.security}: certificates, the key registry, the ZAP
+Tests for L{zmqrelay.edge.security}: certificates, the key registry, the ZAP
 decisions, and how the L{Front}, the L{UpstreamLink}, the tap options and
 C{zmqrelay keygen} use them.  Fakes and a L{Clock}; no socket is opened.
 """
@@ -16,12 +16,14 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zmq.utils import z85
 
-from zmqrelay import cli, protocol, security
-from zmqrelay.config import NodeConfig
-from zmqrelay.errors import AuthenticationFailed
-from zmqrelay.front import Front
-from zmqrelay.link import UpstreamLink
-from zmqrelay.security import (
+from zmqrelay.core import protocol
+from zmqrelay.edge import security
+from zmqrelay.tools import cli
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.core.errors import AuthenticationFailed
+from zmqrelay.edge.front import Front
+from zmqrelay.edge.link import UpstreamLink
+from zmqrelay.edge.security import (
     CONTROL,
     PUBLISH,
     SUBSCRIBE,
@@ -33,9 +35,9 @@ from zmqrelay.security import (
     writeCertificates,
     zapReply,
 )
-from zmqrelay.tap import client as clientTap
-from zmqrelay.tap import cloud as cloudTap
-from zmqrelay.tap import proxy as proxyTap
+from zmqrelay.tools.tap import client as clientTap
+from zmqrelay.tools.tap import cloud as cloudTap
+from zmqrelay.tools.tap import proxy as proxyTap
 
 from tests.fakes import FakeSocketFactory, FrontOwner, LinkOwner, helloFrames
 
@@ -305,7 +307,7 @@ class ZapHandlerTests(SynchronousTestCase):
         from twisted.logger import globalLogPublisher
 
         def observer(event):
-            if event.get("log_namespace") == "zmqrelay.security" and "reason" in event:
+            if event.get("log_namespace") == "zmqrelay.edge.security" and "reason" in event:
                 logged.append(event)
 
         globalLogPublisher.addObserver(observer)

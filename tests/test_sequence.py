@@ -1,10 +1,10 @@
 """
-Tests for L{zmqrelay.sequence}: duplicates and gaps in notification streams.
+Tests for L{zmqrelay.core.sequence}: duplicates and gaps in notification streams.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.sequence import DELIVER, DUPLICATE, Gap, Notification, SequenceTracker
+from zmqrelay.core.sequence import DELIVER, DUPLICATE, Gap, Notification, SequenceTracker
 
 
 class SequenceTrackerTests(SynchronousTestCase):

@@ -1,12 +1,12 @@
 """
-Tests for L{zmqrelay._zmq}: real ZeroMQ sockets (inproc), a fake reactor.
+Tests for L{zmqrelay.edge._zmq}: real ZeroMQ sockets (inproc), a fake reactor.
 """
 
 import zmq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay._zmq import SocketFactory, SocketOptions
+from zmqrelay.edge._zmq import SocketFactory, SocketOptions
 
 
 class FakeReactor(Clock):

@@ -1,121 +1,19 @@
 """
-The settings every node has, with their defaults.
-
-One L{NodeConfig} is built by a tap module from command-line options (or by
-hand in a C{.tac} file) and handed to a role.
+The public import path of the settings every node has (see L{zmqrelay.core.config}).
 """
 
-import os
-import socket
+from zmqrelay.core.config import (
+    newIncarnation,
+    defaultNodeId,
+    NodeConfig,
+    SocketOptions,
+    MAX_FRAMES,
+)
 
-from zmqrelay import protocol
-
-
-def newIncarnation():
-    """
-    @return: a random id for this process (L{str}).
-    """
-    return os.urandom(8).hex()
-
-
-def defaultNodeId(role):
-    """
-    @return: a node id that is unique enough on one machine.
-    """
-    return f"{role}-{socket.gethostname()}-{os.getpid()}"
-
-
-class NodeConfig:
-    """
-    Settings of one node.
-
-    @ivar nodeId: this node's id.
-    @ivar incarnation: this process's incarnation.
-    @ivar heartbeat: seconds between heartbeats on an idle hop.
-    @ivar liveness: heartbeats missed before a peer is gone.
-    @ivar helloTimeout: seconds to wait for WELCOME.
-    @ivar reconnectInitial: first reconnect delay (seconds).
-    @ivar reconnectMax: longest reconnect delay (seconds).
-    @ivar rejectDelay: seconds to wait after a REJECT before trying again.
-    @ivar maxMessageSize: largest message accepted (bytes, all frames).
-    @ivar hwm: high-water mark of every socket (messages).
-    @ivar maxInFlight: requests one client may have in flight at this node.
-    @ivar rate: messages a second one peer may send (0: no limit).
-    @ivar burst: messages one peer may send at once above C{rate}.
-    @ivar byteRate: bytes a second one peer may send (0: no limit).
-    @ivar strikes: refusals within C{cooldown} after which a peer is ignored.
-    @ivar cooldown: seconds an abusive peer is ignored.
-    @ivar readBudget: messages read from one socket per reactor turn.
-    @ivar handshakeTimeout: seconds a connection may go without a session
-        (no HELLO yet, or its session ended) before the node cuts it; also
-        ZeroMQ's ZMTP handshake timeout.
-    @ivar maxPending: connections that may wait without a session at once;
-        beyond it the oldest are cut.
-    @ivar strangerRate: messages a second the node reads, in all, from
-        connections without a session (HELLOs included); beyond it they are
-        dropped unread and counted.
-    @ivar versions: protocol versions this node speaks.
-    @ivar requestTimeout: default seconds for one request attempt (clients).
-    @ivar attempts: default attempts per request (clients).
-    @ivar historySize: notifications a server keeps per topic for replay.
-    @ivar replyCacheSize: replies a server keeps for retried requests.
-    @ivar curve: C{None}, or the CURVE settings: a
-        L{zmqrelay.security.CurveConfig}.
-    @ivar maxSubscriptions: distinct subscription prefixes a relay forwards
-        upstream at once (and, as many again, refused ones it keeps to
-        forward when room frees up).
-    @ivar subHwm: notifications a relay queues for one subscriber before
-        dropping for it (the XPUB's send high-water mark).
-    """
-
-    def __init__(self, nodeId, **kw):
-        self.nodeId = nodeId
-        self.incarnation = kw.pop("incarnation", None) or newIncarnation()
-        self.heartbeat = kw.pop("heartbeat", 1.0)
-        self.liveness = kw.pop("liveness", 3)
-        self.helloTimeout = kw.pop("helloTimeout", None)
-        self.reconnectInitial = kw.pop("reconnectInitial", 0.25)
-        self.reconnectMax = kw.pop("reconnectMax", 32.0)
-        self.rejectDelay = kw.pop("rejectDelay", 5.0)
-        self.maxMessageSize = kw.pop("maxMessageSize", 4 * 1024 * 1024)
-        self.hwm = kw.pop("hwm", 10000)
-        self.maxInFlight = kw.pop("maxInFlight", 1000)
-        self.rate = kw.pop("rate", 20000.0)
-        self.burst = kw.pop("burst", 2000.0)
-        self.byteRate = kw.pop("byteRate", 256.0 * 1024 * 1024)
-        self.strikes = kw.pop("strikes", 50)
-        self.cooldown = kw.pop("cooldown", 10.0)
-        self.readBudget = kw.pop("readBudget", 200)
-        self.handshakeTimeout = kw.pop("handshakeTimeout", 5.0)
-        self.maxPending = kw.pop("maxPending", 1000)
-        self.strangerRate = kw.pop("strangerRate", 2000.0)
-        self.versions = tuple(kw.pop("versions", protocol.SUPPORTED_VERSIONS))
-        self.requestTimeout = kw.pop("requestTimeout", 5.0)
-        self.attempts = kw.pop("attempts", 3)
-        self.historySize = kw.pop("historySize", 1000)
-        self.replyCacheSize = kw.pop("replyCacheSize", 10000)
-        self.curve = kw.pop("curve", None)
-        self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
-        self.subHwm = kw.pop("subHwm", 1000)
-        if kw:
-            raise TypeError(f"unknown settings: {', '.join(sorted(kw))}")
-        if self.helloTimeout is None:
-            self.helloTimeout = self.heartbeat * self.liveness
-        if self.heartbeat <= 0 or self.liveness < 1:
-            raise ValueError("heartbeat must be > 0 and liveness >= 1")
-
-    def socketOptions(self, curve=None):
-        """
-        @return: the L{zmqrelay._zmq.SocketOptions} for this node's sockets
-            (imported lazily: this module does not touch txzmq).
-        """
-        from zmqrelay._zmq import SocketOptions
-
-        return SocketOptions(
-            hwm=self.hwm,
-            maxMessageSize=self.maxMessageSize + 4096,
-            heartbeat=self.heartbeat,
-            readBudget=self.readBudget,
-            curve=curve,
-            handshake=self.handshakeTimeout,
-        )
+__all__ = [
+    "newIncarnation",
+    "defaultNodeId",
+    "NodeConfig",
+    "SocketOptions",
+    "MAX_FRAMES",
+]

@@ -6,10 +6,10 @@ Applications plug in through L{IRequestHandler}, L{INotificationReceiver} and
 L{IPresenceObserver}.
 
 Inside a node, a role owns the two ends of its hops and is told what happens
-on them: a L{zmqrelay.front.Front} calls its L{IFrontOwner}, an
-L{zmqrelay.link.UpstreamLink} its L{ILinkOwner}.  Both, and every other part
+on them: a L{zmqrelay.edge.front.Front} calls its L{IFrontOwner}, an
+L{zmqrelay.edge.link.UpstreamLink} its L{ILinkOwner}.  Both, and every other part
 that talks ZeroMQ, get their sockets from an L{ISocketFactory}: the real one
-in L{zmqrelay._zmq}, a fake in the unit tests.
+in L{zmqrelay.edge._zmq}, a fake in the unit tests.
 """
 
 from zope.interface import Attribute, Interface
@@ -51,7 +51,7 @@ class IPresenceView(Interface):
         """
         The clients connected now.
 
-        @return: a L{dict} mapping client id to a L{zmqrelay.presence.ClientPresence}
+        @return: a L{dict} mapping client id to a L{zmqrelay.core.presence.ClientPresence}
             (incarnation, since when, and by which paths).
         """
 
@@ -84,13 +84,13 @@ class IPresenceObserver(Interface):
 
     def clientConnected(event):
         """
-        @param event: a L{zmqrelay.presence.PresenceEvent} with C{connected}
+        @param event: a L{zmqrelay.core.presence.PresenceEvent} with C{connected}
             true, naming the client id, incarnation and path.
         """
 
     def clientDisconnected(event):
         """
-        @param event: a L{zmqrelay.presence.PresenceEvent} with C{connected}
+        @param event: a L{zmqrelay.core.presence.PresenceEvent} with C{connected}
             false and a C{reason} (C{'bye'}, C{'heartbeat-timeout'},
             C{'replaced'}, C{'upstream-lost'}, ...).
         """
@@ -127,7 +127,7 @@ class IRequestHandler(Interface):
         @param request: an L{IRequest}.
         @return: the reply L{bytes}, or a L{Deferred} firing with them.  A
             failure (or a raised exception) goes back to the client as a
-            L{zmqrelay.errors.HandlerError}.  The server calls this once per
+            L{zmqrelay.core.errors.HandlerError}.  The server calls this once per
             request id: a retried request is answered from the reply cache.
         """
 
@@ -139,7 +139,7 @@ class INotificationReceiver(Interface):
 
     def notificationReceived(notification):
         """
-        @param notification: a L{zmqrelay.sequence.Notification} (topic,
+        @param notification: a L{zmqrelay.core.sequence.Notification} (topic,
             payload, server id, incarnation, sequence number, replayed flag).
         """
 
@@ -147,7 +147,7 @@ class INotificationReceiver(Interface):
         """
         Some notifications were lost and could not be recovered by replay.
 
-        @param gap: a L{zmqrelay.sequence.Gap} (server, topic, first and last
+        @param gap: a L{zmqrelay.core.sequence.Gap} (server, topic, first and last
             missing sequence numbers).
         """
 
@@ -166,7 +166,7 @@ class IServer(INode, IPresenceView):
         @param topic: L{bytes}; subscribers match on prefixes of it.
         @param payload: L{bytes}.
         @return: the sequence number given to it (L{int}).
-        @raise zmqrelay.errors.TooLarge: if it is larger than this node's
+        @raise zmqrelay.core.errors.TooLarge: if it is larger than this node's
             message size limit allows.
         """
 
@@ -178,9 +178,9 @@ class IServer(INode, IPresenceView):
         @param payload: L{bytes}.
         @param timeout: seconds to wait for the client's receipt.
         @return: a L{Deferred} firing with C{None} when the client has it, or
-            failing with L{zmqrelay.errors.NoRoute} (not connected),
-            L{zmqrelay.errors.TargetLost}, L{zmqrelay.errors.RequestTimeout}
-            or L{zmqrelay.errors.TooLarge} (more than the path accepts).
+            failing with L{zmqrelay.core.errors.NoRoute} (not connected),
+            L{zmqrelay.core.errors.TargetLost}, L{zmqrelay.core.errors.RequestTimeout}
+            or L{zmqrelay.core.errors.TooLarge} (more than the path accepts).
         """
 
 
@@ -200,7 +200,7 @@ class IClient(INode):
         @param attempts: how many times to try in all; a retry reuses the
             request id, so the server runs its handler at most once.
         @return: a L{Deferred} that always fires: with the reply L{bytes}, or
-            with a L{zmqrelay.errors.RelayError} (timeout, no route, target
+            with a L{zmqrelay.core.errors.RelayError} (timeout, no route, target
             lost, over limit, handler error, version mismatch, ...).
             Cancelling it abandons the request.
         """
@@ -253,7 +253,7 @@ class ICloud(INode, IPresenceView):
 
 class IFrontOwner(Interface):
     """
-    The role behind a L{zmqrelay.front.Front}: told about the peers attached
+    The role behind a L{zmqrelay.edge.front.Front}: told about the peers attached
     to it and what they send.  The front has done the handshake, the
     heartbeats and the limits; what a message means is the owner's.
     """
@@ -264,8 +264,8 @@ class IFrontOwner(Interface):
         """
         A peer said HELLO: accept it or refuse it.
 
-        @param session: the L{zmqrelay.front.PeerSession} it would have.
-        @raise zmqrelay.errors.Rejected: to refuse it; it gets REJECT.
+        @param session: the L{zmqrelay.edge.front.PeerSession} it would have.
+        @raise zmqrelay.core.errors.Rejected: to refuse it; it gets REJECT.
         """
 
     def peerJoined(session):
@@ -291,8 +291,8 @@ class IFrontOwner(Interface):
         """
         A peer sent anything other than HELLO, BYE or a heartbeat.
 
-        @param message: the L{zmqrelay.protocol.Message}.
-        @raise zmqrelay.protocol.ProtocolError: the message is not acceptable
+        @param message: the L{zmqrelay.core.protocol.Message}.
+        @raise zmqrelay.core.protocol.ProtocolError: the message is not acceptable
             here; the peer gets ERR with its code and text.
         """
 
@@ -304,7 +304,7 @@ class IFrontOwner(Interface):
 
 class ILinkOwner(Interface):
     """
-    The role behind an L{zmqrelay.link.UpstreamLink}: told when the hop
+    The role behind an L{zmqrelay.edge.link.UpstreamLink}: told when the hop
     upstream comes and goes, and what the upstream node sends.
     """
 
@@ -334,8 +334,8 @@ class ILinkOwner(Interface):
         The upstream node sent anything other than WELCOME, REJECT or a
         heartbeat.
 
-        @param message: the L{zmqrelay.protocol.Message}.
-        @raise zmqrelay.protocol.ProtocolError: the message is not acceptable
+        @param message: the L{zmqrelay.core.protocol.Message}.
+        @raise zmqrelay.core.protocol.ProtocolError: the message is not acceptable
             here; it is logged and counted.
         """
 

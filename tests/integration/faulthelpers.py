@@ -34,10 +34,10 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay import errors
-from zmqrelay.examples import ExampleApp
+from zmqrelay.core import errors
+from zmqrelay.tools.examples import ExampleApp
 from zmqrelay.interfaces import INotificationReceiver
-from zmqrelay.launcher import ROOT, TWISTD_MAIN, NodeProcess, Topology
+from zmqrelay.tools.launcher import ROOT, TWISTD_MAIN, NodeProcess, Topology
 from tests.integration.helpers import poll
 
 log = Logger()
@@ -215,7 +215,7 @@ class Subscriber:
     Every notification one in-process client receives on a prefix.
 
     @ivar notifications: (server, incarnation, topic, seq, replayed, time).
-    @ivar lost: the L{zmqrelay.sequence.Gap}s reported lost.
+    @ivar lost: the L{zmqrelay.core.sequence.Gap}s reported lost.
     """
 
     def __init__(self, reactor, client, prefix):
@@ -592,8 +592,8 @@ class FaultRig:
         Start every node and the in-process clients, start the traffic, and
         wait until replies and notifications flow and presence is right.
         """
-        from zmqrelay.client import Client
-        from zmqrelay.config import NodeConfig
+        from zmqrelay.roles.client import Client
+        from zmqrelay.core.config import NodeConfig
 
         await self.start("cloud")
         if self.chaos is not None:

@@ -26,11 +26,11 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay import protocol
-from zmqrelay.client import Client
-from zmqrelay.config import NodeConfig
+from zmqrelay.core import protocol
+from zmqrelay.roles.client import Client
+from zmqrelay.core.config import NodeConfig
 from zmqrelay.interfaces import INotificationReceiver
-from zmqrelay.launcher import ROOT, TWISTD_MAIN, NodeProcess, Topology
+from zmqrelay.tools.launcher import ROOT, TWISTD_MAIN, NodeProcess, Topology
 
 log = Logger()
 
@@ -121,7 +121,7 @@ class Collector:
     """
     A notification receiver that keeps what it got.
 
-    @ivar received: the L{zmqrelay.sequence.Notification}s, in order.
+    @ivar received: the L{zmqrelay.core.sequence.Notification}s, in order.
     @ivar lost: the gaps reported.
     """
 
@@ -408,7 +408,7 @@ def zmqrelayCommand():
     script = os.path.join(os.path.dirname(sys.executable), "zmqrelay")
     if os.access(script, os.X_OK):
         return [script]
-    return [sys.executable, "-c", "from zmqrelay.cli import main; main()"]
+    return [sys.executable, "-c", "from zmqrelay.tools.cli import main; main()"]
 
 
 def runCommand(testCase, args, timeout=20.0, reactor=None):

@@ -26,7 +26,7 @@ import sys
 from twisted.internet import defer, protocol as twprotocol, reactor
 from twisted.trial import unittest
 
-from zmqrelay.launcher import ROOT
+from zmqrelay.tools.launcher import ROOT
 from tests.integration.helpers import LOOPBACK, Cluster, childEnvironment, poll, stats
 
 ATTACKS = os.path.join(ROOT, "bench", "attacks.py")

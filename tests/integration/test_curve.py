@@ -18,11 +18,11 @@ from twisted.internet import defer
 from twisted.protocols import portforward
 from twisted.trial import unittest
 
-from zmqrelay import errors, protocol
-from zmqrelay.client import Client
-from zmqrelay.config import NodeConfig
-from zmqrelay.link import CONNECTED
-from zmqrelay.security import CurveConfig, readCertificate, writeCertificates
+from zmqrelay.core import errors, protocol
+from zmqrelay.roles.client import Client
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.edge.link import CONNECTED
+from zmqrelay.edge.security import CurveConfig, readCertificate, writeCertificates
 from tests.integration.helpers import (
     LOOPBACK,
     Cluster,

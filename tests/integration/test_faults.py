@@ -22,7 +22,7 @@ fault also proves that the previous recovery left nothing behind.
 
 from twisted.trial.unittest import TestCase
 
-from zmqrelay import errors
+from zmqrelay.core import errors
 
 from tests.integration.faulthelpers import (
     DETECT_BOUND,

@@ -1,7 +1,7 @@
 """
 A "foreign" client, written from C{docs/PROTOCOL.md} alone, against real nodes.
 
-Nothing of zmqrelay is used here but L{zmqrelay.launcher} to start the
+Nothing of zmqrelay is used here but L{zmqrelay.tools.launcher} to start the
 C{twistd} nodes: the client below is a raw pyzmq DEALER and SUB and msgpack,
 built from the specification (section numbers in comments refer to it).  The
 byte-level examples of the specification (section 15) are read out of the
@@ -25,7 +25,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial import unittest
 
-from zmqrelay.launcher import ROOT, Topology
+from zmqrelay.tools.launcher import ROOT, Topology
 
 LOOPBACK = "tcp://127.0.0.1:*"
 SPEC = os.path.join(ROOT, "docs", "PROTOCOL.md")

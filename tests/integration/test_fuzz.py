@@ -15,7 +15,7 @@ Raw pyzmq sockets in this process throw a bounded number of frames at:
   - every TCP port: plain TCP connections writing random bytes (not even
     ZMTP).
 
-Meanwhile an in-process L{zmqrelay.client.Client} on the cloud makes
+Meanwhile an in-process L{zmqrelay.roles.client.Client} on the cloud makes
 requests and receives s1's ticks.  Afterwards: every node is alive and
 answers; the client lost no request and no tick; every node counted the
 malformed input (C{sys stats}); no node logged a traceback; warnings stayed
@@ -36,9 +36,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial import unittest
 
-from zmqrelay import protocol
-from zmqrelay.client import Client
-from zmqrelay.config import NodeConfig
+from zmqrelay.core import protocol
+from zmqrelay.roles.client import Client
+from zmqrelay.core.config import NodeConfig
 from tests.integration.helpers import LOOPBACK, Cluster, Collector, poll, reachable, stats
 
 #: Messages each fuzzing socket sends.

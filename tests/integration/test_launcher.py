@@ -1,5 +1,5 @@
 """
-Tests for L{zmqrelay.launcher}: nodes never outlive whoever started them.
+Tests for L{zmqrelay.tools.launcher}: nodes never outlive whoever started them.
 """
 
 import os
@@ -10,12 +10,12 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.launcher import ROOT
+from zmqrelay.tools.launcher import ROOT
 
 _PARENT = """
 import sys
 from twisted.internet import defer, task
-from zmqrelay.launcher import Topology
+from zmqrelay.tools.launcher import Topology
 
 async def main(reactor):
     topology = Topology(reactor)

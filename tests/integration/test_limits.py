@@ -23,12 +23,12 @@ from twisted.internet import defer, protocol as twprotocol, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from zmqrelay import errors, protocol
-from zmqrelay._zmq import SocketFactory
-from zmqrelay.client import Client
-from zmqrelay.config import NodeConfig
-from zmqrelay.launcher import ROOT
-from zmqrelay.tap.cloud import Options as CloudOptions
+from zmqrelay.core import errors, protocol
+from zmqrelay.edge._zmq import SocketFactory
+from zmqrelay.roles.client import Client
+from zmqrelay.core.config import NodeConfig
+from zmqrelay.tools.launcher import ROOT
+from zmqrelay.tools.tap.cloud import Options as CloudOptions
 from tests.integration.helpers import (
     LOOPBACK,
     Cluster,

@@ -14,7 +14,7 @@ import msgpack
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from zmqrelay import errors, protocol
+from zmqrelay.core import errors, protocol
 from tests.integration.helpers import (
     Cluster,
     Collector,

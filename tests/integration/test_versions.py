@@ -13,9 +13,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from zmqrelay import errors, protocol
-from zmqrelay.client import Client
-from zmqrelay.config import NodeConfig
+from zmqrelay.core import errors, protocol
+from zmqrelay.roles.client import Client
+from zmqrelay.core.config import NodeConfig
 from tests.integration.helpers import LOOPBACK, Cluster, RawPeer, poll, stats
 
 

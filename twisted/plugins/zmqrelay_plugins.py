@@ -9,28 +9,28 @@ from twisted.application.service import ServiceMaker
 
 zmqrelayCloud = ServiceMaker(
     "zmqrelay cloud",
-    "zmqrelay.tap.cloud",
+    "zmqrelay.tools.tap.cloud",
     "The zmqrelay cloud: forwards between clients and every site's proxy.",
     "zmqrelay-cloud",
 )
 
 zmqrelayProxy = ServiceMaker(
     "zmqrelay proxy",
-    "zmqrelay.tap.proxy",
+    "zmqrelay.tools.tap.proxy",
     "A zmqrelay site proxy: forwards for every server on its network.",
     "zmqrelay-proxy",
 )
 
 zmqrelayServer = ServiceMaker(
     "zmqrelay server",
-    "zmqrelay.tap.server",
+    "zmqrelay.tools.tap.server",
     "A zmqrelay server: answers requests and publishes notifications.",
     "zmqrelay-server",
 )
 
 zmqrelayClient = ServiceMaker(
     "zmqrelay client",
-    "zmqrelay.tap.client",
+    "zmqrelay.tools.tap.client",
     "A zmqrelay client: sends requests and prints notifications.",
     "zmqrelay-client",
 )

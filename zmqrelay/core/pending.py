@@ -8,7 +8,7 @@ HELLO, or whose session ended while its connection stays, would cost us
 that for ever.  L{PendingConnections} tracks every such connection by its
 descriptor (as a socket monitor names it) and says which have waited longer
 than the handshake timeout, or are the oldest beyond the cap, so the
-L{zmqrelay.front.Front} can cut them.
+L{zmqrelay.edge.front.Front} can cut them.
 
 Pure: the time is passed in, descriptors are plain integers.
 """

@@ -13,12 +13,13 @@ It is made of:
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay import presence, protocol
-from zmqrelay.errors import Rejected
+from zmqrelay.core import presence, protocol
+from zmqrelay.core.errors import Rejected
 from zmqrelay.interfaces import ICloud, IFrontOwner
-from zmqrelay.node import RelayNode, requestId, sendError
-from zmqrelay.replica import MapReplica, MapSource, answerSync, applyFrom
-from zmqrelay.routing import Route, RouteTable
+from zmqrelay.roles.hop import requestId, sendError
+from zmqrelay.roles.node import RelayNode
+from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
+from zmqrelay.core.routing import Route, RouteTable
 
 log = Logger()
 

@@ -37,6 +37,7 @@ from zmq.utils.monitor import parse_monitor_message
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 from zope.interface import implementer
 
+from zmqrelay.core.config import SocketOptions
 from zmqrelay.interfaces import ISocket, ISocketFactory
 
 log = Logger()
@@ -72,49 +73,10 @@ _MONITORED = {
     int(zmq.EVENT_CLOSED): CLOSED,
 }
 
-#: Frames a message may have (a zmqrelay message on a ROUTER has 5).
-MAX_FRAMES = 8
 
 #: Why a message was discarded while being read.
 TOO_LARGE = "too-large"
 TOO_MANY_FRAMES = "too-many-frames"
-
-
-class SocketOptions:
-    """
-    The socket options every zmqrelay socket gets.
-
-    @ivar hwm: send and receive high-water marks (messages).
-    @ivar maxMessageSize: ZeroMQ's C{MAXMSGSIZE} (bytes; -1 for none).
-    @ivar heartbeat: the node's heartbeat in seconds: TCP keepalive probes a
-        silent connection after a few of them (0 for the system's default).
-        It never turns on ZMTP heartbeats (see the module docstring).
-    @ivar readBudget: messages read per reactor turn before yielding.
-    @ivar handshake: seconds a connection may take to finish the ZMTP
-        handshake (ZeroMQ's C{HANDSHAKE_IVL}; 0 for none).
-    @ivar maxFrames: frames a message may have; a longer one is discarded
-        as it is read.
-    @ivar curve: C{None}, or a dict with C{'server'} (bool), C{'public'},
-        C{'secret'} and (clients) C{'serverkey'}, all Z85 bytes.
-    """
-
-    def __init__(
-        self,
-        hwm=10000,
-        maxMessageSize=-1,
-        heartbeat=0,
-        readBudget=200,
-        curve=None,
-        handshake=5.0,
-        maxFrames=MAX_FRAMES,
-    ):
-        self.hwm = hwm
-        self.maxMessageSize = maxMessageSize
-        self.heartbeat = heartbeat
-        self.readBudget = readBudget
-        self.curve = curve
-        self.handshake = handshake
-        self.maxFrames = maxFrames
 
 
 @implementer(ISocket)
@@ -550,7 +512,7 @@ class SocketFactory:
         @param options: L{SocketOptions}, or C{None} for the factory's.
         @param userIds: call C{onMessage(frames, userId)} with the ZAP
             C{User-Id} of the connection each message came on (CURVE
-            servers; see L{zmqrelay.security}).
+            servers; see L{zmqrelay.edge.security}).
         @rtype: L{ZmqSocket}
         """
         return ZmqSocket(

@@ -5,7 +5,7 @@ C{twistd zmqrelay-server}: a server running an application.
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
-from zmqrelay.tap._common import NodeOptions, _nonNegative, checkEndpoint
+from zmqrelay.tools.tap._common import NodeOptions, _nonNegative, checkEndpoint
 
 
 class Options(NodeOptions):
@@ -26,7 +26,7 @@ class Options(NodeOptions):
         ["proxy", "p", None, "The site proxy's control endpoint (omit for direct clients only)."],
         ["listen", "l", "tcp://*:5575", "Control endpoint (ROUTER) for direct clients ('' for none)."],
         ["pub", None, "tcp://*:5576", "Notification endpoint (XPUB) direct clients subscribe to ('' for none)."],
-        ["app", "a", "zmqrelay.examples.example", "Dotted name of the application factory."],
+        ["app", "a", "zmqrelay.tools.examples.example", "Dotted name of the application factory."],
         ["tick", None, 0.0, "Seconds between tick notifications of the example app (0: none); "
          "the same as --app-option tick=SECONDS.", _nonNegative(float)],
         ["reply-cache", None, 10000, "Replies kept to answer retried requests.", _nonNegative(int)],
@@ -67,12 +67,12 @@ class Options(NodeOptions):
 
 def makeService(options):
     """
-    @return: a L{zmqrelay.server.Server} service running the application.
+    @return: a L{zmqrelay.roles.server.Server} service running the application.
     """
     from twisted.application.service import IService
 
-    from zmqrelay.presence import PresenceLog
-    from zmqrelay.server import Server
+    from zmqrelay.core.presence import PresenceLog
+    from zmqrelay.roles.server import Server
 
     config = options.nodeConfig(
         replyCacheSize=options["reply-cache"], historySize=options["history"]

@@ -2,7 +2,7 @@
 Start and stop real C{twistd} nodes as child processes.
 
 Used by the demo, the integration and fault tests and the benchmark.  A
-node is ready when it logs its C{ready:} line (see L{zmqrelay.node.Node}),
+node is ready when it logs its C{ready:} line (see L{zmqrelay.roles.node.Node}),
 never after a fixed sleep; every wait has a timeout; L{Topology.stopAll}
 ends every child it started, by pid, escalating to SIGKILL; and on Linux a
 child is SIGKILLed by the kernel if its parent dies first.
@@ -22,7 +22,7 @@ READY = re.compile(r"ready: role=(\S+) id=(\S+) inc=(\S+)(.*)$")
 
 #: The project root, so children find C{zmqrelay} and its plugins even
 #: without an install.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 #: The child's program: twistd, after asking Linux to SIGKILL it when its

@@ -16,13 +16,14 @@ It is made of:
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay import presence, protocol
-from zmqrelay.errors import Rejected
+from zmqrelay.core import presence, protocol
+from zmqrelay.core.errors import Rejected
 from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IProxy
-from zmqrelay.link import UpstreamLink
-from zmqrelay.node import RelayNode, advertised, requestId, sendError
-from zmqrelay.replica import MapReplica, MapSource, answerSync, applyFrom
-from zmqrelay.routing import Route, RouteTable
+from zmqrelay.edge.link import UpstreamLink
+from zmqrelay.roles.hop import advertised, requestId, sendError
+from zmqrelay.roles.node import RelayNode
+from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
+from zmqrelay.core.routing import Route, RouteTable
 
 log = Logger()
 

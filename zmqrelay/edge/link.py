@@ -20,7 +20,7 @@ The owner is told through:
   - C{owner.linkUp(link)}: WELCOME received (C{link.welcome} has it);
   - C{owner.linkDown(link, reason)}: the session ended;
   - C{owner.linkMessage(link, message)}: any other message; may raise
-    L{zmqrelay.protocol.ProtocolError}, which is logged and counted;
+    L{zmqrelay.core.protocol.ProtocolError}, which is logged and counted;
   - C{owner.helloExtras(link)}: extra HELLO fields.
 """
 
@@ -30,8 +30,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from zmqrelay import errors, protocol, security
-from zmqrelay.ratelimit import TokenBucket
+from zmqrelay.core import errors, protocol
+from zmqrelay.edge import security
+from zmqrelay.core.ratelimit import TokenBucket
 
 log = Logger()
 
@@ -70,7 +71,7 @@ class UpstreamLink:
     @ivar state: one of C{STOPPED}, C{CONNECTING}, C{CONNECTED}, C{WAITING}.
     @ivar welcome: the last WELCOME header, or C{None}.
     @ivar nodeId: the upstream node's id once connected.
-    @ivar lastError: the last L{zmqrelay.errors.RelayError} (a REJECT), or C{None}.
+    @ivar lastError: the last L{zmqrelay.core.errors.RelayError} (a REJECT), or C{None}.
     """
 
     def __init__(self, owner, config, reactor, socketFactory, endpoint, name=None,
@@ -144,7 +145,7 @@ class UpstreamLink:
     def whenUp(self, timeout):
         """
         @return: a L{Deferred} firing with this link when it is connected,
-            or failing with L{zmqrelay.errors.RequestTimeout} after
+            or failing with L{zmqrelay.core.errors.RequestTimeout} after
             C{timeout} seconds.  Cancelling it stops the wait.
         """
         if self.state == CONNECTED:

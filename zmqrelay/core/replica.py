@@ -22,7 +22,7 @@ import os
 
 import msgpack
 
-from zmqrelay import protocol
+from zmqrelay.core import protocol
 
 SNAPSHOT = "snapshot"
 DELTA = "delta"
@@ -235,9 +235,9 @@ def applyFrom(replica, source, message):
 
     @param source: the peer that owns the map (a session or a link): it is
         sent C{SYNC} naming the map after a gap.
-    @param message: the L{zmqrelay.protocol.Message}.
+    @param message: the L{zmqrelay.core.protocol.Message}.
     @return: the changes, as from L{MapReplica.apply}; none after a gap.
-    @raise zmqrelay.protocol.ProtocolError: (C{bad-message}) if the message
+    @raise zmqrelay.core.protocol.ProtocolError: (C{bad-message}) if the message
         is malformed; the replica is left as it was.
     """
     try:

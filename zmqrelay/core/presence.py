@@ -3,7 +3,7 @@ Presence: which clients are connected, by id, on which paths.
 
 A node learns about clients from two kinds of source: the clients attached to
 itself, and the replicated view of the node upstream of it (see
-L{zmqrelay.replica}).  L{PresenceView} merges them per client id and tells
+L{zmqrelay.core.replica}).  L{PresenceView} merges them per client id and tells
 observers only about real transitions: a client reachable on two paths is
 connected once and disconnected once; a restarted client (new incarnation)
 replaces the old one at once.
@@ -237,7 +237,7 @@ def replicaChanges(changes):
     A value that changed but kept its incarnation (a resync) is no step at
     all, so observers see no flapping.
 
-    @param changes: as returned by L{zmqrelay.replica.MapReplica.apply}.
+    @param changes: as returned by L{zmqrelay.core.replica.MapReplica.apply}.
     @return: an iterator of C{('detach', clientId, path, incarnation, reason)}
         and C{('attach', clientId, path, incarnation, since)}.
     @raise ValueError: on a malformed entry.

@@ -4,7 +4,7 @@ Options every role shares, and turning them into a L{NodeConfig}.
 
 from twisted.python import usage
 
-from zmqrelay.config import NodeConfig, defaultNodeId
+from zmqrelay.core.config import NodeConfig, defaultNodeId
 
 #: The option naming the endpoint C{--curve-server-key} is for, by role.
 _UPSTREAM = {"client": "cloud", "proxy": "cloud", "server": "proxy"}
@@ -107,9 +107,9 @@ class NodeOptions(usage.Options):
         """
         Check the CURVE options and load their files.
 
-        @return: a L{zmqrelay.security.CurveConfig}, or C{None}.
+        @return: a L{zmqrelay.edge.security.CurveConfig}, or C{None}.
         """
-        from zmqrelay.security import CurveConfig
+        from zmqrelay.edge.security import CurveConfig
 
         secret = self["curve-secret"]
         serverKey = self["curve-server-key"]

@@ -115,7 +115,7 @@ class _Connect(usage.Options):
         if bool(self["curve-secret"]) != bool(self["curve-server-key"]):
             raise usage.UsageError("CURVE needs both --curve-secret and --curve-server-key")
         if self["curve-secret"]:
-            from zmqrelay.security import CurveConfig
+            from zmqrelay.edge.security import CurveConfig
 
             upstream = self["cloud"] or self["proxy"]
             if not upstream:
@@ -215,8 +215,8 @@ class Options(usage.Options):
 
 
 def _client(reactor, opts):
-    from zmqrelay.client import Client
-    from zmqrelay.config import NodeConfig, defaultNodeId
+    from zmqrelay.roles.client import Client
+    from zmqrelay.core.config import NodeConfig, defaultNodeId
 
     curve = opts.get("curve")
     nodeId = opts["id"] or (curve.nodeId if curve is not None else None) or defaultNodeId("cli")
@@ -280,7 +280,7 @@ def _keygen(opts, out):
 
     @return: the exit status.
     """
-    from zmqrelay.security import writeCertificates
+    from zmqrelay.edge.security import writeCertificates
 
     try:
         public, secret = writeCertificates(

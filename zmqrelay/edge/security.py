@@ -16,10 +16,10 @@ authenticated by its public key.  This module owns:
     C{User-Id} = the node id bound to the key, or 400 for an unknown key or
     a role that may not use that socket;
   - L{CurveConfig}: what one node knows (its keypair, the public keys of the
-    nodes it dials, its registry), carried by L{zmqrelay.config.NodeConfig}
+    nodes it dials, its registry), carried by L{zmqrelay.core.config.NodeConfig}
     as C{curve}, and the helpers the roles use to secure their sockets.
 
-The binding of id to key is finished by L{zmqrelay.front.Front}: ZeroMQ
+The binding of id to key is finished by L{zmqrelay.edge.front.Front}: ZeroMQ
 hands it the C{User-Id} of each message, and at HELLO the claimed id and
 role must be the ones bound to that key (L{KeyRegistry.checkHello}).
 
@@ -43,9 +43,9 @@ import os
 from twisted.logger import Logger
 from zmq.utils import z85
 
-from zmqrelay import protocol
-from zmqrelay.errors import AuthenticationFailed
-from zmqrelay.ratelimit import TokenBucket
+from zmqrelay.core import protocol
+from zmqrelay.core.errors import AuthenticationFailed
+from zmqrelay.core.ratelimit import TokenBucket
 
 log = Logger()
 
@@ -398,8 +398,8 @@ def _curve(config):
 
 def boundOptions(config, domain):
     """
-    @param config: a L{zmqrelay.config.NodeConfig}.
-    @return: the L{zmqrelay._zmq.SocketOptions} of a socket bound in ZAP
+    @param config: a L{zmqrelay.core.config.NodeConfig}.
+    @return: the L{zmqrelay.edge._zmq.SocketOptions} of a socket bound in ZAP
         C{domain}, or C{None} (the factory's plain options).
     """
     curve = _curve(config)
@@ -410,7 +410,7 @@ def boundOptions(config, domain):
 
 def dialOptions(config, endpoint):
     """
-    @return: the L{zmqrelay._zmq.SocketOptions} of a socket that dials
+    @return: the L{zmqrelay.edge._zmq.SocketOptions} of a socket that dials
         C{endpoint}, or C{None} (the factory's plain options).
     """
     curve = _curve(config)

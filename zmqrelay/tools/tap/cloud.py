@@ -2,7 +2,7 @@
 C{twistd zmqrelay-cloud}: the cloud.
 """
 
-from zmqrelay.tap._common import NodeOptions, RelayOptions, checkEndpoint
+from zmqrelay.tools.tap._common import NodeOptions, RelayOptions, checkEndpoint
 
 
 class Options(RelayOptions):
@@ -31,10 +31,10 @@ class Options(RelayOptions):
 
 def makeService(options):
     """
-    @return: a L{zmqrelay.cloud.Cloud} service.
+    @return: a L{zmqrelay.roles.cloud.Cloud} service.
     """
-    from zmqrelay.cloud import Cloud
-    from zmqrelay.presence import PresenceLog
+    from zmqrelay.roles.cloud import Cloud
+    from zmqrelay.core.presence import PresenceLog
 
     cloud = Cloud(options.nodeConfig(), options["listen"], options["pub"], options["sub"])
     cloud.presence.addObserver(PresenceLog())

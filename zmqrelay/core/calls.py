@@ -11,7 +11,7 @@ import itertools
 
 from twisted.internet.defer import Deferred
 
-from zmqrelay import errors, protocol
+from zmqrelay.core import errors, protocol
 
 
 #: The longest retry-after taken from a peer (seconds).
@@ -69,7 +69,7 @@ class Calls:
         Wait for the answer to request C{rid}, sent to C{peer}.
 
         @return: a L{Deferred} firing with the reply payload or failing with
-            a L{zmqrelay.errors.RelayError}; cancelling it forgets the call.
+            a L{zmqrelay.core.errors.RelayError}; cancelling it forgets the call.
         """
 
         def cancel(d):

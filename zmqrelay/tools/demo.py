@@ -8,7 +8,7 @@ that talks to C{a1} directly (and also holds a cloud path).  It prints
 the interesting lines of every node for C{--seconds} (default 12), then
 stops everything; Ctrl-C stops it early, cleanly.
 
-    python -m zmqrelay.demo [--seconds N]
+    python -m zmqrelay.tools.demo [--seconds N]
 """
 
 import re
@@ -19,7 +19,7 @@ import sys
 from twisted.internet import defer, task
 from twisted.python import usage
 
-from zmqrelay.launcher import Topology
+from zmqrelay.tools.launcher import Topology
 
 _INTERESTING = re.compile(
     r"ready:|reply \d+|failed|notification b'|message from|lost|connected via|disconnected via"
@@ -40,7 +40,7 @@ def _ep(port=None):
 
 class Options(usage.Options):
     """
-    Options of C{python -m zmqrelay.demo}.
+    Options of C{python -m zmqrelay.tools.demo}.
     """
 
     optParameters = [["seconds", "s", 12.0, "How long to run before stopping.", float]]
@@ -109,7 +109,7 @@ async def main(reactor, seconds):
 
 def run(argv=None):
     """
-    Entry point of C{python -m zmqrelay.demo}.
+    Entry point of C{python -m zmqrelay.tools.demo}.
     """
     options = Options()
     try:

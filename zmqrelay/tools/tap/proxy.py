@@ -2,7 +2,7 @@
 C{twistd zmqrelay-proxy}: a site proxy.
 """
 
-from zmqrelay.tap._common import NodeOptions, RelayOptions, checkEndpoint
+from zmqrelay.tools.tap._common import NodeOptions, RelayOptions, checkEndpoint
 
 
 class Options(RelayOptions):
@@ -32,10 +32,10 @@ class Options(RelayOptions):
 
 def makeService(options):
     """
-    @return: a L{zmqrelay.proxy.Proxy} service.
+    @return: a L{zmqrelay.roles.proxy.Proxy} service.
     """
-    from zmqrelay.presence import PresenceLog
-    from zmqrelay.proxy import Proxy
+    from zmqrelay.core.presence import PresenceLog
+    from zmqrelay.roles.proxy import Proxy
 
     proxy = Proxy(
         options.nodeConfig(), options["listen"], options["pub"], options["sub"], options["cloud"]

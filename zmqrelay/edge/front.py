@@ -7,15 +7,15 @@ L{PeerSession} per attached node, heartbeats both ways, limits per peer, and
 clear errors for bad input.  What a message I{means} is left to the role
 (the C{owner}), through a small set of callbacks:
 
-  - C{owner.peerHello(session)}: may raise L{zmqrelay.errors.Rejected};
+  - C{owner.peerHello(session)}: may raise L{zmqrelay.core.errors.Rejected};
   - C{owner.peerJoined(session)} / C{owner.peerLeft(session, reason)};
   - C{owner.peerResumed(session)}: the same peer process came back on a new
     connection (same id and incarnation) and needs our state again;
   - C{owner.peerMessage(session, message)}: may raise
-    L{zmqrelay.protocol.ProtocolError}, which goes back to the peer as ERR;
+    L{zmqrelay.core.protocol.ProtocolError}, which goes back to the peer as ERR;
   - C{owner.welcomeExtras(session)}: extra WELCOME fields.
 
-With CURVE (see L{zmqrelay.security}) every message comes with the node id
+With CURVE (see L{zmqrelay.edge.security}) every message comes with the node id
 bound to the key of its connection: a HELLO must claim that id and its
 role, and a session only takes messages from the key that opened it.
 
@@ -31,10 +31,11 @@ from collections import OrderedDict
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from zmqrelay import protocol, security
-from zmqrelay.errors import Rejected
-from zmqrelay.pending import PendingConnections
-from zmqrelay.ratelimit import PeerGuard, TokenBucket
+from zmqrelay.core import protocol
+from zmqrelay.edge import security
+from zmqrelay.core.errors import Rejected
+from zmqrelay.core.pending import PendingConnections
+from zmqrelay.core.ratelimit import PeerGuard, TokenBucket
 
 log = Logger()
 
@@ -54,7 +55,7 @@ _MAX_HEADER = 4096
 STRANGER_RATE = 5.0
 STRANGER_BURST = 20.0
 
-#: Monitor events (as L{zmqrelay._zmq} names them).
+#: Monitor events (as L{zmqrelay.edge._zmq} names them).
 _ACCEPTED = "accepted"
 
 

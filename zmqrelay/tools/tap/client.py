@@ -5,7 +5,7 @@ timer, logging what comes back.  For demos, smoke tests and monitoring.
 
 from twisted.python import usage
 
-from zmqrelay.tap._common import NodeOptions, _nonNegative, _positive, checkEndpoint
+from zmqrelay.tools.tap._common import NodeOptions, _nonNegative, _positive, checkEndpoint
 
 
 class Options(NodeOptions):
@@ -60,10 +60,10 @@ class Options(NodeOptions):
 
 def makeService(options):
     """
-    @return: a L{zmqrelay.client.Client} with a L{zmqrelay.cli.Chatter}.
+    @return: a L{zmqrelay.roles.client.Client} with a L{zmqrelay.tools.cli.Chatter}.
     """
-    from zmqrelay.cli import Chatter
-    from zmqrelay.client import Client
+    from zmqrelay.tools.cli import Chatter
+    from zmqrelay.roles.client import Client
 
     config = options.nodeConfig(
         requestTimeout=options["timeout"], attempts=options["attempts"]

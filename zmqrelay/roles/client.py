@@ -1,0 +1,482 @@
+"""
+A client: sends requests to servers, receives their notifications and
+messages.
+
+A client may be attached on several paths at once (a server directly, its
+site's proxy, the cloud); each is an L{UpstreamLink}.  A request goes on the
+best live path (direct, then proxy, then cloud) and, if that path fails or
+says it has no route, on the next; a retry reuses the request id, so a server
+runs its handler once.  One SUB socket listens on every path; the
+L{SequenceTracker} drops the duplicates and finds the gaps, which are then
+replayed from the server.
+"""
+
+import msgpack
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqrelay.core import errors, protocol
+from zmqrelay.edge import security
+from zmqrelay.core.calls import Calls
+from zmqrelay.interfaces import IClient, ILinkOwner
+from zmqrelay.edge.link import UpstreamLink
+from zmqrelay.roles.hop import advertised
+from zmqrelay.roles.node import Node
+from zmqrelay.core.sequence import DELIVER, Gap, Notification, SequenceTracker
+
+log = Logger()
+
+#: How long to wait for a missing notification to arrive on another path
+#: before asking the server to replay it.
+GAP_GRACE = 0.2
+
+#: How many times a client asks for the replay of one gap before reporting
+#: it lost.  The notification that showed the gap may come before the relays
+#: know the way back to its server (the cloud just restarted, say): no route
+#: or no path then means "not yet", so ask again, backing off from
+#: GAP_GRACE (0.2 s, 0.4 s, ... about 6 s in all).
+REPLAY_TRIES = 6
+
+_PREFERENCE = {protocol.SERVER: 0, protocol.PROXY: 1, protocol.CLOUD: 2}
+_RETRYABLE = (
+    errors.RequestTimeout,
+    errors.TargetLost,
+    errors.OverLimit,
+    errors.NotConnected,
+    errors.NoRoute,
+)
+
+
+class _Attempts:
+    """
+    One request and its attempts.
+    """
+
+    def __init__(self, client, rid, target, payload, timeout, attempts, sys=None):
+        self.client = client
+        self.rid = rid
+        self.target = target
+        self.payload = payload
+        self.timeout = timeout
+        self.left = attempts
+        self.sys = sys
+        self.noRoute = set()
+        self.current = None
+        self.timer = None
+        self.lastError = None
+        self.result = Deferred(self._cancel)
+
+    def start(self):
+        self._try()
+        return self.result
+
+    def _try(self):
+        self.timer = None
+        client = self.client
+        paths = [p for p in client.paths(self.target) if p not in self.noRoute]
+        if not paths:
+            error = self.lastError or errors.NotConnected("no live path to any relay or server")
+            if client.links and all(l.alive for l in client.links) and not any(
+                l.role in (protocol.PROXY, protocol.CLOUD) for l in client.links
+            ):
+                # Every link is up, none is a relay, and no server we reach
+                # is the target: waiting will not change that.
+                error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
+            if self.left > 0 and client.running and not isinstance(error, errors.NoRoute):
+                # Wait for a path to come up, within this attempt's time.
+                self.left -= 1
+                self.timer = client.reactor.callLater(min(self.timeout, 0.5), self._try)
+                self.lastError = errors.NotConnected("no live path")
+                return
+            if isinstance(error, errors.NotConnected):
+                # No path because a relay refused us (no common version, ...):
+                # say that, not just "not connected".
+                refused = [l.lastError for l in client.links if l.lastError is not None]
+                if refused:
+                    error = refused[0]
+            self._finish(error)
+            return
+        link = paths[0]
+        if not protocol.fits(link, self.payload):
+            self._finish(errors.TooLarge(
+                f"{len(self.payload)} bytes is more than {link.nodeId} accepts "
+                f"({link.maxSize - protocol.HEADROOM})"
+            ))
+            return
+        self.left -= 1
+        header = {"id": self.rid, "to": self.target, "ttl": int(self.timeout * 1000)}
+        if self.sys is not None:
+            header["sys"] = self.sys
+        self.current = client.calls.expect(self.rid, link, self.timeout)
+        self.current.addCallbacks(self._answered, self._failed, errbackArgs=(link,))
+        if not link.send(protocol.REQUEST, header, self.payload):
+            # Fail this attempt only: the other calls on this link were sent.
+            client.calls.fail(self.rid, errors.OverLimit("send queue full", 0.05))
+
+    def _answered(self, payload):
+        self.current = None
+        self._finish(payload)
+
+    def _failed(self, failure, link):
+        self.current = None
+        if failure.check(CancelledError):
+            return
+        error = failure.value
+        self.lastError = error
+        if isinstance(error, errors.NoRoute):
+            # This path does not know the target; another may, at no cost.
+            self.noRoute.add(link)
+            self.left += 1
+        if not isinstance(error, _RETRYABLE) or self.left <= 0 or not self.client.running:
+            self._finish(failure)
+            return
+        delay = 0.0
+        if isinstance(error, errors.OverLimit):
+            delay = error.retryAfter or 0.05
+        elif isinstance(error, errors.RequestTimeout):
+            delay = 0.0
+        self.timer = self.client.reactor.callLater(delay, self._try)
+
+    def lateReply(self, payload):
+        """
+        A reply came for this request from a path it no longer waits on (an
+        earlier attempt's): it is the answer all the same, as the request id
+        is the same.  An error from there is not: only a reply settles.
+
+        @return: C{True} if it settled this request.
+        """
+        if self.current is None:
+            return False
+        current, self.current = self.current, None
+        self.client.calls.forget(self.rid)
+        self._finish(payload)
+        current.cancel()
+        return True
+
+    def _finish(self, result):
+        if not self.result.called:
+            if isinstance(result, Exception):
+                self.result.errback(result)
+            else:
+                self.result.callback(result)
+
+    def _cancel(self, d):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if self.current is not None:
+            current, self.current = self.current, None
+            current.cancel()
+
+    def abandon(self, error):
+        """
+        The client is stopping.
+        """
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        self._finish(error)
+
+
+@implementer(IClient, ILinkOwner)
+class Client(Node):
+    """
+    The client role.
+
+    @ivar links: the L{UpstreamLink}s, one per path.
+    @ivar messageHandler: called with (serverId, payload) for each message a
+        server sent this client.
+    """
+
+    role = protocol.CLIENT
+
+    def __init__(self, config, cloud=None, proxy=None, servers=(), reactor=None, socketFactory=None):
+        Node.__init__(self, config, reactor, socketFactory)
+        self.addresses = [a for a in [cloud, proxy] if a] + list(servers)
+        if not self.addresses:
+            raise ValueError("a client needs a cloud, a proxy or a server to connect to")
+        self.links = []
+        self.calls = Calls(self.reactor)
+        self.tracker = SequenceTracker()
+        self.messageHandler = None
+        self.sub = None
+        self._receivers = {}
+        self._subEndpoints = {}
+        self._attempts = {}
+        self._replayTimers = set()
+        self._connectedWaiters = []
+        self.counters = {"notifications": 0, "replayed": 0, "lost": 0, "messages": 0, "malformed": 0}
+
+    def _countedParts(self):
+        return [(f"link{i}", link) for i, link in enumerate(self.links)] + [("seq", self.tracker)]
+
+    def _start(self):
+        self.sub = self.socketFactory.socket("sub", self._notification)
+        for prefix in self._receivers:
+            self.sub.subscribe(prefix)
+        for address in self.addresses:
+            link = UpstreamLink(self, self.config, self.reactor, self.socketFactory, address)
+            self.links.append(link)
+            link.start()
+
+    def _stop(self):
+        stopping = errors.ShuttingDown("client stopping")
+        for attempt in list(self._attempts.values()):
+            attempt.abandon(stopping)
+        for timer in self._replayTimers:
+            if timer.active():
+                timer.cancel()
+        self._replayTimers.clear()
+        for link in self.links:
+            link.stop()
+        self.links = []
+        self.calls.failAll(stopping)
+        waiters, self._connectedWaiters = self._connectedWaiters, []
+        for d in waiters:
+            d.errback(stopping)
+        if self.sub is not None:
+            self.sub.close()
+            self.sub = None
+
+    # The application's API
+
+    def paths(self, target):
+        """
+        @return: the live links that may reach C{target}, best first.
+        """
+        live = []
+        for link in self.links:
+            if not link.alive:
+                continue
+            if link.role == protocol.SERVER and target:
+                services = link.welcome.get("services") or []
+                if link.nodeId != target and target not in services:
+                    continue
+            live.append(link)
+        live.sort(key=lambda l: _PREFERENCE.get(l.role, 3))
+        return live
+
+    def request(self, target, payload, timeout=None, attempts=None, sys=None):
+        if not isinstance(target, str) or not isinstance(payload, bytes):
+            return fail(TypeError("target must be str and payload bytes"))
+        if not self.running:
+            return fail(errors.NotConnected("client is not running"))
+        rid = self.calls.newId()
+        attempt = _Attempts(
+            self, rid, target, payload,
+            timeout or self.config.requestTimeout, attempts or self.config.attempts, sys,
+        )
+        self._attempts[rid] = attempt
+        # However it ends (answer, failure, cancel, stop), it is forgotten.
+        attempt.result.addBoth(self._attemptDone, rid)
+        return attempt.start()
+
+    def _attemptDone(self, result, rid):
+        self._attempts.pop(rid, None)
+        return result
+
+    def subscribe(self, prefix, receiver):
+        receivers = self._receivers.setdefault(prefix, [])
+        receivers.append(receiver)
+        if len(receivers) == 1 and self.sub is not None:
+            self.sub.subscribe(prefix)
+
+    def unsubscribe(self, prefix, receiver):
+        receivers = self._receivers.get(prefix, [])
+        if receiver in receivers:
+            receivers.remove(receiver)
+        if not receivers and prefix in self._receivers:
+            del self._receivers[prefix]
+            if self.sub is not None:
+                self.sub.unsubscribe(prefix)
+            remaining = tuple(self._receivers)
+            self.tracker.forget(lambda topic: topic.startswith(remaining))
+
+    def whenConnected(self, timeout=10.0):
+        """
+        @return: a L{Deferred} firing with C{None} when at least one path is
+            up, or failing with L{zmqrelay.core.errors.RequestTimeout}.
+        """
+        if any(link.alive for link in self.links):
+            return succeed(None)
+
+        def cancel(d):
+            if d in self._connectedWaiters:
+                self._connectedWaiters.remove(d)
+
+        d = Deferred(cancel)
+        self._connectedWaiters.append(d)
+
+        def timedOut(failure):
+            failure.trap(defer.TimeoutError)
+            raise errors.RequestTimeout(f"no path up within {timeout}s")
+
+        return d.addTimeout(timeout, self.reactor).addErrback(timedOut)
+
+    # Link callbacks
+
+    def helloExtras(self, link):
+        return {}
+
+    def linkUp(self, link):
+        pub = link.welcome.get("pub")
+        if isinstance(pub, str) and self.sub is not None:
+            endpoint = advertised(pub, link.endpoint)
+            old = self._subEndpoints.get(link)
+            if old != endpoint:
+                if old is not None:
+                    self.sub.disconnect(old)
+                self._subEndpoints[link] = endpoint
+                security.secureDial(self.sub, self.config, link.endpoint)
+                self.sub.connect(endpoint)
+        waiters, self._connectedWaiters = self._connectedWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def linkDown(self, link, reason):
+        self.calls.failPeer(link, errors.TargetLost(f"{link.name} lost: {reason}"))
+
+    def linkMessage(self, link, message):
+        msgtype = message.type
+        if msgtype in (protocol.REPLY, protocol.ERROR):
+            self._settle(link, message)
+        elif msgtype == protocol.MESSAGE:
+            self._message(link, message)
+        else:
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {protocol.typeName(msgtype)}")
+
+    def _settle(self, link, message):
+        if self.calls.settle(link, message):
+            return
+        # A reply from an earlier attempt on another path is still the
+        # answer (same request id); an error from there is not.
+        rid = message.header.get("id")
+        attempt = self._attempts.get(rid) if isinstance(rid, int) else None
+        if attempt is not None and message.type == protocol.REPLY:
+            attempt.lateReply(message.payload)
+
+    def _message(self, link, message):
+        header = message.header
+        rid = protocol.field(header, "id", int, required=True)
+        sender = protocol.field(header, "from", str, "")
+        self.counters["messages"] += 1
+        link.send(protocol.REPLY, {"id": rid})
+        if self.messageHandler is not None:
+            try:
+                self.messageHandler(sender, message.payload)
+            except Exception:
+                log.failure("message handler failed")
+
+    # Notifications
+
+    def _notification(self, frames):
+        try:
+            topic, message = protocol.decodeNotification(frames)
+            header = message.header
+            serverId = protocol.field(header, "server", str, required=True)
+            inc = protocol.field(header, "inc", str, required=True)
+            seq = protocol.field(header, "seq", int, required=True)
+        except protocol.ProtocolError as e:
+            self.counters["malformed"] += 1
+            log.warn("malformed notification: {error}", error=e)
+            return
+        verdict, missing = self.tracker.receive(serverId, inc, topic, seq)
+        if verdict == DELIVER:
+            self.counters["notifications"] += 1
+            self._deliver(Notification(topic, message.payload, serverId, inc, seq))
+        if missing is not None:
+            first, last = missing
+            head = last - self.tracker.maxMissing
+            if head >= first:
+                # Longer than any server keeps for replay (or a forged
+                # sequence number): the head of the gap is lost for good, and
+                # must never be expanded number by number.
+                self.counters["lost"] += head - first + 1
+                self._reportLost(serverId, inc, topic, [(first, head)])
+                first = head + 1
+            timer = self.reactor.callLater(GAP_GRACE, self._replay, serverId, inc, topic, first, last)
+            self._replayTimers.add(timer)
+
+    def _deliver(self, notification):
+        for prefix, receivers in list(self._receivers.items()):
+            if notification.topic.startswith(prefix):
+                for receiver in list(receivers):
+                    try:
+                        receiver.notificationReceived(notification)
+                    except Exception:
+                        log.failure("notification receiver failed")
+
+    def _subscribed(self, topic):
+        return topic.startswith(tuple(self._receivers))
+
+    def _replay(self, serverId, inc, topic, first, last, tries=REPLAY_TRIES):
+        self._replayTimers = {t for t in self._replayTimers if t.active()}
+        if not self._subscribed(topic):
+            # Unsubscribed meanwhile: nobody wants these any more.
+            return
+        ask = msgpack.packb({"topic": topic, "inc": inc, "first": first, "last": last}, use_bin_type=True)
+        d = self.request(serverId, ask, sys="replay")
+
+        def replayed(payload):
+            if not self._subscribed(topic):
+                return
+            answer = msgpack.unpackb(payload, raw=False)
+            for seq, data in answer.get("items", []):
+                verdict, _ = self.tracker.receive(serverId, inc, topic, seq)
+                if verdict == DELIVER:
+                    self.counters["replayed"] += 1
+                    self._deliver(Notification(topic, data, serverId, inc, seq, replayed=True))
+
+        retrying = object()
+
+        def failed(f):
+            if tries > 1 and self.running and f.check(*_RETRYABLE):
+                delay = GAP_GRACE * 2 ** (REPLAY_TRIES - tries)
+                timer = self.reactor.callLater(
+                    delay, self._replay, serverId, inc, topic, first, last, tries - 1
+                )
+                self._replayTimers.add(timer)
+                return retrying
+            log.warn("replay from {server} failed: {error}", server=serverId, error=f.value)
+
+        def lost(result):
+            if result is retrying:
+                return
+            missing = self.tracker.stillMissing(serverId, inc, topic, first, last)
+            if missing:
+                self.counters["lost"] += len(missing)
+                self._reportLost(serverId, inc, topic, _ranges(missing))
+
+        d.addCallback(replayed)
+        d.addErrback(failed)
+        d.addBoth(lost)
+
+    def _reportLost(self, serverId, inc, topic, ranges):
+        for first, last in ranges:
+            gap = Gap(serverId, inc, topic, first, last)
+            log.warn("notifications lost: {gap}", gap=gap)
+            for prefix, receivers in list(self._receivers.items()):
+                if topic.startswith(prefix):
+                    for receiver in list(receivers):
+                        try:
+                            receiver.notificationsLost(gap)
+                        except Exception:
+                            log.failure("notification receiver failed")
+
+
+def _ranges(seqs):
+    """
+    @param seqs: sorted sequence numbers.
+    @return: the (first, last) runs of consecutive numbers in C{seqs}.
+    """
+    start = prev = seqs[0]
+    ranges = []
+    for seq in seqs[1:]:
+        if seq != prev + 1:
+            ranges.append((start, prev))
+            start = seq
+        prev = seq
+    ranges.append((start, prev))
+    return ranges

@@ -1,0 +1,260 @@
+"""
+The service every role is, and the skeleton the cloud and a proxy share.
+
+  - L{Node}: a C{MultiService} that owns the ZeroMQ context of one node, its
+    counters, its readiness line and the C{sys} requests every node answers;
+  - L{RelayNode}: the cloud's and a proxy's L{Node}: a L{Front} below, a
+    L{Forwarder}, a L{NotificationRelay}, a merged presence view, and
+    periodic replication marks.
+"""
+
+import msgpack
+from twisted.application.service import MultiService
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from zmqrelay.core import protocol
+from zmqrelay.edge import security
+from zmqrelay.roles.forwarder import Forwarder
+from zmqrelay.roles.hop import requestId, sendError
+from zmqrelay.edge.front import Front
+from zmqrelay.roles.notifyrelay import NotificationRelay
+from zmqrelay.core.presence import PresenceView
+
+log = Logger()
+
+
+class PresenceViewMixin:
+    """
+    L{zmqrelay.interfaces.IPresenceView} for a role that keeps its merged
+    presence in C{self.presence} (a L{zmqrelay.core.presence.PresenceView}).
+    """
+
+    def connectedClients(self):
+        return self.presence.connectedClients()
+
+    def isConnected(self, clientId):
+        return self.presence.isConnected(clientId)
+
+    def addObserver(self, observer):
+        self.presence.addObserver(observer)
+
+    def removeObserver(self, observer):
+        self.presence.removeObserver(observer)
+
+
+class Node(MultiService):
+    """
+    The parts every role shares.
+
+    Subclasses set C{role} and implement C{_start} and C{_stop}.
+
+    @ivar config: the L{zmqrelay.core.config.NodeConfig}.
+    @ivar reactor: the injected reactor.
+    @ivar counters: L{dict} of counter name to L{int}.
+    @ivar zap: the L{zmqrelay.edge.security.ZapHandler} while CURVE secures what
+        this node binds, else C{None}.
+    """
+
+    role = None
+
+    def __init__(self, config, reactor=None, socketFactory=None):
+        MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.reactor = reactor
+        self.nodeId = config.nodeId
+        self.incarnation = config.incarnation
+        self._socketFactory = socketFactory
+        self._ownsFactory = socketFactory is None
+        self._endpoints = {}
+        self._marker = None
+        self.counters = {}
+        self.zap = None
+        self._trimmer = None
+
+    @property
+    def socketFactory(self):
+        """
+        The node's L{zmqrelay.edge._zmq.SocketFactory}, made on first use.
+        """
+        if self._socketFactory is None:
+            from zmqrelay.edge._zmq import SocketFactory
+
+            self._socketFactory = SocketFactory(self.reactor, self.config.socketOptions())
+        return self._socketFactory
+
+    def endpoints(self):
+        return dict(self._endpoints)
+
+    def stats(self):
+        result = dict(self.counters)
+        for name, part in self._countedParts():
+            for key, value in part.counters.items():
+                result[f"{name}.{key}"] = value
+        if self.zap is not None:
+            for key, value in self.zap.counters.items():
+                result[f"zap.{key}"] = value
+        return result
+
+    def _countedParts(self):
+        return []
+
+    def startService(self):
+        MultiService.startService(self)
+        registry = security.authority(self.config)
+        if registry is not None:
+            # Before any CURVE socket binds: one with no handler refuses all.
+            self.zap = security.ZapHandler(self.reactor, self.socketFactory, registry)
+            self.zap.start()
+        self._start()
+        if self._ownsFactory:
+            # A process of its own (not a test's fakes): give memory freed
+            # after a flood back to the system.
+            from zmqrelay.edge.memory import MemoryTrimmer
+
+            self._trimmer = MemoryTrimmer(self.reactor)
+            self._trimmer.start()
+        log.info(
+            "ready: role={role} id={node} inc={inc} {endpoints}",
+            role=self.role,
+            node=self.nodeId,
+            inc=self.incarnation,
+            endpoints=" ".join(f"{k}={v}" for k, v in sorted(self._endpoints.items())),
+        )
+
+    def stopService(self):
+        d = maybeDeferred(MultiService.stopService, self)
+        if self._trimmer is not None:
+            self._trimmer.stop()
+            self._trimmer = None
+        try:
+            self._stop()
+        finally:
+            if self.zap is not None:
+                self.zap.stop()
+                self.zap = None
+            if self._ownsFactory and self._socketFactory is not None:
+                self._socketFactory.shutdown()
+                self._socketFactory = None
+        return d
+
+    def _start(self):
+        raise NotImplementedError()
+
+    def _startMarks(self):
+        """
+        Once per liveness window, tell every holder of a map this node owns
+        where it is (L{_mark}): a lost delta or snapshot cannot leave a copy
+        stale for good.
+        """
+        self._marker = LoopingCall(self._mark)
+        self._marker.clock = self.reactor
+        self._marker.start(self.config.heartbeat * self.config.liveness, now=False)
+
+    def _stopMarks(self):
+        if self._marker is not None and self._marker.running:
+            self._marker.stop()
+        self._marker = None
+
+    def _mark(self):
+        raise NotImplementedError()
+
+    def _stop(self):
+        raise NotImplementedError()
+
+    # sys requests: answered by the node they are addressed to.
+
+    def isSysFor(self, header):
+        """
+        @return: C{True} if this REQ is a C{sys} request for this node.
+        """
+        return "sys" in header and header.get("to") in (None, "", self.nodeId)
+
+    def answerSys(self, peer, header, payload):
+        """
+        Answer a C{sys} request (C{ping}, C{stats}, C{presence}).
+        """
+        rid = requestId(header)
+        op = header.get("sys")
+        if not isinstance(op, str):
+            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"sys must be a str, not {type(op).__name__}")
+            return
+        answer = self.sysOperation(op, payload)
+        if answer is None:
+            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"unknown sys operation {op!r}")
+        else:
+            peer.send(protocol.REPLY, {"id": rid}, answer)
+
+    def sysOperation(self, op, payload):
+        """
+        @return: the reply payload of a C{sys} operation, or C{None} if this
+            node does not know it.
+        """
+        if op == "ping":
+            return b"pong"
+        if op == "stats":
+            return msgpack.packb(self.stats(), use_bin_type=True)
+        if op == "presence" and hasattr(self, "presence"):
+            return msgpack.packb(
+                {cid: p.asDict() for cid, p in self.presence.connectedClients().items()},
+                use_bin_type=True,
+            )
+        return None
+
+
+class RelayNode(PresenceViewMixin, Node):
+    """
+    What the cloud and a proxy share: a L{Front} for the nodes attached
+    below, a L{Forwarder}, a L{NotificationRelay}, a merged presence view,
+    and periodic replication marks.
+
+    Subclasses set C{role}, and implement C{_mark} (send the marks of the
+    maps they own), C{_startMore} and C{_stopMore} (their upstream link, if
+    any) and the L{Front} callbacks.
+    """
+
+    def __init__(self, config, listen, pub, sub, reactor=None, socketFactory=None):
+        Node.__init__(self, config, reactor, socketFactory)
+        self.listenAddress = listen
+        self.pubAddress = pub
+        self.subAddress = sub
+        self.presence = PresenceView()
+        self.forwarder = Forwarder(self.reactor, config)
+        self.front = None
+        self.relay = None
+
+    def _countedParts(self):
+        return [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
+
+    def _start(self):
+        config = self.config
+        self.front = Front(self, config, self.reactor, self.socketFactory, self.listenAddress)
+        self.relay = NotificationRelay(
+            self.socketFactory, self.subAddress, self.pubAddress, config.maxMessageSize, config
+        )
+        sub, pub = self.relay.start()
+        self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
+        self.forwarder.start()
+        self._startMore()
+        self._startMarks()
+
+    def _stop(self):
+        self._stopMarks()
+        self._stopMore()
+        self.forwarder.stop()
+        if self.front is not None:
+            self.front.stop()
+        if self.relay is not None:
+            self.relay.stop()
+
+    def _startMore(self):
+        pass
+
+    def _stopMore(self):
+        pass
+
+    def welcomeExtras(self, session):
+        return {"pub": self._endpoints["pub"], "sub": self._endpoints["sub"]}

@@ -1,0 +1,438 @@
+"""
+A server: answers requests and publishes notifications.
+
+It is made of:
+  - a L{Front} where LAN clients attach directly;
+  - an L{UpstreamLink} to its site's proxy (optional);
+  - the application, an L{IRequestHandler}, called once per request id
+    (a L{ReplyCache} answers retries);
+  - an XPUB socket, bound for direct subscribers and connected to the
+    proxy, with a L{NotificationHistory} for replay;
+  - presence: its direct clients plus the proxy's replicated view;
+  - L{Calls} for messages it sends to clients.
+"""
+
+import msgpack
+from twisted.internet import defer
+from twisted.internet.defer import fail, maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zmqrelay.core import errors, presence, protocol
+from zmqrelay.edge import security
+from zmqrelay.core.calls import Calls
+from zmqrelay.core.errors import Rejected
+from zmqrelay.edge.front import Front
+from zmqrelay.core.history import NotificationHistory
+from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IRequest, IServer
+from zmqrelay.edge.link import UpstreamLink
+from zmqrelay.roles.hop import MAX_TTL_MS, advertised, requestId, sendError
+from zmqrelay.roles.node import Node, PresenceViewMixin
+from zmqrelay.core.presence import PresenceView
+from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
+from zmqrelay.core.replycache import ReplyCache
+
+log = Logger()
+
+
+@implementer(IRequest)
+class Request:
+    """
+    One request, as the application sees it.
+    """
+
+    __slots__ = ("clientId", "clientIncarnation", "requestId", "target", "path", "deadline", "payload")
+
+    def __init__(self, clientId, clientIncarnation, requestId, target, path, deadline, payload):
+        self.clientId = clientId
+        self.clientIncarnation = clientIncarnation
+        self.requestId = requestId
+        self.target = target
+        self.path = path
+        self.deadline = deadline
+        self.payload = payload
+
+    def __repr__(self):
+        return f"<Request {self.requestId} from {self.clientId} via {self.path} for {self.target}>"
+
+
+@implementer(IServer, IFrontOwner, ILinkOwner)
+class Server(PresenceViewMixin, Node):
+    """
+    The server role.
+
+    @ivar handler: the application's L{IRequestHandler}.
+    @ivar presence: the L{PresenceView} of direct, proxy and cloud clients.
+    """
+
+    role = protocol.SERVER
+
+    def __init__(self, config, handler, services=(), listen=None, pub=None, proxy=None,
+                 reactor=None, socketFactory=None):
+        Node.__init__(self, config, reactor, socketFactory)
+        self.handler = handler
+        self.serviceNames = tuple(services)
+        self.listenAddress = listen
+        self.pubAddress = pub
+        self.proxyAddress = proxy
+        self.presence = PresenceView()
+        self.proxyPresence = MapReplica("presence", presence.checkPresenceEntry)
+        # Our direct clients, reported up to the proxy and on to the cloud.
+        self.localSource = MapSource("local")
+        self.replies = ReplyCache(config.replyCacheSize)
+        self.history = NotificationHistory(config.historySize)
+        self.calls = Calls(self.reactor)
+        self._waiting = {}
+        self._running = {}
+        self._stopping = False
+        self._upstreamPub = None
+        self.front = None
+        self.link = None
+        self.xpub = None
+        self.counters = {"requests": 0, "handled": 0, "failed": 0, "expired": 0,
+                         "published": 0, "replays": 0, "messages": 0}
+
+    def _countedParts(self):
+        parts = []
+        if self.front is not None:
+            parts.append(("front", self.front))
+        if self.link is not None:
+            parts.append(("proxy", self.link))
+        return parts
+
+    def stats(self):
+        result = Node.stats(self)
+        result["cache.hits"] = self.replies.hits
+        result["calls.late"] = self.calls.late
+        return result
+
+    def _start(self):
+        self.xpub = self.socketFactory.socket(
+            "xpub", self._subscriptions, security.boundOptions(self.config, security.SUBSCRIBE)
+        )
+        if self.pubAddress:
+            self._endpoints["pub"] = self.xpub.bind(self.pubAddress)
+        if self.listenAddress:
+            self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
+            self._endpoints["control"] = self.front.start()
+        if self.proxyAddress:
+            self.link = UpstreamLink(
+                self, self.config, self.reactor, self.socketFactory, self.proxyAddress, "proxy"
+            )
+            self.link.start()
+            self._startMarks()
+
+    def _stop(self):
+        self._stopMarks()
+        # Handlers still running are cancelled (their clients get ERR
+        # shutdown while the sockets are still open), with their timers.
+        self._stopping = True
+        for d in list(self._running.values()):
+            d.cancel()
+        self._running.clear()
+        self._stopping = False
+        self._upstreamPub = None
+        self.calls.failAll(errors.ShuttingDown("server stopping"))
+        if self.link is not None:
+            self.link.stop()
+        if self.front is not None:
+            self.front.stop()
+        if self.xpub is not None:
+            self.xpub.close()
+            self.xpub = None
+
+    # The application's API
+
+    def publish(self, topic, payload):
+        if not isinstance(topic, bytes) or not isinstance(payload, bytes):
+            raise TypeError("topic and payload must be bytes")
+        if len(topic) + len(payload) > self.config.maxMessageSize - protocol.HEADROOM:
+            # Relays drop what is over their limit; say so here, not there.
+            raise errors.TooLarge(
+                f"notification of {len(topic) + len(payload)} bytes, limit "
+                f"{self.config.maxMessageSize - protocol.HEADROOM}"
+            )
+        seq = self.history.record(topic, payload)
+        self.counters["published"] += 1
+        if self.xpub is not None:
+            self.xpub.send(
+                protocol.encodeNotification(
+                    topic, {"server": self.nodeId, "inc": self.incarnation, "seq": seq}, payload
+                )
+            )
+        return seq
+
+    def send(self, clientId, payload, timeout=None):
+        if not isinstance(clientId, str) or not isinstance(payload, bytes):
+            return fail(TypeError("clientId must be str and payload bytes"))
+        timeout = timeout or self.config.requestTimeout
+        peer = self.front.byNode.get(clientId) if self.front is not None else None
+        if peer is None or peer.role != protocol.CLIENT:
+            peer = self.link if self.link is not None and self.link.alive else None
+            if peer is None or not self.presence.isConnected(clientId):
+                return fail(errors.NoRoute(f"client {clientId!r} is not connected"))
+        if not protocol.fits(peer, payload):
+            return fail(errors.TooLarge(f"{len(payload)} bytes is more than {peer.nodeId} accepts"))
+        rid = self.calls.newId()
+        d = self.calls.expect(rid, peer, timeout)
+        header = {"id": rid, "to": clientId, "ttl": int(timeout * 1000), "from": self.nodeId}
+        if peer.send(protocol.MESSAGE, header, payload):
+            self.counters["messages"] += 1
+        else:
+            self.calls.fail(rid, errors.OverLimit(f"queue to {peer.nodeId} is full", 0.1))
+        return d.addCallback(lambda _: None)
+
+    # Front callbacks: direct clients
+
+    def peerHello(self, session):
+        if session.role != protocol.CLIENT:
+            raise Rejected(f"a server accepts clients, not {session.role}s")
+
+    def welcomeExtras(self, session):
+        extras = {"services": list(self.serviceNames)}
+        if "pub" in self._endpoints:
+            extras["pub"] = self._endpoints["pub"]
+        return extras
+
+    def peerJoined(self, session):
+        self.presence.attach(session.nodeId, presence.DIRECT, session.incarnation, session.since)
+        self._toProxy(self.localSource.set(
+            (session.nodeId, presence.DIRECT, self.nodeId), [session.incarnation, session.since]
+        ))
+
+    def peerResumed(self, session):
+        pass
+
+    def peerLeft(self, session, reason):
+        self._waiting.pop(session, None)
+        self.calls.failPeer(session, errors.TargetLost(f"client {session.nodeId} {reason}"))
+        self.presence.detach(session.nodeId, presence.DIRECT, session.incarnation, reason)
+        delta = self.localSource.delete((session.nodeId, presence.DIRECT, self.nodeId), reason)
+        if delta is not None:
+            self._toProxy(delta)
+
+    def _toProxy(self, message):
+        if self.link is not None and self.link.alive:
+            self.link.send(protocol.PRESENCE, *message)
+
+    def _mark(self):
+        self._toProxy(self.localSource.mark())
+
+    def peerMessage(self, session, message):
+        msgtype = message.type
+        if msgtype == protocol.REQUEST:
+            header = message.header
+            if self.isSysFor(header) and header.get("sys") != "replay":
+                self.answerSys(session, header, message.payload)
+                return
+            rid = requestId(header)
+            self._request(
+                session, message, session.nodeId, session.incarnation, rid, presence.DIRECT
+            )
+        elif msgtype in (protocol.REPLY, protocol.ERROR):
+            self.calls.settle(session, message)
+        else:
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"a client may not send {protocol.typeName(msgtype)} here")
+
+    def isSysFor(self, header):
+        # A server answers sys requests addressed to it by id or by any of
+        # its service names; the application never sees them.
+        return "sys" in header and (
+            Node.isSysFor(self, header) or header.get("to") in self.serviceNames
+        )
+
+    # Link callbacks: the proxy
+
+    def helloExtras(self, link):
+        return {"services": list(self.serviceNames)}
+
+    def linkUp(self, link):
+        link.send(protocol.PRESENCE, *self.localSource.snapshot())
+        sub = link.welcome.get("sub")
+        if isinstance(sub, str):
+            endpoint = advertised(sub, link.endpoint)
+            if endpoint != self._upstreamPub:
+                if self._upstreamPub:
+                    self.xpub.disconnect(self._upstreamPub)
+                self._upstreamPub = endpoint
+                security.secureDial(self.xpub, self.config, link.endpoint)
+                self.xpub.connect(endpoint)
+
+    def linkDown(self, link, reason):
+        self.calls.failPeer(link, errors.TargetLost(f"proxy {reason}"))
+        self._applyProxyPresence(self.proxyPresence.clear(presence.UPSTREAM_LOST))
+
+    def linkMessage(self, link, message):
+        msgtype = message.type
+        header = message.header
+        if msgtype == protocol.REQUEST:
+            if self.isSysFor(header) and header.get("sys") != "replay":
+                self.answerSys(link, header, message.payload)
+                return
+            self._request(
+                link,
+                message,
+                protocol.field(header, "client", str, required=True),
+                protocol.field(header, "cinc", str, ""),
+                protocol.field(header, "creq", int, required=True),
+                protocol.field(header, "path", str, presence.PROXY),
+            )
+        elif msgtype in (protocol.REPLY, protocol.ERROR):
+            self.calls.settle(link, message)
+        elif msgtype == protocol.PRESENCE:
+            self._applyProxyPresence(applyFrom(self.proxyPresence, link, message))
+        elif msgtype == protocol.SYNC:
+            answerSync(link, message, self.localSource)
+        else:
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {protocol.typeName(msgtype)} from the proxy")
+
+    def _applyProxyPresence(self, changes):
+        for step, clientId, path, incarnation, extra in presence.replicaChanges(changes):
+            if path == presence.DIRECT:
+                continue
+            if step == "detach":
+                self.presence.detach(clientId, path, incarnation, extra)
+            else:
+                self.presence.attach(clientId, path, incarnation, extra)
+
+    # Requests
+
+    def _request(self, peer, message, clientId, clientInc, creq, path):
+        header = message.header
+        rid = requestId(header)
+        self.counters["requests"] += 1
+        if header.get("sys") == "replay":
+            self._replay(peer, rid, message.payload)
+            return
+        key = (clientId, clientInc, creq)
+        cached = self.replies.lookup(key)
+        if cached is not None and cached.done:
+            self._send(peer, rid, cached.msgtype, cached.header, cached.payload)
+            return
+        # Relays bound what clients behind them have in flight; a direct
+        # client is bounded here.
+        if peer.role == protocol.CLIENT:
+            waiting = self._waiting.get(peer, 0)
+            if waiting >= self.config.maxInFlight:
+                sendError(
+                    peer, rid, protocol.E_OVER_LIMIT,
+                    f"more than {self.config.maxInFlight} requests in flight", 0.05,
+                )
+                return
+            self._waiting[peer] = waiting + 1
+        if cached is not None:
+            cached.waiters.append((peer, rid, peer.incarnation))
+            return
+        ttl = min(
+            protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000)), MAX_TTL_MS
+        )
+        now = self.reactor.seconds()
+        if ttl <= 0:
+            self.counters["expired"] += 1
+            self._done(peer)
+            sendError(peer, rid, protocol.E_TIMEOUT, "deadline passed before the server got it")
+            return
+        request = Request(
+            clientId, clientInc, creq, protocol.field(header, "to", str, self.nodeId),
+            path, now + ttl / 1000.0, message.payload,
+        )
+        # The peer's incarnation goes with the waiter: an answer must not go
+        # to a restarted proxy that reuses the forward id for another request.
+        self.replies.begin(key).waiters.append((peer, rid, peer.incarnation))
+        d = maybeDeferred(self.handler.handleRequest, request)
+        if d.called:
+            d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
+            return
+        # A handler that never answers must not pin the request forever.
+        d.addTimeout(ttl / 1000.0, self.reactor)
+        self._running[key] = d
+        d.addBoth(self._finished, key)
+        d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
+
+    def _finished(self, result, key):
+        self._running.pop(key, None)
+        return result
+
+    def _handled(self, result, key):
+        if not isinstance(result, bytes):
+            return self._handlerFailed(None, key, None, f"handler returned {type(result).__name__}, not bytes")
+        self.counters["handled"] += 1
+        self._answer(key, protocol.REPLY, {}, result)
+
+    def _handlerFailed(self, failure, key, request, text=None):
+        self.counters["failed"] += 1
+        code = protocol.E_HANDLER
+        if failure is not None and self._stopping and failure.check(defer.CancelledError):
+            code, text = protocol.E_SHUTDOWN, "the server is stopping"
+        elif failure is not None and failure.check(TimeoutError, defer.TimeoutError):
+            code, text = protocol.E_TIMEOUT, "the handler did not answer before the deadline"
+        elif failure is not None:
+            log.failure("handler failed for {request}", failure, request=request)
+            text = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        self._answer(key, protocol.ERROR, {"code": code, "msg": text}, b"")
+
+    def _done(self, peer):
+        waiting = self._waiting.get(peer)
+        if waiting is not None:
+            if waiting <= 1:
+                del self._waiting[peer]
+            else:
+                self._waiting[peer] = waiting - 1
+
+    def _answer(self, key, msgtype, header, payload):
+        for peer, rid, incarnation in self.replies.finish(key, msgtype, header, payload):
+            self._done(peer)
+            if peer.incarnation != incarnation or not peer.alive:
+                self.counters["stale"] = self.counters.get("stale", 0) + 1
+                continue
+            self._send(peer, rid, msgtype, header, payload)
+
+    def _send(self, peer, rid, msgtype, header, payload):
+        """
+        Send an answer to request C{rid}, or ERR too-large if it is more
+        than the peer accepts.
+        """
+        if not protocol.fits(peer, payload):
+            sendError(
+                peer, rid, protocol.E_TOO_LARGE,
+                f"the reply of {len(payload)} bytes is more than {peer.nodeId} accepts",
+            )
+            return
+        answer = dict(header)
+        answer["id"] = rid
+        peer.send(msgtype, answer, payload)
+
+    def _replay(self, peer, rid, payload):
+        self.counters["replays"] += 1
+        try:
+            ask = msgpack.unpackb(payload, raw=False)
+            topic, inc, first, last = ask["topic"], ask["inc"], ask["first"], ask["last"]
+            if not (isinstance(topic, bytes) and isinstance(first, int) and isinstance(last, int)):
+                raise ValueError("bad types")
+        except Exception as e:
+            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"bad replay request: {e}")
+            return
+        items = self.history.replay(topic, first, last) if inc == self.incarnation else []
+        # As many as fit what the asker accepts, oldest first; it reports the
+        # rest lost.
+        room = peer.maxSize - protocol.HEADROOM - 64
+        for n, (seq, data) in enumerate(items):
+            room -= len(data) + 16
+            if room < 0:
+                items = items[:n]
+                break
+        peer.send(
+            protocol.REPLY,
+            {"id": rid},
+            msgpack.packb({"inc": self.incarnation, "items": items}, use_bin_type=True),
+        )
+
+    def _subscriptions(self, frames):
+        # (Un)subscriptions arrive here; ZeroMQ filters for us, so only count.
+        # Anything else a subscriber sends (an XSUB may send any frames) is
+        # bad input: counted, never acted on.
+        if len(frames) != 1 or frames[0][:1] not in (b"\x00", b"\x01"):
+            self.counters["malformed"] = self.counters.get("malformed", 0) + 1
+            return
+        self.counters["subscriptions"] = self.counters.get("subscriptions", 0) + 1
+
