@@ -64,6 +64,8 @@ class NodeConfig:
     @ivar maxSubscriptions: distinct subscription prefixes a relay forwards
         upstream at once (and, as many again, refused ones it keeps to
         forward when room frees up).
+    @ivar forwardWindow: requests a relay has outstanding toward one next
+        hop at most; more wait, round-robin over client ids (0: no window).
     @ivar subHwm: notifications a relay queues for one subscriber before
         dropping for it (the XPUB's send high-water mark).
     """
@@ -97,6 +99,7 @@ class NodeConfig:
         self.curve = kw.pop("curve", None)
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
         self.subHwm = kw.pop("subHwm", 1000)
+        self.forwardWindow = kw.pop("forwardWindow", 32)
         if kw:
             raise TypeError(f"unknown settings: {', '.join(sorted(kw))}")
         if self.helloTimeout is None:

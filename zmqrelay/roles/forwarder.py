@@ -2,14 +2,23 @@
 Forwarding requests one hop: L{Forwarder} gives each forwarded message an
 id local to this hop, sends answers back to where the request came from,
 and fails the requests of a lost peer at once.
+
+It also keeps a flood from one client out of everyone else's way: at most a
+window of requests is outstanding toward each next hop, and what arrives
+beyond it waits in a L{FairQueue}, taken round-robin over client ids as
+answers free the window.  Downstream queues (the next hop's socket, its
+handler) then never hold more than the window, so a well-behaved client's
+request waits behind at most that, plus one request of each other busy
+client, however much one client sends.
 """
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from zmqrelay.core import protocol
-from zmqrelay.roles.hop import MAX_TTL_MS, requestId, sendError
+from zmqrelay.core.fairqueue import FairQueue
 from zmqrelay.core.routing import InFlight
+from zmqrelay.roles.hop import MAX_TTL_MS, requestId, sendError
 
 log = Logger()
 
@@ -23,15 +32,29 @@ class Forwarder:
 
     @ivar counters: C{forwarded}, C{answered}, C{late} (answers for nothing
         we know: timed out or duplicated), C{lost} (failed because a peer
-        went), C{expired}.
+        went), C{expired}, C{queued} (requests that waited for room in a
+        window), C{queue-expired} (their deadline passed while they waited).
+    @ivar window: requests outstanding toward one next hop at most (0 for
+        no window).
     """
 
     def __init__(self, reactor, config):
         self.reactor = reactor
         self.config = config
+        self.window = getattr(config, "forwardWindow", 0)
         self.inflight = InFlight()
-        self.counters = {"forwarded": 0, "answered": 0, "late": 0, "lost": 0, "expired": 0}
+        self.counters = {
+            "forwarded": 0, "answered": 0, "late": 0, "lost": 0, "expired": 0,
+            "queued": 0, "queue-expired": 0,
+        }
         self._sweeper = None
+        # Requests counted against a window: forward id -> next hop.
+        self._windowed = {}
+        # Next hop -> requests outstanding toward it / a FairQueue of waiting ones.
+        self._outstanding = {}
+        self._waiting = {}
+        # Origin -> how many of its requests wait (they count as in flight).
+        self._waitingFrom = {}
 
     def start(self):
         """
@@ -49,6 +72,10 @@ class Forwarder:
             self._sweeper.stop()
         self._sweeper = None
         self.inflight.clear()
+        self._windowed.clear()
+        self._outstanding.clear()
+        self._waiting.clear()
+        self._waitingFrom.clear()
 
     def forward(self, origin, message, target, stamps=None):
         """
@@ -72,14 +99,35 @@ class Forwarder:
                 f"({target.maxSize - protocol.HEADROOM})",
             )
             return
-        if origin.role == protocol.CLIENT and self.inflight.countFrom(origin) >= self.config.maxInFlight:
+        if origin.role == protocol.CLIENT and (
+            self.inflight.countFrom(origin) + self._waitingFrom.get(origin, 0)
+            >= self.config.maxInFlight
+        ):
             sendError(
                 origin, rid, protocol.E_OVER_LIMIT,
                 f"more than {self.config.maxInFlight} requests in flight", 0.05,
             )
             return
         now = self.reactor.seconds()
-        pending = self.inflight.add(origin, rid, target, now + ttl / 1000.0)
+        deadline = now + ttl / 1000.0
+        windowed = self.window > 0 and message.type == protocol.REQUEST
+        if windowed and (
+            self._outstanding.get(target, 0) >= self.window or target in self._waiting
+        ):
+            # No room toward that hop: wait, in turn with the other clients.
+            key = (stamps or {}).get("client") or header.get("client") or origin.nodeId
+            queue = self._waiting.get(target)
+            if queue is None:
+                queue = self._waiting[target] = FairQueue()
+            queue.push(key, (origin, message, stamps, rid, ttl, deadline))
+            self._waitingFrom[origin] = self._waitingFrom.get(origin, 0) + 1
+            self.counters["queued"] += 1
+            return
+        self._send(origin, message, target, stamps, rid, ttl, deadline, windowed)
+
+    def _send(self, origin, message, target, stamps, rid, ttl, deadline, windowed):
+        header = message.header
+        pending = self.inflight.add(origin, rid, target, deadline)
         if pending is None:
             sendError(origin, rid, protocol.E_OVER_LIMIT, "relay in-flight table full", 0.1)
             return
@@ -88,8 +136,12 @@ class Forwarder:
             forwarded.update(stamps)
         forwarded["id"] = pending.forwardId
         forwarded["ttl"] = ttl
+        if windowed:
+            self._windowed[pending.forwardId] = target
+            self._outstanding[target] = self._outstanding.get(target, 0) + 1
         if not target.send(message.type, forwarded, message.payload):
             self.inflight.pop(pending.forwardId)
+            self._release(pending.forwardId, pump=False)
             if getattr(target, "gone", False):
                 # Its connection is gone; it is dropped on the next tick.
                 sendError(origin, rid, protocol.E_NO_ROUTE, f"{target.role} {target.nodeId} is gone")
@@ -138,6 +190,7 @@ class Forwarder:
             self.counters["late"] += 1
             return
         self.counters["answered"] += 1
+        self._release(pending.forwardId)
         origin = pending.origin
         if not protocol.fits(origin, message.payload):
             sendError(
@@ -153,16 +206,98 @@ class Forwarder:
         """
         C{peer} is gone: fail at once what we sent it, forget what it sent us.
         """
-        for pending in self.inflight.dropPeer(peer):
+        forgotten = []
+        lost = self.inflight.dropPeer(peer, forgotten)
+        queue = self._waiting.pop(peer, None)
+        for pending in lost:
             self.counters["lost"] += 1
+            self._release(pending.forwardId, pump=False)
             sendError(
                 pending.origin, pending.originId, protocol.E_TARGET_LOST,
                 f"{peer.role} {peer.nodeId} lost: {reason}",
             )
+        self._outstanding.pop(peer, None)
+        while queue:
+            # Never sent: the origin may try another route.
+            origin, _, _, rid, _, _ = item = queue.pop()
+            self._unwait(item)
+            if origin is not peer:
+                sendError(origin, rid, protocol.E_NO_ROUTE, f"{peer.role} {peer.nodeId} is gone")
+        for pending in forgotten:
+            self._release(pending.forwardId)
+        if peer in self._waitingFrom:
+            for target, waiting in list(self._waiting.items()):
+                for item in waiting.remove(lambda item: item[0] is peer):
+                    self._unwait(item)
+                if not waiting:
+                    del self._waiting[target]
 
     def expire(self):
         """
         Forget requests whose deadline passed; their origin has timed out.
         """
-        expired = self.inflight.expire(self.reactor.seconds())
+        now = self.reactor.seconds()
+        expired = self.inflight.expire(now)
         self.counters["expired"] += len(expired)
+        for target, queue in list(self._waiting.items()):
+            for item in queue.remove(lambda item: item[5] <= now):
+                self._unwait(item)
+                self.counters["queue-expired"] += 1
+            if not queue:
+                del self._waiting[target]
+        for pending in expired:
+            self._release(pending.forwardId)
+
+    def waiting(self, target=None):
+        """
+        @return: how many requests wait for room toward C{target} (or
+            toward any next hop).
+        """
+        if target is not None:
+            queue = self._waiting.get(target)
+            return len(queue) if queue is not None else 0
+        return sum(len(q) for q in self._waiting.values())
+
+    def _unwait(self, item):
+        origin = item[0]
+        count = self._waitingFrom.get(origin, 0) - 1
+        if count > 0:
+            self._waitingFrom[origin] = count
+        else:
+            self._waitingFrom.pop(origin, None)
+
+    def _release(self, forwardId, pump=True):
+        """
+        A windowed request is no longer outstanding: make room, and send
+        what waits for it.
+        """
+        target = self._windowed.pop(forwardId, None)
+        if target is None:
+            return
+        count = self._outstanding.get(target, 0) - 1
+        if count > 0:
+            self._outstanding[target] = count
+        else:
+            self._outstanding.pop(target, None)
+        if pump:
+            self._pump(target)
+
+    def _pump(self, target):
+        queue = self._waiting.get(target)
+        if queue is None:
+            return
+        now = self.reactor.seconds()
+        while queue and self._outstanding.get(target, 0) < self.window:
+            item = queue.pop()
+            self._unwait(item)
+            origin, message, stamps, rid, ttl, deadline = item
+            if deadline <= now:
+                self.counters["queue-expired"] += 1
+                continue
+            # What it waited comes off its time to live.
+            self._send(
+                origin, message, target, stamps, rid,
+                max(1, int((deadline - now) * 1000)), deadline, True,
+            )
+        if not queue:
+            self._waiting.pop(target, None)

@@ -188,10 +188,17 @@ class RelayOptions(NodeOptions):
         ["sub-hwm", None, 1000,
          "Notifications queued per subscriber before dropping for it (memory: this x the "
          "largest notification + 512 KiB of kernel buffer).", _positive(int)],
+        ["window", None, 32,
+         "Requests outstanding toward one next hop at most; more wait, taken round-robin "
+         "over client ids, so one client's flood does not delay the others (0: no window).",
+         _nonNegative(int)],
     ]
 
     def nodeConfig(self, **extra):
-        kw = dict(maxSubscriptions=self["max-subscriptions"], subHwm=self["sub-hwm"])
+        kw = dict(
+            maxSubscriptions=self["max-subscriptions"], subHwm=self["sub-hwm"],
+            forwardWindow=self["window"],
+        )
         kw.update(extra)
         return NodeOptions.nodeConfig(self, **kw)
 
