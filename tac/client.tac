@@ -3,8 +3,8 @@
 A client that sends a request on a timer and logs what comes back, as a
 deployment file:  twistd -ny tac/client.tac
 
-Settings come from the environment (defaults in brackets); give at least one
-of ZMQRELAY_CLOUD, ZMQRELAY_PROXY, ZMQRELAY_SERVERS:
+Built from the same options as C{twistd zmqrelay-client}: every option
+--some-name is read from ZMQRELAY_SOME_NAME (see zmqrelay.tools.tac), e.g.
   ZMQRELAY_ID         this client's id                     [client-<host>-<pid>]
   ZMQRELAY_CLOUD      the cloud's control endpoint         [tcp://localhost:5555]
   ZMQRELAY_PROXY      a site proxy's control endpoint      []
@@ -20,31 +20,11 @@ import os
 
 from twisted.application.service import Application
 
-from zmqrelay.tools.cli import Chatter
-from zmqrelay.client import Client
-from zmqrelay.config import NodeConfig, defaultNodeId
+from zmqrelay.tools.tac import serviceFromEnvironment
+from zmqrelay.tools.tap import client
 
-env = os.environ.get
-
-
-def _list(name):
-    return [item for item in env(name, "").split(",") if item]
-
-
-client = Client(
-    NodeConfig(env("ZMQRELAY_ID") or defaultNodeId("client")),
-    cloud=env("ZMQRELAY_CLOUD", "tcp://localhost:5555") or None,
-    proxy=env("ZMQRELAY_PROXY") or None,
-    servers=_list("ZMQRELAY_SERVERS"),
-)
-Chatter(
-    client,
-    env("ZMQRELAY_TARGET", "echo"),
-    env("ZMQRELAY_PAYLOAD", "whoami").encode(),
-    float(env("ZMQRELAY_EVERY", "1")),
-    int(env("ZMQRELAY_COUNT", "0")),
-    [p.encode() for p in _list("ZMQRELAY_SUBSCRIBE")],
-).setServiceParent(client)
-
+defaults = {"target": "echo", "payload": "whoami"}
+if not (os.environ.get("ZMQRELAY_PROXY") or os.environ.get("ZMQRELAY_SERVERS")):
+    defaults["cloud"] = "tcp://localhost:5555"
 application = Application("zmqrelay-client")
-client.setServiceParent(application)
+serviceFromEnvironment(client, defaults).setServiceParent(application)

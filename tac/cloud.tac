@@ -2,30 +2,20 @@
 """
 The cloud, as a deployment file:  twistd -ny tac/cloud.tac
 
-Settings come from the environment (defaults in brackets):
-  ZMQRELAY_ID      this node's id              [cloud]
-  ZMQRELAY_LISTEN  control ROUTER endpoint     [tcp://*:5555]
-  ZMQRELAY_PUB     XPUB clients subscribe to   [tcp://*:5556]
-  ZMQRELAY_SUB     XSUB proxies publish to     [tcp://*:5557]
+Built from the same options as C{twistd zmqrelay-cloud}: every option
+--some-name is read from ZMQRELAY_SOME_NAME (see zmqrelay.tools.tac), e.g.
+  ZMQRELAY_ID       this node's id              [cloud]
+  ZMQRELAY_LISTEN   control ROUTER endpoint     [tcp://*:5555]
+  ZMQRELAY_PUB      XPUB clients subscribe to   [tcp://*:5556]
+  ZMQRELAY_SUB      XSUB proxies publish to     [tcp://*:5557]
+  ZMQRELAY_METRICS  Prometheus /metrics, /healthz (e.g. tcp:9100)  []
+  ZMQRELAY_CURVE_SECRET, ZMQRELAY_CURVE_AUTHORIZED, ZMQRELAY_RATE, ...
 """
-
-import os
 
 from twisted.application.service import Application
 
-from zmqrelay.roles.cloud import Cloud
-from zmqrelay.config import NodeConfig
-from zmqrelay.core.presence import PresenceLog
-
-env = os.environ.get
-
-cloud = Cloud(
-    NodeConfig(env("ZMQRELAY_ID", "cloud")),
-    listen=env("ZMQRELAY_LISTEN", "tcp://*:5555"),
-    pub=env("ZMQRELAY_PUB", "tcp://*:5556"),
-    sub=env("ZMQRELAY_SUB", "tcp://*:5557"),
-)
-cloud.presence.addObserver(PresenceLog())
+from zmqrelay.tools.tac import serviceFromEnvironment
+from zmqrelay.tools.tap import cloud
 
 application = Application("zmqrelay-cloud")
-cloud.setServiceParent(application)
+serviceFromEnvironment(cloud, {"id": "cloud"}).setServiceParent(application)

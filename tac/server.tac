@@ -1,42 +1,28 @@
 # -*- mode: python -*-
 """
-A server running the example application, as a deployment file:
-twistd -ny tac/server.tac
+A server running an application (the example one by default), as a
+deployment file:  twistd -ny tac/server.tac
 
-Settings come from the environment (defaults in brackets):
+Built from the same options as C{twistd zmqrelay-server}: every option
+--some-name is read from ZMQRELAY_SOME_NAME (see zmqrelay.tools.tac), e.g.
   ZMQRELAY_ID        this node's id                              [server-<host>-<pid>]
   ZMQRELAY_PROXY     the site proxy's control endpoint; empty: none  [tcp://localhost:5565]
   ZMQRELAY_LISTEN    control ROUTER for direct clients; empty: none  [tcp://*:5575]
   ZMQRELAY_PUB       XPUB direct subscribers use; empty: none        [tcp://*:5576]
   ZMQRELAY_SERVICES  comma-separated service names offered           [echo]
   ZMQRELAY_TICK      seconds between tick.<id> notifications; 0: none [0]
-
-To run your own application, replace ExampleApp with your IRequestHandler.
+  ZMQRELAY_APP       dotted name of your IRequestHandler factory
+                     [zmqrelay.tools.examples.example]
+  ZMQRELAY_APP_OPTIONS  comma-separated KEY=VALUE for the factory   []
+  ZMQRELAY_METRICS   Prometheus /metrics, /healthz (e.g. tcp:9102)  []
 """
-
-import os
 
 from twisted.application.service import Application
 
-from zmqrelay.config import NodeConfig, defaultNodeId
-from zmqrelay.tools.examples import ExampleApp
-from zmqrelay.core.presence import PresenceLog
-from zmqrelay.server import Server
-
-env = os.environ.get
-
-server = Server(
-    NodeConfig(env("ZMQRELAY_ID") or defaultNodeId("server")),
-    handler=None,
-    services=[s for s in env("ZMQRELAY_SERVICES", "echo").split(",") if s],
-    listen=env("ZMQRELAY_LISTEN", "tcp://*:5575") or None,
-    pub=env("ZMQRELAY_PUB", "tcp://*:5576") or None,
-    proxy=env("ZMQRELAY_PROXY", "tcp://localhost:5565") or None,
-)
-app = ExampleApp(server, float(env("ZMQRELAY_TICK", "0")))
-server.handler = app
-app.setServiceParent(server)
-server.presence.addObserver(PresenceLog())
+from zmqrelay.tools.tac import serviceFromEnvironment
+from zmqrelay.tools.tap import server
 
 application = Application("zmqrelay-server")
-server.setServiceParent(application)
+serviceFromEnvironment(
+    server, {"proxy": "tcp://localhost:5565", "service": "echo"}
+).setServiceParent(application)

@@ -507,12 +507,13 @@ class RelayOptionsTests(SynchronousTestCase):
         from zmqrelay.tools.tap import cloud, proxy
 
         for module in (cloud, proxy):
+            base = ["--lan-only"] if module is proxy else []
             options = module.Options()
-            options.parseOptions([])
+            options.parseOptions(base)
             config = options.nodeConfig()
             self.assertEqual((config.maxSubscriptions, config.subHwm), (100000, 1000))
             options = module.Options()
-            options.parseOptions(["--max-subscriptions", "3", "--sub-hwm", "50"])
+            options.parseOptions(base + ["--max-subscriptions", "3", "--sub-hwm", "50"])
             config = options.nodeConfig()
             self.assertEqual((config.maxSubscriptions, config.subHwm), (3, 50))
 

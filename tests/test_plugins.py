@@ -10,7 +10,10 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.interfaces import ICloud, IClient, IProxy, IServer
+from zope.interface import implementer
+
+from zmqrelay.interfaces import ICloud, IClient, IProxy, IRequestHandler, IServer
+from zmqrelay.tools.tap._common import parseEndpoint
 from zmqrelay.tools.tap import client as clientTap
 from zmqrelay.tools.tap import cloud as cloudTap
 from zmqrelay.tools.tap import proxy as proxyTap
@@ -104,6 +107,7 @@ class CommonOptionsTests(OptionsTestCase):
         options = self.parse(cloudTap, [
             "--id", "cloud-x", "--heartbeat", "0.5", "--liveness", "4",
             "--max-message-size", "2048", "--rate", "0", "--protocol-versions", "2,1",
+            "--emulate-versions",
             "--cooldown", "3", "--reject-delay", "7",
         ])
         config = options.nodeConfig()
@@ -173,14 +177,17 @@ class ProxyOptionsTests(OptionsTestCase):
     C{twistd zmqrelay-proxy} options.
     """
 
-    def test_cloudOptional(self):
+    def test_cloudOrLanOnly(self):
         """
-        The cloud endpoint is optional (a LAN-only site) but must be an endpoint if given.
+        A proxy needs --cloud, or --lan-only said explicitly, not both; the
+        cloud must be an endpoint.
         """
-        self.assertIsNone(self.parse(proxyTap, [])["cloud"])
+        self.assertIsNone(self.parse(proxyTap, ["--lan-only"])["cloud"])
         self.assertEqual(self.parse(proxyTap, ["-c", "tcp://relay:5555"])["cloud"], "tcp://relay:5555")
+        self.assertUsageError(proxyTap, [])
+        self.assertUsageError(proxyTap, ["--lan-only", "--cloud", "tcp://relay:5555"])
         self.assertUsageError(proxyTap, ["--cloud", "relay:5555"])
-        self.assertUsageError(proxyTap, ["--listen", "nowhere"])
+        self.assertUsageError(proxyTap, ["--lan-only", "--listen", "nowhere"])
 
     def test_makeService(self):
         """
@@ -259,6 +266,7 @@ class ServerOptionsTests(OptionsTestCase):
         self.assertUsageError(serverTap, ["--proxy", "tcp://p:1", "--app-option", "nothing"])
 
 
+@implementer(IRequestHandler)
 class _RecordingApp:
     def __init__(self, server, options):
         self.server = server
@@ -321,3 +329,105 @@ class ClientOptionsTests(OptionsTestCase):
         self.assertEqual((service.config.requestTimeout, service.config.attempts), (2.0, 5))
         self.assertEqual(service.addresses, ["tcp://c:1"])
         self.assertFalse(service.running)
+
+
+class NotAHandler:
+    """
+    What a wrong --app makes: no handleRequest.
+    """
+
+    def __init__(self, server):
+        self.server = server
+
+
+class CheckedOptionsTests(OptionsTestCase):
+    """
+    Every option is checked when parsed, and errors name the option and
+    the value.
+    """
+
+    def assertMessage(self, module, argv, *parts):
+        error = self.assertRaises(usage.UsageError, self.parse, module, argv)
+        for part in parts:
+            self.assertIn(part, str(error))
+        self.assertNotIn("\n", str(error))
+        return error
+
+    def test_coercionNamesOption(self):
+        """
+        A bad number names its option and value: --hwm '-1': must be positive.
+        """
+        self.assertMessage(cloudTap, ["--hwm", "-1"], "--hwm '-1'", "must be positive")
+        self.assertMessage(cloudTap, ["--hwm", "lots"], "--hwm 'lots'", "not an integer")
+        self.assertMessage(cloudTap, ["--rate", "-5"], "--rate '-5'", "zero or more")
+        self.assertMessage(cloudTap, ["--heartbeat", "x"], "--heartbeat 'x'", "not a number")
+
+    def test_unknownProtocolVersion(self):
+        """
+        --protocol-versions may only list versions this release speaks,
+        unless --emulate-versions says a test emulates another release.
+        """
+        self.assertMessage(cloudTap, ["--protocol-versions", "7"], "--protocol-versions '7'",
+                           "speaks only 1")
+        options = self.parse(cloudTap, ["--protocol-versions", "1,7", "--emulate-versions"])
+        self.assertEqual(options.nodeConfig().versions, (1, 7))
+        self.assertEqual(self.parse(cloudTap, ["--protocol-versions", "1"])["protocol-versions"], (1,))
+
+    def test_endpointsFullyParsed(self):
+        """
+        Endpoints are parsed whole: a host, a numeric port (or * when
+        binding); dialling * is refused.
+        """
+        self.assertMessage(proxyTap, ["--cloud", "tcp://foo"], "--cloud 'tcp://foo'", "no port")
+        self.assertMessage(cloudTap, ["--listen", "tcp://127.0.0.1:abc"],
+                           "--listen 'tcp://127.0.0.1:abc'", "port 'abc'")
+        self.assertMessage(proxyTap, ["--cloud", "tcp://relay:*"], "--cloud", "for binding")
+        self.assertMessage(proxyTap, ["--cloud", "tcp://relay:70000"], "--cloud", "1 to 65535")
+        self.assertMessage(clientTap, ["--server", "tcp://:5"], "--server 'tcp://:5'")
+        self.parse(cloudTap, ["--listen", "tcp://*:*", "--pub", "tcp://[::1]:5556"])
+
+    def test_parseEndpoint(self):
+        """
+        parseEndpoint accepts what ZeroMQ binds and dials, and says what is
+        wrong with the rest.
+        """
+        for good, bind in [("tcp://127.0.0.1:5555", False), ("tcp://*:*", True),
+                           ("tcp://host.example:1", False), ("ipc:///tmp/x", False),
+                           ("inproc://name", True), ("tcp://[::1]:80", False)]:
+            self.assertEqual(parseEndpoint(good, bind), good)
+        for bad, bind in [("tcp://foo", False), ("tcp://h:abc", True), ("tcp://h:0", True),
+                          ("tcp://*:1", False), ("udp://h:1", True), ("ipc://", True),
+                          ("tcp://h/x:1", False), ("127.0.0.1:5555", True)]:
+            self.assertRaises(ValueError, parseEndpoint, bad, bind)
+
+    def test_metricsEndpoint(self):
+        """
+        --metrics takes a Twisted endpoint string; makeService adds a
+        metrics service to the node.
+        """
+        from zmqrelay.roles.metrics import MetricsService
+
+        self.assertMessage(cloudTap, ["--metrics", "tcp:abc"], "--metrics 'tcp:abc'")
+        self.assertMessage(cloudTap, ["--metrics", "nonsense:1"], "--metrics 'nonsense:1'")
+        options = self.parse(cloudTap, ["--metrics", "tcp:0:interface=127.0.0.1"])
+        cloud = cloudTap.makeService(options)
+        [metrics] = [s for s in cloud if isinstance(s, MetricsService)]
+        self.assertEqual(metrics.endpoint, "tcp:0:interface=127.0.0.1")
+        self.assertEqual([s for s in cloudTap.makeService(self.parse(cloudTap, []))], [])
+
+    def test_appMustBeAHandler(self):
+        """
+        An --app factory that does not make an IRequestHandler is refused
+        when the service is built.
+        """
+        for app in ("zmqrelay.config.NodeConfig", "tests.test_plugins.NotAHandler"):
+            options = self.parse(serverTap, ["--proxy", "tcp://p:1", "--app", app])
+            error = self.assertRaises(usage.UsageError, serverTap.makeService, options)
+            self.assertIn(f"--app '{app}'", str(error))
+            self.assertIn("not an IRequestHandler", str(error))
+
+    def test_appNotCallable(self):
+        """
+        An --app that names no callable is refused when parsed.
+        """
+        self.assertMessage(serverTap, ["--app", "zmqrelay.__version__"], "--app 'zmqrelay.__version__'")

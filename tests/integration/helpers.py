@@ -215,6 +215,8 @@ class Cluster:
         args = ["--id", name, "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK]
         if cloud is not None:
             args += ["--cloud", cloud.endpoints["control"]]
+        else:
+            args += ["--lan-only"]
         return self.start(name, "zmqrelay-proxy", args)
 
     def server(self, name, proxy=None, services=(), tick=0.0):

@@ -37,7 +37,7 @@ class VersionTests(unittest.TestCase):
     def start(self, name, plugin, args, versions=None):
         args = ["--id", name, "--heartbeat", "0.5"] + list(args)
         if versions:
-            args += ["--protocol-versions", versions]
+            args += ["--protocol-versions", versions, "--emulate-versions"]
         return self.cluster.start(name, plugin, args)
 
     def relay(self, name, plugin, upstream=None, versions=None, extra=()):

@@ -137,6 +137,8 @@ class Front:
         self._guards = OrderedDict()
         self.counters = {
             "received": 0,
+            "requests": 0,
+            "refused-messages": 0,
             "malformed": 0,
             "refused": 0,
             "ignored": 0,
@@ -151,6 +153,9 @@ class Front:
             "cut-excess": 0,
             "cut-dead": 0,
         }
+        # ERR answers sent, and hellos rejected, by error code.
+        self.errors = {}
+        self.rejects = {}
         self._socket = None
         self._ticker = None
         self._strangers = None
@@ -221,6 +226,9 @@ class Front:
         )
         if ok:
             session.lastSent = self.reactor.seconds()
+            if msgtype == protocol.ERROR:
+                code = header.get("code")
+                self.errors[code] = self.errors.get(code, 0) + 1
         elif getattr(self._socket, "unroutable", False):
             # ROUTER_MANDATORY: its connection is gone (the process died, or
             # is back on a new connection and will say hello there).  Do not
@@ -309,6 +317,8 @@ class Front:
         if msgtype == protocol.BYE:
             self.drop(session, "bye")
             return
+        if msgtype == protocol.REQUEST:
+            self.counters["requests"] += 1
         try:
             self.owner.peerMessage(session, message)
         except protocol.ProtocolError as e:
@@ -374,6 +384,7 @@ class Front:
             )
 
     def _refuse(self, session, frames, wait):
+        self.counters["refused-messages"] += 1
         header = None
         try:
             header = protocol.decode(frames[1:]).header
@@ -417,6 +428,7 @@ class Front:
 
     def _reject(self, routingId, code, text, retryAfter=None):
         self.counters["rejected"] += 1
+        self.rejects[code] = self.rejects.get(code, 0) + 1
         # Counted always; logged and answered at a bounded rate, like any
         # other bad input (a HELLO flood must not become a log flood).
         now = self.reactor.seconds()

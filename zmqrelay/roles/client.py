@@ -269,6 +269,7 @@ class Client(Node):
             timeout or self.config.requestTimeout, attempts or self.config.attempts, sys,
         )
         self._attempts[rid] = attempt
+        self.timings["roundtrip"].timeDeferred(attempt.result, self.reactor)
         # However it ends (answer, failure, cancel, stop), it is forgotten.
         attempt.result.addBoth(self._attemptDone, rid)
         return attempt.start()

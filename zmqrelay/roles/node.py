@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from zmqrelay.core import protocol
 from zmqrelay.edge import security
+from zmqrelay.roles import metrics
 from zmqrelay.roles.forwarder import Forwarder
 from zmqrelay.roles.hop import requestId, sendError
 from zmqrelay.edge.front import Front
@@ -55,6 +56,8 @@ class Node(MultiService):
     @ivar counters: L{dict} of counter name to L{int}.
     @ivar zap: the L{zmqrelay.edge.security.ZapHandler} while CURVE secures what
         this node binds, else C{None}.
+    @ivar timings: name to L{zmqrelay.roles.metrics.Timing}: the handler
+        time of a server, the request round trips of a client.
     """
 
     role = None
@@ -74,6 +77,11 @@ class Node(MultiService):
         self.counters = {}
         self.zap = None
         self._trimmer = None
+        self.timings = {}
+        if self.role == protocol.SERVER:
+            self.timings["handler"] = metrics.Timing()
+        elif self.role == protocol.CLIENT:
+            self.timings["roundtrip"] = metrics.Timing()
 
     @property
     def socketFactory(self):
@@ -97,6 +105,7 @@ class Node(MultiService):
         if self.zap is not None:
             for key, value in self.zap.counters.items():
                 result[f"zap.{key}"] = value
+        result.update(metrics.figures(self))
         return result
 
     def _countedParts(self):

@@ -340,6 +340,7 @@ class Server(PresenceViewMixin, Node):
         # to a restarted proxy that reuses the forward id for another request.
         self.replies.begin(key).waiters.append((peer, rid, peer.incarnation))
         d = maybeDeferred(self.handler.handleRequest, request)
+        self.timings["handler"].timeDeferred(d, self.reactor)
         if d.called:
             d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
             return

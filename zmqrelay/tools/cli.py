@@ -25,6 +25,8 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from zmqrelay.interfaces import INotificationReceiver
+from zmqrelay.tools.tap._common import CheckedOptions, _nonNegative
+from zmqrelay.tools.tap.client import ConnectOptions
 
 log = Logger()
 
@@ -87,45 +89,13 @@ class Chatter(Service):
         log.info("message from {sender}: {payload!r}", sender=sender, payload=payload)
 
 
-class _Connect(usage.Options):
-    optParameters = [
-        ["cloud", "c", None, "The cloud's control endpoint."],
-        ["proxy", "p", None, "A site proxy's control endpoint."],
-        ["id", None, None, "Client id to use (default: the certificate's, or cli-<host>-<pid>)."],
-        ["timeout", None, 5.0, "Seconds to wait.", float],
-        ["curve-secret", None, None, "CURVE: our secret certificate (NAME.key_secret)."],
-        ["curve-server-key", None, None,
-         "CURVE: public certificate of the node dialled (--cloud, else --proxy)."],
-    ]
+class _Connect(ConnectOptions):
+    """
+    The connection options of every command that talks to a node: those of
+    C{twistd zmqrelay-client} (L{ConnectOptions}), one definition for both.
+    """
 
-    def __init__(self):
-        usage.Options.__init__(self)
-        self["servers"] = []
-
-    def opt_server(self, endpoint):
-        """
-        A server's control endpoint (direct path; repeatable).
-        """
-        self["servers"].append(endpoint)
-
-    def postOptions(self):
-        if not (self["cloud"] or self["proxy"] or self["servers"]):
-            raise usage.UsageError("give --cloud, --proxy or --server")
-        self["curve"] = None
-        if bool(self["curve-secret"]) != bool(self["curve-server-key"]):
-            raise usage.UsageError("CURVE needs both --curve-secret and --curve-server-key")
-        if self["curve-secret"]:
-            from zmqrelay.edge.security import CurveConfig
-
-            upstream = self["cloud"] or self["proxy"]
-            if not upstream:
-                raise usage.UsageError("--curve-server-key is for --cloud or --proxy")
-            try:
-                self["curve"] = CurveConfig.fromFiles(
-                    self["curve-secret"], {upstream: self["curve-server-key"]}
-                )
-            except (OSError, ValueError) as e:
-                raise usage.UsageError(f"CURVE: {e}")
+    idPrefix = "cli"
 
 
 class RequestOptions(_Connect):
@@ -134,7 +104,6 @@ class RequestOptions(_Connect):
     """
 
     synopsis = "[connect options] TARGET PAYLOAD"
-    optParameters = [["attempts", None, 3, "Attempts in all.", int]]
 
     def parseArgs(self, target, payload):
         self["target"] = target
@@ -148,8 +117,8 @@ class SubscribeOptions(_Connect):
 
     synopsis = "[connect options] [PREFIX ...]"
     optParameters = [
-        ["count", "n", 0, "Stop after this many notifications (0: never).", int],
-        ["duration", None, 0.0, "Stop after this many seconds (0: never).", float],
+        ["count", "n", 0, "Stop after this many notifications (0: never).", _nonNegative(int)],
+        ["duration", None, 0.0, "Stop after this many seconds (0: never).", _nonNegative(float)],
     ]
 
     def parseArgs(self, *prefixes):
@@ -165,7 +134,7 @@ class QueryOptions(_Connect):
     optParameters = [["node", None, None, "The node to ask (default: the one attached to)."]]
 
 
-class KeygenOptions(usage.Options):
+class KeygenOptions(CheckedOptions):
     """
     C{zmqrelay keygen}: make a CURVE keypair bound to a node id and role.
     """
@@ -189,7 +158,7 @@ class KeygenOptions(usage.Options):
         # Options may follow NAME too (getopt stops at the first argument).
         if options and not options[0].startswith("-"):
             options = list(options[1:]) + [options[0]]
-        usage.Options.parseOptions(self, options)
+        CheckedOptions.parseOptions(self, options)
 
     def parseArgs(self, name):
         self["name"] = name
@@ -216,12 +185,8 @@ class Options(usage.Options):
 
 def _client(reactor, opts):
     from zmqrelay.roles.client import Client
-    from zmqrelay.core.config import NodeConfig, defaultNodeId
 
-    curve = opts.get("curve")
-    nodeId = opts["id"] or (curve.nodeId if curve is not None else None) or defaultNodeId("cli")
-    config = NodeConfig(nodeId, requestTimeout=opts["timeout"], curve=curve)
-    client = Client(config, opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor)
+    client = Client(opts.clientConfig(), opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor)
     client.startService()
     return client
 
@@ -304,7 +269,8 @@ def main(argv=None, out=None):
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as e:
-        sys.stderr.write(f"{options}\nerror: {e}\n")
+        command = f" {options.subCommand}" if options.subCommand else ""
+        sys.stderr.write(f"zmqrelay{command}: error: {e} (zmqrelay{command} --help for usage)\n")
         sys.exit(2)
     if options.subCommand == "keygen":
         sys.exit(_keygen(options.subOptions, out))

@@ -1,20 +1,35 @@
 """
 Options every role shares, and turning them into a L{NodeConfig}.
+
+Every option is checked when parsed: an error names the option and the value
+in one line.  Run by C{twistd}, a usage error (found while parsing or while
+building the service) and a failure to bind at start end the process with
+that one line instead of a usage dump or a traceback.
 """
+
+import sys
 
 from twisted.python import usage
 
+from zmqrelay.core import protocol
 from zmqrelay.core.config import NodeConfig, defaultNodeId
 
 #: The option naming the endpoint C{--curve-server-key} is for, by role.
 _UPSTREAM = {"client": "cloud", "proxy": "cloud", "server": "proxy"}
 
 
+def _number(kind, value):
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError("not an integer" if kind is int else "not a number") from None
+
+
 def _positive(kind):
     def coerce(value):
-        number = kind(value)
-        if number <= 0:
-            raise ValueError(f"{value!r} is not positive")
+        number = _number(kind, value)
+        if not number > 0:
+            raise ValueError("must be positive")
         return number
 
     coerce.coerceDoc = "Must be positive."
@@ -23,9 +38,9 @@ def _positive(kind):
 
 def _nonNegative(kind):
     def coerce(value):
-        number = kind(value)
-        if number < 0:
-            raise ValueError(f"{value!r} is negative")
+        number = _number(kind, value)
+        if not number >= 0:
+            raise ValueError("must be zero or more")
         return number
 
     coerce.coerceDoc = "Must be zero or more."
@@ -33,7 +48,10 @@ def _nonNegative(kind):
 
 
 def _versions(value):
-    versions = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    try:
+        versions = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        versions = ()
     if not versions or not all(0 < v < 256 for v in versions):
         raise ValueError("versions are integers 1..255, comma-separated")
     return versions
@@ -42,12 +60,171 @@ def _versions(value):
 _versions.coerceDoc = "Comma-separated, e.g. 1,2."
 
 
-class NodeOptions(usage.Options):
+def parseEndpoint(value, bind=False):
+    """
+    Check a ZeroMQ endpoint fully: C{tcp://HOST:PORT} (a numeric port, or
+    C{*} and a host of C{*} when binding), C{ipc://PATH} or
+    C{inproc://NAME}.
+
+    @param bind: C{True} for an endpoint to bind, C{False} for one to dial.
+    @return: C{value}.
+    @raise ValueError: saying what is wrong with it.
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        raise ValueError("not a tcp://, ipc:// or inproc:// endpoint")
+    if not rest:
+        raise ValueError(f"no {'path' if scheme == 'ipc' else 'address'}")
+    if scheme != "tcp":
+        return value
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host:
+        raise ValueError("no port (tcp://HOST:PORT)")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"bad host {host!r}")
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ValueError(f"bad host {host!r}")
+    if host == "*" and not bind:
+        raise ValueError("host * is for binding, not dialling")
+    if port == "*":
+        if not bind:
+            raise ValueError("port * is for binding, not dialling")
+        return value
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"port {port!r} is not a number from 1 to 65535" + (" or *" if bind else ""))
+    return value
+
+
+def checkEndpoint(value, option, bind=False):
+    """
+    @raise usage.UsageError: unless C{value} is C{None} or a ZeroMQ endpoint
+        (L{parseEndpoint}), naming C{--option} and the value.
+    """
+    if value is None:
+        return
+    try:
+        parseEndpoint(value, bind)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option} {value!r}: {e}")
+
+
+def checkServerEndpoint(value, option):
+    """
+    @raise usage.UsageError: unless C{value} is a Twisted server endpoint
+        string, naming C{--option} and the value.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # Parsing needs no reactor: the endpoint is only described here.
+        serverFromString(None, value)
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(f"--{option} {value!r}: not a Twisted endpoint ({e})")
+
+
+class _NamedParameter(usage.CoerceParameter):
+    """
+    A coerced parameter whose error names the option and the value.
+    """
+
+    def dispatch(self, parameterName, value):
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{parameterName} {value!r}: {e}")
+
+
+def _inTwistd(options):
+    """
+    @return: the name twistd runs C{options} as, or C{None} if they were
+        not parsed as a twistd subcommand.
+    """
+    from twisted.application.app import ServerOptions
+
+    if getattr(options, "runAs", None):
+        return options.runAs
+    parent = getattr(options, "parent", None)
+    if not isinstance(parent, ServerOptions) or not parent.subCommand:
+        return None
+    return f"twistd {parent.subCommand}"
+
+
+def _exit(prog, text, status):
+    sys.stderr.write(f"{prog}: error: {text}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+class CheckedOptions(usage.Options):
+    """
+    Options whose errors name the option and the value, and which, parsed
+    as a C{twistd} subcommand, end the process with that one line and
+    status 2 rather than a usage dump.
+    """
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        for name, handler in list(self._dispatch.items()):
+            if type(handler) is usage.CoerceParameter:
+                self._dispatch[name] = _NamedParameter(self, handler.coerce)
+
+    def parseOptions(self, options=None):
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            prog = _inTwistd(self)
+            if prog is None:
+                raise
+            _exit(prog, e, 2)
+
+
+def twistdService(build, options):
+    """
+    Build the service of a twistd subcommand.
+
+    Parsed by twistd, a L{usage.UsageError} raised while building, and a
+    ZeroMQ error (a busy port, an address that does not resolve) raised
+    when the service starts, end the process with one line: status 2 and
+    1.  Otherwise (a test, a program building services itself) errors are
+    raised as they are.
+
+    @param build: called with C{options}, returns the service.
+    """
+    prog = _inTwistd(options)
+    if prog is None:
+        return build(options)
+    try:
+        service = build(options)
+    except usage.UsageError as e:
+        _exit(prog, e, 2)
+    start = service.startService
+
+    def startService():
+        import zmq
+
+        from zmqrelay.roles.metrics import CannotListen
+
+        try:
+            start()
+        except zmq.ZMQError as e:
+            _exit(prog, f"cannot start: {e}", 1)
+        except CannotListen as e:
+            _exit(prog, f"cannot start: {e}", 1)
+
+    service.startService = startService
+    return service
+
+
+class NodeOptions(CheckedOptions):
     """
     Options of every role.
     """
 
     role = None
+    #: What a default node id starts with (default: the role).
+    idPrefix = None
 
     optParameters = [
         ["id", None, None, "This node's id (default: <role>-<host>-<pid>)."],
@@ -71,6 +248,9 @@ class NodeOptions(usage.Options):
         ["stranger-rate", None, 2000.0,
          "Messages a second read, in all, from connections without a session (0: no limit).",
          _nonNegative(float)],
+        ["metrics", None, None,
+         "Serve Prometheus /metrics, /healthz and /readyz on this Twisted endpoint "
+         "(e.g. tcp:9100:interface=127.0.0.1; default: none)."],
         ["protocol-versions", None, None, "Protocol versions to speak (default: all this release speaks).", _versions],
         ["curve-secret", None, None,
          "CURVE: this node's secret certificate (NAME.key_secret from 'zmqrelay keygen'); "
@@ -83,8 +263,14 @@ class NodeOptions(usage.Options):
          "its id and role; secures every socket this node binds."],
     ]
 
+    optFlags = [
+        ["emulate-versions", None,
+         "Testing only: allow --protocol-versions this release does not speak "
+         "(to emulate another release)."],
+    ]
+
     def __init__(self):
-        usage.Options.__init__(self)
+        CheckedOptions.__init__(self)
         self["curve-peer-keys"] = {}
 
     def opt_curve_peer_key(self, value):
@@ -100,7 +286,17 @@ class NodeOptions(usage.Options):
 
     def postOptions(self):
         if self["id"] is not None and not (0 < len(self["id"]) <= 256):
-            raise usage.UsageError("--id must be 1 to 256 characters")
+            raise usage.UsageError(f"--id {self['id']!r}: must be 1 to 256 characters")
+        if self["metrics"] is not None:
+            checkServerEndpoint(self["metrics"], "metrics")
+        versions = self["protocol-versions"]
+        if versions and not self["emulate-versions"]:
+            unknown = [v for v in versions if v not in protocol.SUPPORTED_VERSIONS]
+            if unknown:
+                raise usage.UsageError(
+                    f"--protocol-versions {','.join(map(str, versions))!r}: this release "
+                    f"speaks only {','.join(map(str, protocol.SUPPORTED_VERSIONS))}"
+                )
         self["curve"] = self._curveConfig()
 
     def _curveConfig(self):
@@ -144,6 +340,19 @@ class NodeOptions(usage.Options):
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"CURVE: {e}")
 
+    def attachMetrics(self, node):
+        """
+        Serve C{node}'s metrics and health on C{--metrics}, if given: a
+        L{zmqrelay.roles.metrics.MetricsService} started and stopped with it.
+
+        @return: C{node}.
+        """
+        if self["metrics"]:
+            from zmqrelay.roles.metrics import MetricsService
+
+            MetricsService(node, self["metrics"]).setServiceParent(node)
+        return node
+
     def nodeConfig(self, **extra):
         """
         @return: the L{NodeConfig} these options describe.
@@ -168,11 +377,13 @@ class NodeOptions(usage.Options):
         )
         if self["protocol-versions"]:
             kw["versions"] = self["protocol-versions"]
+        if "drain-timeout" in self:
+            kw["drainTimeout"] = self["drain-timeout"]
         curve = self.get("curve")
         kw["curve"] = curve
         kw.update(extra)
         nodeId = self["id"] or (curve.nodeId if curve is not None else None)
-        return NodeConfig(nodeId or defaultNodeId(self.role), **kw)
+        return NodeConfig(nodeId or defaultNodeId(self.idPrefix or self.role), **kw)
 
 
 class RelayOptions(NodeOptions):
@@ -201,13 +412,3 @@ class RelayOptions(NodeOptions):
         )
         kw.update(extra)
         return NodeOptions.nodeConfig(self, **kw)
-
-
-def checkEndpoint(value, option):
-    """
-    @raise usage.UsageError: unless C{value} looks like a ZeroMQ endpoint.
-    """
-    if value is None:
-        return
-    if not any(value.startswith(s) for s in ("tcp://", "ipc://", "inproc://")):
-        raise usage.UsageError(f"--{option} {value!r} is not a tcp://, ipc:// or inproc:// endpoint")

@@ -1,41 +1,39 @@
 """
 C{twistd zmqrelay-client}: a client that subscribes and sends requests on a
 timer, logging what comes back.  For demos, smoke tests and monitoring.
+
+L{ConnectOptions} are also the connection options of the C{zmqrelay}
+command (L{zmqrelay.tools.cli}): one definition for both.
 """
 
 from twisted.python import usage
 
-from zmqrelay.tools.tap._common import NodeOptions, _nonNegative, _positive, checkEndpoint
+from zmqrelay.tools.tap._common import (
+    NodeOptions,
+    _nonNegative,
+    _positive,
+    checkEndpoint,
+    twistdService,
+)
 
 
-class Options(NodeOptions):
+class ConnectOptions(NodeOptions):
     """
-    Options of C{twistd zmqrelay-client}.
+    How a client connects: its paths, its deadlines, and every option a
+    node has (CURVE, limits, protocol versions).
     """
 
     role = "client"
-    synopsis = "[--cloud ENDPOINT] [--proxy ENDPOINT] [--server ENDPOINT ...] [options]"
-    longdesc = (
-        "Run a client: it connects to the cloud, a site proxy and/or servers "
-        "directly (using the best live path for each request), subscribes to "
-        "--subscribe prefixes and sends --payload to --target every --every "
-        "seconds, logging replies, errors, notifications and messages."
-    )
     optParameters = [
         ["cloud", "c", None, "The cloud's control endpoint."],
         ["proxy", "p", None, "A site proxy's control endpoint (LAN path)."],
-        ["target", "t", None, "Server id or service name to send requests to."],
-        ["payload", None, "hello", "Request payload (text)."],
-        ["every", None, 1.0, "Seconds between requests.", _positive(float)],
-        ["count", None, 0, "Requests to send, then stop sending (0: no end).", _nonNegative(int)],
-        ["timeout", None, 5.0, "Seconds per request attempt.", _positive(float)],
+        ["timeout", None, 5.0, "Seconds per request attempt (and to wait for a path).", _positive(float)],
         ["attempts", None, 3, "Attempts per request.", _positive(int)],
     ]
 
     def __init__(self):
         NodeOptions.__init__(self)
         self["servers"] = []
-        self["subscribe"] = []
 
     def opt_server(self, endpoint):
         """
@@ -44,31 +42,65 @@ class Options(NodeOptions):
         checkEndpoint(endpoint, "server")
         self["servers"].append(endpoint)
 
+    def postOptions(self):
+        for name in ("cloud", "proxy"):
+            checkEndpoint(self[name], name)
+        NodeOptions.postOptions(self)
+        if not (self["cloud"] or self["proxy"] or self["servers"]):
+            raise usage.UsageError("give --cloud, --proxy or --server")
+
+    def clientConfig(self, **extra):
+        """
+        @return: the L{zmqrelay.core.config.NodeConfig} of the client these
+            options describe.
+        """
+        kw = dict(requestTimeout=self["timeout"], attempts=self["attempts"])
+        kw.update(extra)
+        return self.nodeConfig(**kw)
+
+
+class Options(ConnectOptions):
+    """
+    Options of C{twistd zmqrelay-client}.
+    """
+
+    synopsis = "[--cloud ENDPOINT] [--proxy ENDPOINT] [--server ENDPOINT ...] [options]"
+    longdesc = (
+        "Run a client: it connects to the cloud, a site proxy and/or servers "
+        "directly (using the best live path for each request), subscribes to "
+        "--subscribe prefixes and sends --payload to --target every --every "
+        "seconds, logging replies, errors, notifications and messages."
+    )
+    optParameters = [
+        ["target", "t", None, "Server id or service name to send requests to."],
+        ["payload", None, "hello", "Request payload (text)."],
+        ["every", None, 1.0, "Seconds between requests.", _positive(float)],
+        ["count", None, 0, "Requests to send, then stop sending (0: no end).", _nonNegative(int)],
+    ]
+
+    def __init__(self):
+        ConnectOptions.__init__(self)
+        self["subscribe"] = []
+
     def opt_subscribe(self, prefix):
         """
         A topic prefix to subscribe to (repeatable; '' for all).
         """
         self["subscribe"].append(prefix)
 
-    def postOptions(self):
-        NodeOptions.postOptions(self)
-        for name in ("cloud", "proxy"):
-            checkEndpoint(self[name], name)
-        if not (self["cloud"] or self["proxy"] or self["servers"]):
-            raise usage.UsageError("give --cloud, --proxy or --server")
-
 
 def makeService(options):
     """
     @return: a L{zmqrelay.roles.client.Client} with a L{zmqrelay.tools.cli.Chatter}.
     """
-    from zmqrelay.tools.cli import Chatter
-    from zmqrelay.roles.client import Client
+    return twistdService(_build, options)
 
-    config = options.nodeConfig(
-        requestTimeout=options["timeout"], attempts=options["attempts"]
-    )
-    client = Client(config, options["cloud"], options["proxy"], options["servers"])
+
+def _build(options):
+    from zmqrelay.roles.client import Client
+    from zmqrelay.tools.cli import Chatter
+
+    client = Client(options.clientConfig(), options["cloud"], options["proxy"], options["servers"])
     Chatter(
         client,
         options["target"],
@@ -77,4 +109,4 @@ def makeService(options):
         options["count"],
         [p.encode() for p in options["subscribe"]],
     ).setServiceParent(client)
-    return client
+    return options.attachMetrics(client)

@@ -2,7 +2,7 @@
 C{twistd zmqrelay-cloud}: the cloud.
 """
 
-from zmqrelay.tools.tap._common import NodeOptions, RelayOptions, checkEndpoint
+from zmqrelay.tools.tap._common import NodeOptions, RelayOptions, _nonNegative, checkEndpoint, twistdService
 
 
 class Options(RelayOptions):
@@ -21,22 +21,28 @@ class Options(RelayOptions):
         ["listen", "l", "tcp://*:5555", "Control endpoint (ROUTER) for clients and proxies."],
         ["pub", None, "tcp://*:5556", "Notification endpoint (XPUB) clients subscribe to."],
         ["sub", None, "tcp://*:5557", "Notification endpoint (XSUB) proxies publish to."],
+        ["drain-timeout", None, 10.0, "Seconds a stop lets the work in flight finish (0: stop at once).",
+         _nonNegative(float)],
     ]
 
     def postOptions(self):
         NodeOptions.postOptions(self)
         for name in ("listen", "pub", "sub"):
-            checkEndpoint(self[name], name)
+            checkEndpoint(self[name], name, bind=True)
 
 
 def makeService(options):
     """
     @return: a L{zmqrelay.roles.cloud.Cloud} service.
     """
+    return twistdService(_build, options)
+
+
+def _build(options):
     from zmqrelay.roles.cloud import Cloud
     from zmqrelay.core.presence import PresenceLog
 
     cloud = Cloud(options.nodeConfig(), options["listen"], options["pub"], options["sub"])
     cloud.presence.addObserver(PresenceLog())
-    return cloud
+    return options.attachMetrics(cloud)
 

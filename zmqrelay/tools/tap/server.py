@@ -5,7 +5,7 @@ C{twistd zmqrelay-server}: a server running an application.
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
-from zmqrelay.tools.tap._common import NodeOptions, _nonNegative, checkEndpoint
+from zmqrelay.tools.tap._common import NodeOptions, _nonNegative, checkEndpoint, twistdService
 
 
 class Options(NodeOptions):
@@ -31,6 +31,8 @@ class Options(NodeOptions):
          "the same as --app-option tick=SECONDS.", _nonNegative(float)],
         ["reply-cache", None, 10000, "Replies kept to answer retried requests.", _nonNegative(int)],
         ["history", None, 1000, "Notifications kept per topic for replay.", _nonNegative(int)],
+        ["drain-timeout", None, 10.0, "Seconds a stop lets the work in flight finish (0: stop at once).",
+         _nonNegative(float)],
     ]
 
     def __init__(self):
@@ -55,21 +57,34 @@ class Options(NodeOptions):
 
     def postOptions(self):
         NodeOptions.postOptions(self)
-        for name in ("proxy", "listen", "pub"):
-            checkEndpoint(self[name] or None, name)
+        checkEndpoint(self["proxy"] or None, "proxy")
+        for name in ("listen", "pub"):
+            checkEndpoint(self[name] or None, name, bind=True)
         if not self["proxy"] and not self["listen"]:
             raise usage.UsageError("a server needs --proxy, --listen or both")
         try:
             self["appFactory"] = namedAny(self["app"])
         except Exception as e:
             raise usage.UsageError(f"--app {self['app']!r}: {e}")
+        if not callable(self["appFactory"]):
+            raise usage.UsageError(f"--app {self['app']!r}: not a factory (not callable)")
 
 
 def makeService(options):
     """
     @return: a L{zmqrelay.roles.server.Server} service running the application.
+    @raise usage.UsageError: if what C{--app} made is not an
+        L{zmqrelay.interfaces.IRequestHandler}.
     """
+    return twistdService(_build, options)
+
+
+def _build(options):
     from twisted.application.service import IService
+    from zope.interface.exceptions import Invalid
+    from zope.interface.verify import verifyObject
+
+    from zmqrelay.interfaces import IRequestHandler
 
     from zmqrelay.core.presence import PresenceLog
     from zmqrelay.roles.server import Server
@@ -84,9 +99,19 @@ def makeService(options):
     appOptions = dict(options["appOptions"])
     if options["tick"]:
         appOptions.setdefault("tick", options["tick"])
-    app = options["appFactory"](server, **appOptions)
+    try:
+        app = options["appFactory"](server, **appOptions)
+    except TypeError as e:
+        raise usage.UsageError(f"--app {options['app']!r}: {e}")
+    try:
+        verifyObject(IRequestHandler, app)
+    except Invalid as e:
+        raise usage.UsageError(
+            f"--app {options['app']!r} made a {type(app).__name__}, not an IRequestHandler: "
+            f"{str(e).strip().splitlines()[0].rsplit(': ', 1)[-1]}"
+        )
     server.handler = app
     if IService.providedBy(app):
         app.setServiceParent(server)
     server.presence.addObserver(PresenceLog())
-    return server
+    return options.attachMetrics(server)
