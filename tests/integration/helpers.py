@@ -421,9 +421,18 @@ def runCommand(testCase, args, timeout=20.0, reactor=None):
         the child is SIGKILLed after C{timeout} seconds (the Deferred then
         fails) and by the test's cleanup if still running.
     """
+    return runProcess(testCase, zmqrelayCommand() + list(args), timeout, reactor)
+
+
+def runProcess(testCase, argv, timeout=20.0, reactor=None):
+    """
+    Run C{argv} as a child process, as L{runCommand} runs C{zmqrelay}.
+
+    @return: a L{defer.Deferred} firing with (exit code, stdout, stderr).
+    """
     if reactor is None:
         from twisted.internet import reactor
-    argv = zmqrelayCommand() + list(args)
+    args = argv[1:]
     proto = _Output()
     transport = reactor.spawnProcess(proto, argv[0], argv, env=childEnvironment(), path=ROOT)
 
@@ -445,7 +454,7 @@ def runCommand(testCase, args, timeout=20.0, reactor=None):
         if killer.active():
             killer.cancel()
         else:
-            raise AssertionError(f"zmqrelay {' '.join(args)} still running after {timeout}s: {result!r}")
+            raise AssertionError(f"{' '.join(argv)} still running after {timeout}s: {result!r}")
         return result
 
     return proto.ended.addCallback(ended)
