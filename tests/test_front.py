@@ -403,14 +403,18 @@ class RateLimitTests(FrontTestCase):
 
     settings = {"rate": 1.0, "burst": 2, "strikes": 2, "cooldown": 10.0}
 
-    def test_overLimitThenIgnoredThenRecovered(self):
+    def test_overLimitThenDisconnectedThenRecovered(self):
         """
         Over the rate: ERR over-limit with retry; the refusal that crosses the
-        strike limit says so, with the cooldown as retry; then the offender is
-        ignored for the cooldown.  (The HELLO itself took one token of the
-        burst.)
+        strike limit says so, with the cooldown as retry, and the client is
+        disconnected (BYE over-limit, its presence ends, its connection is
+        cut on the next tick); HELLOs are refused with what is left of the
+        cooldown; after it, the client is served again.  (The HELLO itself
+        took one token of the burst.)
         """
-        session = self.hello(b"r1", "c1")
+        self.socket.onEvent("accepted", 7, ("127.0.0.1", 50007))
+        self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
+        session = self.front.sessions[b"r1"]
         self.socket.clear()
         for rid in range(1, 6):
             self.receive(b"r1", self.request(rid=rid))
@@ -418,40 +422,44 @@ class RateLimitTests(FrontTestCase):
         errors = self.sentTo(b"r1", protocol.ERROR)
         self.assertEqual([(m.header["code"], m.header["id"]) for m in errors],
                          [(protocol.E_OVER_LIMIT, 2), (protocol.E_OVER_LIMIT, 3),
-                          (protocol.E_OVER_LIMIT, 4)])
+                          (protocol.E_OVER_LIMIT, 4), (protocol.E_HELLO_FIRST, 5)])
         self.assertEqual(errors[0].header["retry"], 1.0)
         self.assertEqual(errors[2].header["retry"], 10.0)
         self.assertEqual(errors[2].header["msg"], "ignored for 10 s after repeated refusals")
         self.assertEqual(self.front.counters["refused"], 3)
-        self.assertEqual(self.front.counters["ignored"], 1)
-        # In cooldown: silence, though the session stays alive.
-        for _ in range(9):
-            self.clock.advance(1.0)
-            self.receive(b"r1", self.request(rid=99))
-        self.assertEqual(len(self.sentTo(b"r1", protocol.ERROR)), 3)
-        self.assertEqual(len(self.owner.received), 1)
-        self.assertTrue(session.alive)
+        [bye] = self.sentTo(b"r1", protocol.BYE)
+        self.assertEqual(bye.header["reason"], "over-limit")
+        self.assertFalse(session.alive)
+        self.assertEqual(self.owner.left, [(session, "over-limit")])
+        self.clock.advance(0.5)
+        self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
+        # In cooldown: a new hello is refused with what is left of it.
+        self.clock.advance(4.5)
+        self.receive(b"r2", helloFrames("c1", "inc-2"))
+        [reject] = self.sentTo(b"r2", protocol.REJECT)
+        self.assertEqual((reject.header["code"], reject.header["retry"]), (protocol.E_OVER_LIMIT, 5.0))
         # After the cooldown, service resumes.
-        self.clock.advance(1.0)
-        self.receive(b"r1", self.request(rid=100))
+        self.clock.advance(5.0)
+        self.receive(b"r2", helloFrames("c1", "inc-2"))
+        self.receive(b"r2", self.request(rid=100))
         self.assertEqual(self.owner.received[-1][1].header["id"], 100)
 
     def test_limitsFollowTheClientId(self):
         """
-        A client in cooldown cannot start afresh by saying hello again, with a
+        A client struck out cannot start afresh by saying hello again, with a
         new incarnation on a new connection: the hello is refused while the
         cooldown lasts, and the limits of the id carry over after it.
         """
         guard = self.hello(b"r1", "c1").guard
         for rid in range(1, 6):
             self.receive(b"r1", self.request(rid=rid))
-        self.assertEqual(self.front.counters["ignored"], 1)
+        self.assertNotIn("c1", self.front.byNode)
         self.socket.clear()
         self.receive(b"r2", helloFrames("c1", "inc-2"))
         [reject] = self.sentTo(b"r2", protocol.REJECT)
         self.assertEqual(reject.header["code"], protocol.E_OVER_LIMIT)
         self.assertEqual(reject.header["retry"], 10.0)
-        self.assertEqual(self.front.byNode["c1"].incarnation, "inc-1")
+        self.assertNotIn("c1", self.front.byNode)
         self.clock.advance(11.0)
         self.receive(b"r2", helloFrames("c1", "inc-2"))
         self.assertEqual(len(self.sentTo(b"r2", protocol.WELCOME)), 1)
@@ -727,3 +735,37 @@ class DiscardTests(FrontTestCase):
         [error] = self.sentTo(b"x1", protocol.ERROR)
         self.assertEqual(error.header["code"], protocol.E_BAD_MESSAGE)
         self.assertEqual(self.front.counters["malformed"], 1)
+
+
+class AbusiveStrangerTests(FrontTestCase):
+    """
+    A connection that floods without a session is cut.
+    """
+
+    def test_floodingStrangerCut(self):
+        """
+        Past its own budget, a stranger's connection is cut once (what it
+        queued is never read); another stranger is untouched.
+        """
+        self.socket.onEvent("accepted", 7, ("127.0.0.1", 50007))
+        self.socket.onEvent("accepted", 8, ("127.0.0.1", 50008))
+        for rid in range(40):
+            self.socket.receive([b"x1"] + list(self.request(rid=rid)), fd=7)
+        self.socket.receive([b"x2"] + list(self.request(rid=1)), fd=8)
+        self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
+        self.assertEqual(self.front.counters["cut-abusive"], 1)
+        self.socket.onEvent("closed", 7, None)
+        self.socket.onEvent("accepted", 7, ("127.0.0.1", 50107))
+        for rid in range(40):
+            self.socket.receive([b"x3"] + list(self.request(rid=rid)), fd=7)
+        self.assertEqual(self.front.counters["cut-abusive"], 2)
+
+    def test_unknownConnectionNotCut(self):
+        """
+        A stranger whose connection the monitor has not reported yet is only
+        ignored (nothing to check the descriptor against).
+        """
+        for rid in range(40):
+            self.socket.receive([b"x1"] + list(self.request(rid=rid)), fd=9)
+        self.assertEqual(self.socket.cuts, [])
+        self.assertEqual(self.front.counters["ignored-strangers"], 20)

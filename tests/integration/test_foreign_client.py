@@ -971,7 +971,7 @@ class ForeignClientTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_strikesAndFrames(self):
         """
-        Section 12: the refusal that crosses the strike limit is answered over-limit with retry = the cooldown, then the client is ignored until it ends; section 3.1: 7 frames from a DEALER are read, 8 are bad-message.
+        Section 12: the refusal that crosses the strike limit is answered over-limit with retry = the cooldown, then the client is disconnected (BYE over-limit, connection cut), a HELLO before the cooldown ends gets REJECT over-limit with retry, and one after it is welcomed; section 3.1: 7 frames from a DEALER are read, 8 are bad-message.
         """
         cloud = yield self.cloud(
             "--heartbeat", "2", "--rate", "1", "--burst", "1", "--strikes", "3", "--cooldown", "2",
@@ -993,12 +993,19 @@ class ForeignClientTests(unittest.TestCase):
         self.assertEqual(answers[3].header["retry"], 2)
         self.assertEqual(answers[3].header["msg"], "ignored for 2 s after repeated refusals")
 
-        def anything():
-            client._drain()
-            return client.inbox[0] if client.inbox else None
-
-        yield nothingFor(1.5, anything)
+        bye = yield client.receive(lambda m: m.type == BYE, what="BYE")
+        self.assertEqual(bye.header["reason"], "over-limit")
+        # Section 6.5: a fresh DEALER and a HELLO; refused until the cooldown ends.
+        client.newSocket()
+        client.hello()
+        reject = yield client.receive(lambda m: m.type in (WELCOME, REJECT), what="REJECT")
+        self.assertEqual((reject.type, reject.header["code"]), (REJECT, "over-limit"))
+        self.assertTrue(0 < reject.header["retry"] <= 2.0, reject.header)
         yield deferLater(reactor, max(0.0, crossed + 2.2 - reactor.seconds()), lambda: None)
+        client.newSocket()
+        yield client.connect()
+        # The HELLO took the token of the --burst 1 bucket: the next is 1 s away.
+        yield deferLater(reactor, 1.1, lambda: None)
         answer = yield client.call(None, sys="ping")
         self.assertEqual((answer.type, answer.payload), (REP, b"pong"))
 

@@ -194,9 +194,10 @@ class LimitTests(unittest.TestCase):
         With --rate 20 --burst 5 --strikes 3 --cooldown 2, a client sending a
         burst of 30 gets about 4 answers (its HELLO took one token of the
         burst), then 3 over-limit errors with a retry-after, then a fourth
-        that says it is ignored for the cooldown (retry 2 s), then silence
-        until the cooldown ends, when it is served again; meanwhile another
-        client is served as usual.
+        that says it is ignored for the cooldown (retry 2 s), then BYE
+        over-limit: it is disconnected until the cooldown ends, when a new
+        HELLO is welcomed and it is served again; meanwhile another client is
+        served as usual.
         """
         cloud = yield self.cloud(
             "--rate", "20", "--burst", "5", "--strikes", "3", "--cooldown", "2",
@@ -208,38 +209,45 @@ class LimitTests(unittest.TestCase):
             peer.send(protocol.REQUEST, {"id": i, "sys": "ping"})
         struck = time.monotonic()
         answers = []
+        byes = []
         yield _sleep(0.5)
         while peer.socket.poll(0):
             message = protocol.decode(peer.socket.recv_multipart())
             if message.type in (protocol.REPLY, protocol.ERROR):
                 answers.append(message)
+            elif message.type == protocol.BYE:
+                byes.append(message.header.get("reason"))
         pongs = [m for m in answers if m.type == protocol.REPLY]
-        refusals = [m for m in answers if m.type == protocol.ERROR]
+        refusals = [
+            m for m in answers
+            if m.type == protocol.ERROR and m.header["code"] != protocol.E_HELLO_FIRST
+        ]
         self.assertTrue(4 <= len(pongs) <= 8, len(pongs))
         self.assertEqual([m.header["code"] for m in refusals], [protocol.E_OVER_LIMIT] * 4)
         for m in refusals:
             self.assertGreater(m.header["retry"], 0)
         self.assertEqual(refusals[-1].header["retry"], 2.0)
         self.assertIn("ignored for 2 s", refusals[-1].header["msg"])
-        self.assertEqual(len(answers), len(pongs) + 4)
-
-        # In cooldown: ignored, while the bystander is served.
+        # Disconnected: BYE over-limit; the connection is cut, so nothing it
+        # still sends is served, while the bystander is.
+        self.assertEqual(byes, ["over-limit"])
         self.assertEqual((yield bystander.request("", b"", sys="ping")), b"pong")
         counters = yield stats(bystander)
         self.assertEqual(counters["front.refused"], 4)
-        self.assertGreaterEqual(counters["front.ignored"], 30 - len(pongs) - 4)
 
-        ids = iter(range(1000, 2000))
+        def welcomed():
+            peer.send(protocol.HELLO, {
+                "id": "abuser", "role": protocol.CLIENT, "inc": "raw-inc", "versions": [1],
+            })
+            return peer.receive(
+                lambda m: m.type in (protocol.WELCOME, protocol.REJECT), timeout=0.3
+            ).addCallbacks(lambda m: m.type == protocol.WELCOME, lambda f: None)
 
-        def ping():
-            peer.send(protocol.REQUEST, {"id": next(ids), "sys": "ping"})
-            return peer.receive(lambda m: m.type == protocol.REPLY, timeout=0.2).addErrback(
-                lambda f: None
-            )
-
-        yield poll(ping, 10.0, 0.0, "service after the cooldown")
+        yield poll(welcomed, 10.0, 0.2, "a welcome after the cooldown")
         waited = time.monotonic() - struck
         self.assertTrue(1.5 <= waited <= 5.0, waited)
+        peer.send(protocol.REQUEST, {"id": 1000, "sys": "ping"})
+        yield peer.receive(lambda m: m.type == protocol.REPLY and m.header["id"] == 1000)
 
     @defer.inlineCallbacks
     def test_maxInFlight(self):
@@ -333,7 +341,9 @@ class LimitTests(unittest.TestCase):
         self.assertGreater(summary["sent"], 5000)
         counters = yield stats(normal[0])
         self.assertGreater(counters["front.refused"], 0)
-        self.assertGreater(counters["front.ignored"], 0)
+        # Struck out: disconnected, its connection cut, its further
+        # connections ignored and cut as strangers.
+        self.assertGreater(counters["front.cut-abusive"], 0)
         self.assertGreater(summary["errors"].get(protocol.E_OVER_LIMIT, 0), 0)
 
         for name in ("cloud", "proxy", "s1"):

@@ -55,6 +55,9 @@ _MAX_HEADER = 4096
 STRANGER_RATE = 5.0
 STRANGER_BURST = 20.0
 
+#: Why a session ended, when its connection is cut too (with the counter).
+_CUT_REASONS = {"heartbeat-timeout": "cut-dead", "over-limit": "cut-abusive"}
+
 #: Monitor events (as L{zmqrelay.edge._zmq} names them).
 _ACCEPTED = "accepted"
 
@@ -152,6 +155,7 @@ class Front:
             "cut-silent": 0,
             "cut-excess": 0,
             "cut-dead": 0,
+            "cut-abusive": 0,
         }
         # ERR answers sent, and hellos rejected, by error code.
         self.errors = {}
@@ -164,8 +168,11 @@ class Front:
         self._logBucket = None
         self._pending = PendingConnections(config.handshakeTimeout, config.maxPending)
         self._byFd = {}
-        # Descriptors of sessions that timed out, cut on the next tick.
-        self._dying = set()
+        # Descriptors of ended sessions to cut on the next tick, with the
+        # counter that counts the cut.
+        self._dying = {}
+        # Descriptors cut for abuse, until the monitor says they closed.
+        self._cutFds = set()
 
     def start(self):
         """
@@ -277,6 +284,11 @@ class Front:
                 if wait:
                     self.counters["refused"] += 1
                     self._refuse(session, frames, wait)
+                    if guard.ignoredUntil > now:
+                        # Past the strike limit: disconnected for the
+                        # cooldown.  Its connection is cut, so what it has
+                        # queued and goes on sending costs us nothing.
+                        self.drop(session, "over-limit")
                     return
         if size > self.config.maxMessageSize:
             self.counters["too-large"] += 1
@@ -344,9 +356,28 @@ class Front:
             while len(buckets) > 2 * self.config.maxPending + 16:
                 buckets.popitem(last=False)
         if bucket.take(now) != 0.0:
+            # Over its own budget: a connection that floods without a session
+            # is cut, so what it queued, and sends next, is never read.
+            self._cutStranger()
             return False
         budget = self._strangerBudget
         return budget is None or budget.take(now) == 0.0
+
+    def _cutStranger(self):
+        """
+        Cut the connection of the message being read, if it holds no
+        session and we know its peer (its ACCEPTED event came).
+        """
+        if self._socket is None:
+            return
+        fd = self._socket.sourceFd()
+        if fd < 0 or fd in self._byFd or fd in self._cutFds:
+            return
+        address = self._pending.address(fd)
+        if address is None:
+            return
+        self._cutFds.add(fd)
+        self._cutWaiting(fd, address, "cut-abusive")
 
     def _onDiscard(self, frames, reason, size):
         """
@@ -544,7 +575,7 @@ class Front:
             self._byFd[fd] = session
             self._pending.attached(fd)
 
-    def _detach(self, session, now, cut=False):
+    def _detach(self, session, now, cut=None):
         fd = session.fd
         if fd < 0:
             return
@@ -555,12 +586,13 @@ class Front:
                 # Cut on the next tick, not now: the BYE we are about to
                 # send gets the time to leave.
                 self._pending.detached(fd, now - self._pending.timeout)
-                self._dying.add(fd)
+                self._dying[fd] = cut
             else:
                 self._pending.detached(fd, now)
 
     def _onConnectionEvent(self, event, fd, address):
-        self._dying.discard(fd)
+        self._dying.pop(fd, None)
+        self._cutFds.discard(fd)
         if event == _ACCEPTED:
             now = self.reactor.seconds()
             for old, oldAddress in self._pending.accepted(fd, address, now):
@@ -627,9 +659,10 @@ class Front:
         """
         Forget a session (it said bye, went silent, or was replaced).
         """
-        # A connection silent for the liveness window is cut now (it may be
-        # half-open); any other waits out the handshake timeout for a HELLO.
-        self._detach(session, self.reactor.seconds(), cut=reason == "heartbeat-timeout")
+        # A connection silent for the liveness window (it may be half-open),
+        # or of a client struck out, is cut on the next tick; any other waits
+        # out the handshake timeout for a HELLO.
+        self._detach(session, self.reactor.seconds(), cut=_CUT_REASONS.get(reason))
         if self.sessions.get(session.routingId) is session:
             del self.sessions[session.routingId]
         if self.byNode.get(session.nodeId) is session:
@@ -657,11 +690,7 @@ class Front:
     def _tick(self):
         now = self.reactor.seconds()
         for fd, address in self._pending.expired(now):
-            if fd in self._dying:
-                self._dying.discard(fd)
-                self._cutWaiting(fd, address, "cut-dead")
-            else:
-                self._cutWaiting(fd, address, "cut-silent")
+            self._cutWaiting(fd, address, self._dying.pop(fd, "cut-silent"))
         for session in list(self.sessions.values()):
             if session.gone:
                 self.drop(session, "connection-lost")
