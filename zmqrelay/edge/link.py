@@ -270,6 +270,8 @@ class UpstreamLink:
             # The upstream restarted and does not know us: say hello again now.
             self._lost("upstream-restarted", delay=0)
         else:
+            if msgtype == protocol.REQUEST:
+                self.counters["requests"] = self.counters.get("requests", 0) + 1
             try:
                 self.owner.linkMessage(self, message)
             except protocol.ProtocolError as e:

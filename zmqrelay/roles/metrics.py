@@ -146,7 +146,10 @@ def figures(node):
         received = 0
         answered = node.timings["roundtrip"].outcomes["ok"]
     else:
-        received = fc.get("requests", 0)
+        # From below (the front) and, at a proxy, from the cloud.
+        received = fc.get("requests", 0) + sum(
+            link.counters.get("requests", 0) for _, link in _links(node)
+        )
         answered = forwarder.counters["answered"] if forwarder is not None else 0
     result["requests.received"] = received
     result["requests.forwarded"] = forwarder.counters["forwarded"] if forwarder is not None else 0
