@@ -241,3 +241,27 @@ class WindowTests(SynchronousTestCase):
             message = protocol.Message(1, protocol.REQUEST, {"id": rid, "to": "s"}, b"q")
             forwarder.forward(client, message, self.hop)
         self.assertEqual(len(self.hop.sent), 10)
+
+
+class InFlightStrikeTests(SynchronousTestCase):
+    """
+    A refusal for requests in flight is a strike against the client.
+    """
+
+    def test_inFlightRefusalStrikes(self):
+        """
+        Each request refused for the in-flight limit strikes its origin.
+        """
+
+        class Striking(_Client):
+            strikes = 0
+
+            def strike(self):
+                self.strikes += 1
+
+        forwarder = Forwarder(Clock(), NodeConfig("r", maxInFlight=2, forwardWindow=0))
+        client, target = Striking("c"), _Hop()
+        for rid in range(5):
+            message = protocol.Message(1, protocol.REQUEST, {"id": rid, "to": "s"}, b"q")
+            forwarder.forward(client, message, target)
+        self.assertEqual(client.strikes, 3)

@@ -769,3 +769,39 @@ class AbusiveStrangerTests(FrontTestCase):
             self.socket.receive([b"x1"] + list(self.request(rid=rid)), fd=9)
         self.assertEqual(self.socket.cuts, [])
         self.assertEqual(self.front.counters["ignored-strangers"], 20)
+
+
+class InFlightStrikeTests(FrontTestCase):
+    """
+    Refusals by other limits count as strikes of the rate limit.
+    """
+
+    settings = {"strikes": 2, "cooldown": 10.0}
+
+    def test_strikesFromAnotherLimit(self):
+        """
+        A client refused (for requests in flight) more than strikes times is
+        told it is ignored, then disconnected with BYE over-limit.
+        """
+        session = self.hello(b"r1", "c1")
+        self.socket.clear()
+        session.strike()
+        session.strike()
+        self.assertTrue(session.alive)
+        self.assertEqual(self.sentTo(b"r1"), [])
+        session.strike()
+        self.assertFalse(session.alive)
+        [error] = self.sentTo(b"r1", protocol.ERROR)
+        self.assertEqual((error.header["code"], error.header["retry"]), (protocol.E_OVER_LIMIT, 10.0))
+        [bye] = self.sentTo(b"r1", protocol.BYE)
+        self.assertEqual(bye.header["reason"], "over-limit")
+        self.assertEqual(self.owner.left, [(session, "over-limit")])
+
+    def test_relayPeersNotStruck(self):
+        """
+        Peers without a rate limit (proxies, servers) are never struck out.
+        """
+        session = self.hello(b"r1", "p1", role=protocol.PROXY)
+        for _ in range(10):
+            session.strike()
+        self.assertTrue(session.alive)

@@ -137,3 +137,20 @@ class PeerGuardTests(SynchronousTestCase):
         """
         guard = self.guard(msgRate=0, byteRate=0)
         self.assertEqual([guard.check(0.0, 10**9) for _ in range(100)], [0.0] * 100)
+
+
+class StrikeTests(SynchronousTestCase):
+    """
+    Strikes counted from outside the guard's own buckets.
+    """
+
+    def test_strikeCrossesLimit(self):
+        """
+        strike() returns True once the limit is crossed, and the peer is then
+        ignored for the cooldown.
+        """
+        guard = PeerGuard(0.0, 10, 10, 0, 0, 2, 5.0)
+        self.assertEqual([guard.strike(1.0) for _ in range(3)], [False, False, True])
+        self.assertEqual(guard.ignoredUntil, 6.0)
+        self.assertIsNone(guard.check(2.0, 1))
+        self.assertEqual(guard.check(6.0, 1), 0.0)

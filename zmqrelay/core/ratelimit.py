@@ -79,14 +79,26 @@ class PeerGuard:
             wait = self.bytes.take(now, size)
         if not wait:
             return 0.0
+        if self.strike(now):
+            # This refusal is still answered, with the cooldown as its
+            # retry-after; what follows it until then is not.
+            return max(self.cooldown, 0.001)
+        return max(wait, 0.001)
+
+    def strike(self, now):
+        """
+        Count one refusal (of this guard's own, or another limit's, such as
+        requests in flight).
+
+        @return: C{True} if it took the peer over the strike limit: it is
+            ignored from now until C{ignoredUntil}.
+        """
         if now - self.firstStrike > self.cooldown:
             self.firstStrike = now
             self.strikes = 0
         self.strikes += 1
         if self.strikes > self.strikeLimit:
-            # This refusal is still answered, with the cooldown as its
-            # retry-after; what follows it until then is not.
             self.ignoredUntil = now + self.cooldown
             self.strikes = 0
-            return max(self.cooldown, 0.001)
-        return max(wait, 0.001)
+            return True
+        return False

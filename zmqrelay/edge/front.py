@@ -109,6 +109,13 @@ class PeerSession:
         """
         return self.front.sendTo(self, msgtype, header, payload)
 
+    def strike(self):
+        """
+        The node refused this peer for another limit (requests in flight):
+        count it as a strike of its rate limit (see L{Front.strike}).
+        """
+        self.front.strike(self)
+
     def __repr__(self):
         return f"<PeerSession {self.role} {self.nodeId}/{self.incarnation}>"
 
@@ -362,6 +369,25 @@ class Front:
             return False
         budget = self._strangerBudget
         return budget is None or budget.take(now) == 0.0
+
+    def strike(self, session):
+        """
+        Count a refusal of C{session} by another limit than its rate (its
+        requests in flight) as a strike: a client that keeps sending into a
+        refusal is disconnected for the cooldown like one over its rate.
+        """
+        guard = session.guard
+        if guard is None or not session.alive:
+            return
+        now = self.reactor.seconds()
+        if guard.strike(now):
+            self.counters["refused"] += 1
+            self.sendTo(session, protocol.ERROR, {
+                "code": protocol.E_OVER_LIMIT,
+                "msg": f"ignored for {self.config.cooldown:g} s after repeated refusals",
+                "retry": round(self.config.cooldown, 3),
+            })
+            self.drop(session, "over-limit")
 
     def _cutStranger(self):
         """

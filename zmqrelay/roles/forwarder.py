@@ -107,6 +107,11 @@ class Forwarder:
                 origin, rid, protocol.E_OVER_LIMIT,
                 f"more than {self.config.maxInFlight} requests in flight", 0.05,
             )
+            # Sending into that refusal again and again is abuse, as over
+            # the rate is.
+            strike = getattr(origin, "strike", None)
+            if strike is not None:
+                strike()
             return
         now = self.reactor.seconds()
         deadline = now + ttl / 1000.0
