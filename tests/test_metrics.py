@@ -200,3 +200,38 @@ class HealthTests(SynchronousTestCase):
         self.assertEqual(self.render(proxy, metrics.readiness), (503, "draining\n"))
         self.assertEqual(self.render(proxy, metrics.health), (200, "ok\n"))
         self.successResultOf(proxy.stopService())
+
+
+class RoutesTests(SynchronousTestCase):
+    """
+    The routes sys request: servers, their services and where they are.
+    """
+
+    def test_cloudRoutes(self):
+        """
+        A cloud lists its attached peers, and no servers before any proxy reports one.
+        """
+        clock, factory = Clock(), FakeSocketFactory()
+        cloud = Cloud(NodeConfig("cloud"), LISTEN, LISTEN, LISTEN, reactor=clock, socketFactory=factory)
+        cloud.startService()
+        self.addCleanup(cloud.stopService)
+        [router] = factory.ofKind("router")
+        router.receive([b"r1"] + helloFrames("c1", "ci"))
+        router.receive([b"r2"] + helloFrames("siteA", "pi", role=protocol.PROXY))
+        self.assertEqual(metrics.routesOf(cloud),
+                         {"servers": {}, "peers": [["c1", "client"], ["siteA", "proxy"]]})
+
+    def test_proxyRoutes(self):
+        """
+        A proxy lists each server attached to it with its services, reached through itself.
+        """
+        clock, factory = Clock(), FakeSocketFactory()
+        proxy = Proxy(NodeConfig("siteA"), LISTEN, LISTEN, LISTEN, None, reactor=clock,
+                      socketFactory=factory)
+        proxy.startService()
+        self.addCleanup(proxy.stopService)
+        [router] = factory.ofKind("router")
+        router.receive([b"r1"] + helloFrames("a1", "ai", role=protocol.SERVER, services=["echo"]))
+        routes = metrics.routesOf(proxy)
+        self.assertEqual(routes["servers"], {"a1": {"services": ["echo"], "via": "a1"}})
+        self.assertEqual(routes["peers"], [["a1", "server"]])

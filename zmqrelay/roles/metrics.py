@@ -240,6 +240,30 @@ def figures(node):
     return result
 
 
+def routesOf(node):
+    """
+    What the C{routes} sys request answers: the servers a node routes to
+    (their services, and the peer they are reached through) and the peers
+    attached to it.
+
+    @return: C{{"servers": {id: {"services": [...], "via": id}}, "peers":
+        [[id, role], ...]}}.
+    """
+    routes = getattr(node, "routes", None)
+    servers = {}
+    if routes is not None:
+        for serverId, route in routes.servers().items():
+            servers[serverId] = {
+                "services": sorted(route.services),
+                "via": getattr(route.peer, "nodeId", None) or serverId,
+            }
+    front = getattr(node, "front", None)
+    peers = []
+    if front is not None:
+        peers = sorted([s.nodeId, s.role] for s in list(front.sessions.values()))
+    return {"servers": servers, "peers": peers}
+
+
 def health(node):
     """
     @return: C{(True, "ok")} if C{node} is bound and, unless it is the cloud,

@@ -206,6 +206,8 @@ class Node(MultiService):
             return b"pong"
         if op == "stats":
             return msgpack.packb(self.stats(), use_bin_type=True)
+        if op == "routes":
+            return msgpack.packb(metrics.routesOf(self), use_bin_type=True)
         if op == "presence" and hasattr(self, "presence"):
             return msgpack.packb(
                 {cid: p.asDict() for cid, p in self.presence.connectedClients().items()},

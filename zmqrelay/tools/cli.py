@@ -5,6 +5,7 @@ The C{zmqrelay} command: talk to a running system from a shell.
     zmqrelay subscribe --cloud tcp://host:5555 [PREFIX ...]
     zmqrelay presence  --cloud tcp://host:5555 [--node ID]
     zmqrelay stats     --cloud tcp://host:5555 [--node ID]
+    zmqrelay top       --cloud tcp://host:5555 [--interval 1] [--count N]
     zmqrelay keygen    NAME [--dir DIR] [--role ROLE] [--id ID]
 
 With CURVE, the connect options take C{--curve-secret} and
@@ -27,6 +28,7 @@ from zope.interface import implementer
 from zmqrelay.interfaces import INotificationReceiver
 from zmqrelay.tools.tap._common import CheckedOptions, _nonNegative
 from zmqrelay.tools.tap.client import ConnectOptions
+from zmqrelay.tools.top import TopOptions
 
 log = Logger()
 
@@ -176,6 +178,7 @@ class Options(usage.Options):
         ["subscribe", None, SubscribeOptions, "Print notifications."],
         ["presence", None, QueryOptions, "Print which clients a node sees connected."],
         ["stats", None, QueryOptions, "Print a node's counters."],
+        ["top", None, TopOptions, "A live view of the system, refreshed every second."],
     ]
 
     def postOptions(self):
@@ -274,6 +277,17 @@ def main(argv=None, out=None):
         sys.exit(2)
     if options.subCommand == "keygen":
         sys.exit(_keygen(options.subOptions, out))
+    if options.subCommand == "top":
+        from zmqrelay.tools import top
+
+        def runTop(reactor):
+            def failed(f):
+                sys.stderr.write(f"zmqrelay top: error: {f.value}\n")
+                raise SystemExit(1)
+
+            return top.run(reactor, options.subOptions).addErrback(failed)
+
+        react(runTop)
 
     def run(reactor):
         d = ensureDeferred(_run(reactor, options, out))
