@@ -1,19 +1,5 @@
 """
-The public import path of the settings every node has (see L{zmqrelay.core.config}).
+The public import path of L{zmqrelay.core.config}: everything it defines.
 """
 
-from zmqrelay.core.config import (
-    newIncarnation,
-    defaultNodeId,
-    NodeConfig,
-    SocketOptions,
-    MAX_FRAMES,
-)
-
-__all__ = [
-    "newIncarnation",
-    "defaultNodeId",
-    "NodeConfig",
-    "SocketOptions",
-    "MAX_FRAMES",
-]
+from zmqrelay.core.config import *  # noqa: F401,F403 (a re-export of the whole module)

@@ -1,39 +1,5 @@
 """
-The public import path of the typed failures a request can end with (see L{zmqrelay.core.errors}).
+The public import path of L{zmqrelay.core.errors}: everything it defines.
 """
 
-from zmqrelay.core.errors import (
-    RelayError,
-    RequestTimeout,
-    NoRoute,
-    TargetLost,
-    HandlerError,
-    OverLimit,
-    TooLarge,
-    BadMessage,
-    UnknownType,
-    VersionMismatch,
-    Rejected,
-    AuthenticationFailed,
-    NotConnected,
-    ShuttingDown,
-    fromWire,
-)
-
-__all__ = [
-    "RelayError",
-    "RequestTimeout",
-    "NoRoute",
-    "TargetLost",
-    "HandlerError",
-    "OverLimit",
-    "TooLarge",
-    "BadMessage",
-    "UnknownType",
-    "VersionMismatch",
-    "Rejected",
-    "AuthenticationFailed",
-    "NotConnected",
-    "ShuttingDown",
-    "fromWire",
-]
+from zmqrelay.core.errors import *  # noqa: F401,F403 (a re-export of the whole module)

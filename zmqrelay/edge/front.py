@@ -101,6 +101,18 @@ class PeerSession:
         self.userId = None
         self.fd = -1
 
+    def resume(self, routingId, version, hello, now):
+        """
+        The same peer process came back on a new connection (same id and
+        incarnation): take its new routing id and what its new HELLO says.
+        """
+        self.routingId = routingId
+        self.version = version
+        self.hello = hello
+        self.maxSize = protocol.announcedMax(hello, self.front.config.maxMessageSize)
+        self.lastSeen = now
+        self.gone = False
+
     def send(self, msgtype, header, payload=b""):
         """
         Send one message to this peer.
@@ -561,12 +573,7 @@ class Front:
                 # connection ended, so the owner sends them again.
                 del self.sessions[old.routingId]
                 self._attach(old, now)
-                old.routingId = routingId
-                old.version = version
-                old.lastSeen = now
-                old.hello = header
-                old.maxSize = protocol.announcedMax(header, self.config.maxMessageSize)
-                old.gone = False
+                old.resume(routingId, version, header, now)
                 self.sessions[routingId] = old
                 self._welcome(old)
                 self.owner.peerResumed(old)
