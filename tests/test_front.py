@@ -366,10 +366,10 @@ class HeartbeatTests(FrontTestCase):
         A peer silent for heartbeat * liveness is dropped with 'heartbeat-timeout'.
         """
         session = self.hello(b"r1", "c1")
-        limit = self.config.heartbeat * self.config.liveness
-        self.clock.advance(limit)
+        step = self.config.heartbeat / 2
+        self.clock.pump([step] * int(self.config.liveness * 2))
         self.assertEqual(self.owner.left, [])
-        self.clock.advance(self.config.heartbeat / 2)
+        self.clock.advance(step)
         self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
         self.assertEqual(self.front.sessions, {})
         self.assertEqual(self.sentTo(b"r1", protocol.BYE)[-1].header["reason"], "heartbeat-timeout")
@@ -390,10 +390,52 @@ class HeartbeatTests(FrontTestCase):
         """
         session = self.hello(b"r1", "c1", hb=4000)
         self.assertEqual(session.heartbeat, 4.0)
-        self.clock.advance(10.0)
+        self.clock.pump([0.5] * 20)
         self.assertEqual(self.owner.left, [])
-        self.clock.advance(3.0)
+        self.clock.pump([0.5] * 6)
         self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
+
+
+class StarvationTests(FrontTestCase):
+    """
+    Liveness judged on what arrived, not on when the reactor got round to it.
+    """
+
+    def test_stallExpelsNobody(self):
+        """
+        A tick far later than scheduled (this process was starved) extends every peer's deadline by the stall.
+        """
+        session = self.hello(b"r1", "c1")
+        self.clock.advance(0.5)
+        self.clock.advance(5.0)
+        self.assertEqual(self.owner.left, [])
+        self.assertEqual(self.front.counters["stalls"], 1)
+        self.clock.pump([0.5] * 6)
+        self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
+
+    def test_queuedHeartbeatReadBeforeExpelling(self):
+        """
+        Before declaring a peer gone, the front reads what its socket holds: a waiting HB keeps the peer.
+        """
+        session = self.hello(b"r1", "c1")
+        self.socket.doRead = lambda: self.socket.receive([b"r1"] + protocol.encode(protocol.HEARTBEAT, {}))
+        self.clock.pump([0.5] * 8)
+        self.assertEqual(self.owner.left, [])
+        del self.socket.doRead
+        self.clock.pump([0.5] * 7)
+        self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
+
+    def test_drainingPeerReported(self):
+        """
+        HB with drain marks the session draining and tells the owner once.
+        """
+        session = self.hello(b"r1", "c1")
+        drained = []
+        self.owner.peerDraining = drained.append
+        for _ in range(2):
+            self.receive(b"r1", protocol.encode(protocol.HEARTBEAT, {"drain": True}))
+        self.assertTrue(session.draining)
+        self.assertEqual(drained, [session])
 
 
 class RateLimitTests(FrontTestCase):
@@ -620,7 +662,7 @@ class PendingConnectionTests(FrontTestCase):
         """
         self.accept(7)
         self.socket.receive([b"r1"] + helloFrames("c1"), fd=7)
-        self.clock.advance(3.5)
+        self.clock.pump([0.5] * 7)
         self.assertEqual(self.owner.left[0][1], "heartbeat-timeout")
         self.assertEqual(self.sentTo(b"r1", protocol.BYE)[0].header["reason"], "heartbeat-timeout")
         self.assertEqual(self.socket.cuts, [])

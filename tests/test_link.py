@@ -223,6 +223,42 @@ class SessionTests(LinkTestCase):
     A live session: heartbeats, silence, goodbyes and restarts upstream.
     """
 
+    def test_stallIsNotSilence(self):
+        """
+        A tick far later than scheduled (this process was starved) does not count against the upstream.
+        """
+        self.connect()
+        self.clock.advance(0.5)
+        self.clock.advance(5.0)
+        self.assertEqual(self.owner.downs, [])
+        self.assertEqual(self.link.counters["stalls"], 1)
+        self.clock.pump([0.5] * 7)
+        self.assertEqual(self.owner.downs, [(self.link, "heartbeat-timeout")])
+
+    def test_queuedMessageReadBeforeGivingUp(self):
+        """
+        Before giving the upstream up, the link reads what its socket holds.
+        """
+        socket = self.connect()
+        socket.doRead = lambda: socket.receive(protocol.encode(protocol.HEARTBEAT, {}))
+        self.clock.pump([0.5] * 10)
+        self.assertEqual(self.owner.downs, [])
+
+    def test_drainingUpstream(self):
+        """
+        HB with drain marks the link draining and tells the owner; a new session clears it.
+        """
+        drained = []
+        self.owner.linkDraining = drained.append
+        socket = self.connect()
+        socket.receive(protocol.encode(protocol.HEARTBEAT, {"drain": True}))
+        self.assertTrue(self.link.draining)
+        self.assertEqual(drained, [self.link])
+        socket.receive(protocol.encode(protocol.BYE, {"reason": "shutdown"}))
+        self.clock.advance(10)
+        self.factory.sockets[-1].receive(welcomeFrames())
+        self.assertFalse(self.link.draining)
+
     def test_heartbeatsSent(self):
         """
         An idle link sends a heartbeat about every heartbeat interval.
@@ -241,7 +277,7 @@ class SessionTests(LinkTestCase):
         Silence for heartbeat * liveness: linkDown('heartbeat-timeout'), then a new socket and HELLO.
         """
         first = self.connect()
-        self.clock.advance(3.0)
+        self.clock.pump([0.5] * 6)
         self.assertEqual(self.owner.downs, [])
         self.clock.advance(0.5)
         self.assertEqual(self.owner.downs, [(self.link, "heartbeat-timeout")])

@@ -564,9 +564,41 @@ class ServerTests(RoleTestCase):
         self.start(self.server)
         router = self.directClient()
         router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3, "ttl": 600000}, b"x"))
-        self.successResultOf(self.server.stopService())
+        stopped = self.server.stopService()
+        self.assertNoResult(stopped)
+        self.clock.advance(self.server.config.drainTimeout)
+        self.successResultOf(stopped)
         [error] = self.sentTo(router, b"c", protocol.ERROR)
         self.assertEqual((error.header["id"], error.header["code"]), (3, protocol.E_SHUTDOWN))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stopDrainsRunningHandlers(self):
+        """
+        Stopping with a handler running: HB drain goes to the proxy and the
+        direct clients, the handler's reply (naming the server) is delivered,
+        and only then BYE; nothing is cancelled.
+        """
+        running = Deferred()
+        self.handler.answers = lambda request: running
+        self.start(self.server)
+        self.dealers()[0].receive(welcomeFrames("proxy1", role="proxy"))
+        router = self.directClient()
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 3, "ttl": 600000}, b"x"))
+        stopped = self.server.stopService()
+        self.assertNoResult(stopped)
+        [drain] = [m for m in self.sentTo(router, b"c", protocol.HEARTBEAT) if m.header]
+        self.assertEqual(drain.header, {"drain": True})
+        self.assertIn({"drain": True}, [m.header for m in self.dealers()[0].ofType(protocol.HEARTBEAT)])
+        self.assertEqual(self.sentTo(router, b"c", protocol.BYE), [])
+        self.clock.advance(1.0)
+        self.assertNoResult(stopped)
+        running.callback(b"done")
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual((reply.header["server"], reply.header["sinc"]), ("s1", "s1-inc"))
+        self.clock.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual(len(self.sentTo(router, b"c", protocol.BYE)), 1)
+        self.assertEqual(self.sentTo(router, b"c", protocol.ERROR), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_publisherReconnectsAfterRestart(self):
@@ -714,7 +746,7 @@ class ClientTests(RoleTestCase):
         With no answer, request() fails with RequestTimeout after its attempts, all with one id.
         """
         dealer = self.connect()
-        d = self.client.request("echo", b"q")
+        d = self.client.request("echo", b"q", timeout=1.5)
         for _ in range(3):
             self.assertNoResult(d)
             self.clock.advance(0.5)
@@ -794,15 +826,111 @@ class ClientTests(RoleTestCase):
 
     def test_notConnected(self):
         """
-        With no path up, request() fails with NotConnected once its attempts are spent.
+        With failFast and no path up, request() fails with NotConnected once its attempts are spent.
         """
         self.start(self.client)
-        d = self.client.request("echo", b"q")
+        d = self.client.request("echo", b"q", failFast=True)
         for _ in range(2):
             self.clock.advance(0.5)
             self.assertNoResult(d)
         self.clock.advance(0.5)
         self.failureResultOf(d, errors.NotConnected)
+
+    def test_noPathWaitsUntilDeadline(self):
+        """
+        With no path up, request() waits for one until its deadline, then fails with Unavailable.
+        """
+        self.start(self.client)
+        d = self.client.request("echo", b"q", timeout=2.0)
+        self.clock.advance(1.99)
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        self.failureResultOf(d, errors.Unavailable)
+        self.assertEqual(self.client._changeWaiters, [])
+
+    def test_noPathSentWhenLinkComesUp(self):
+        """
+        A request waiting for a path is sent the moment a link comes up (an event, no polling).
+        """
+        self.start(self.client)
+        d = self.client.request("echo", b"q", timeout=2.0)
+        self.clock.advance(1.5)
+        self.assertEqual(len(self.client._changeWaiters), 1)
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("cloud", role="cloud", pub="inproc://cloud-pub"))
+        [req] = dealer.ofType(protocol.REQUEST)
+        self.assertEqual(req.header["ttl"], 500)
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": req.header["id"]}, b"ok"))
+        self.assertEqual(self.successResultOf(d), b"ok")
+
+    def test_knownNoRouteWaits(self):
+        """
+        ERR no-route with known: the request is asked again after a backoff, within its budget, and succeeds.
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"q", timeout=2.0)
+        [req] = dealer.ofType(protocol.REQUEST)
+        dealer.receive(protocol.encode(protocol.ERROR, {
+            "id": req.header["id"], "code": protocol.E_NO_ROUTE, "msg": "away", "known": True}))
+        self.assertNoResult(d)
+        self.clock.advance(0.05)
+        again = dealer.ofType(protocol.REQUEST)[-1]
+        self.assertEqual(again.header["id"], req.header["id"])
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": req.header["id"]}, b"ok"))
+        self.assertEqual(self.successResultOf(d), b"ok")
+
+    def test_knownNoRouteUnavailableAtDeadline(self):
+        """
+        A target known but never reachable within the budget ends in Unavailable at the deadline.
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"q", timeout=1.0)
+
+        def refuse():
+            req = dealer.ofType(protocol.REQUEST)[-1]
+            dealer.receive(protocol.encode(protocol.ERROR, {
+                "id": req.header["id"], "code": protocol.E_NO_ROUTE, "msg": "away", "known": True}))
+
+        refuse()
+        for _ in range(19):
+            self.clock.advance(0.05)
+            if self.client.calls._calls:
+                refuse()
+        self.assertNoResult(d)
+        self.clock.advance(0.05)
+        self.failureResultOf(d, errors.Unavailable)
+
+    def test_retryNamesServer(self):
+        """
+        Once an answer said which server has the request, retries through a relay name it (server, sinc).
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"q", timeout=3.0)
+        [req] = dealer.ofType(protocol.REQUEST)
+        self.assertNotIn("server", req.header)
+        dealer.receive(protocol.encode(protocol.ERROR, {
+            "id": req.header["id"], "code": protocol.E_OVER_LIMIT, "msg": "busy", "retry": 0.1,
+            "server": "s1", "sinc": "s1-inc"}))
+        self.clock.advance(0.1)
+        again = dealer.ofType(protocol.REQUEST)[-1]
+        self.assertEqual((again.header["server"], again.header["sinc"]), ("s1", "s1-inc"))
+        self.assertLess(again.header["ttl"], 3000)
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": req.header["id"]}, b"ok"))
+        self.assertEqual(self.successResultOf(d), b"ok")
+
+    def test_shutdownRetried(self):
+        """
+        ERR shutdown from a relay is not the application's: the request is sent again.
+        """
+        dealer = self.connect()
+        d = self.client.request("echo", b"q", timeout=2.0)
+        [req] = dealer.ofType(protocol.REQUEST)
+        dealer.receive(protocol.encode(protocol.ERROR, {
+            "id": req.header["id"], "code": protocol.E_SHUTDOWN, "msg": "draining"}))
+        self.clock.advance(0.05)
+        self.assertEqual(len(dealer.ofType(protocol.REQUEST)), 2)
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": req.header["id"]}, b"ok"))
+        self.assertEqual(self.successResultOf(d), b"ok")
 
     def test_notRunning(self):
         """

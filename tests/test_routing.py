@@ -4,7 +4,7 @@ Tests for L{zmqrelay.core.routing}: the route table and the in-flight table.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.core.routing import InFlight, Route, RouteTable
+from zmqrelay.core.routing import AWAY, InFlight, Route, RouteTable
 
 
 class _Peer:
@@ -225,3 +225,115 @@ class InFlightTests(SynchronousTestCase):
         self.assertEqual(len(self.table.clear()), 1)
         self.assertEqual(len(self.table), 0)
         self.assertEqual(self.table.countFrom(self.client), 0)
+
+
+class StickyChoiceTests(SynchronousTestCase):
+    """
+    L{RouteTable.choose}: a request's retries go to the server that took it
+    while that server lives.
+    """
+
+    def setUp(self):
+        self.table = RouteTable(stickyLimit=3)
+        self.peer = _Peer("p")
+        for sid in ("a1", "a2"):
+            self.table.add(Route(sid, self.peer, sid + "-inc", ["echo"]))
+
+    def test_retrySticks(self):
+        """
+        The same request key gets the same server however often round-robin moves on.
+        """
+        key = ("c1", "i1", 7)
+        first = self.table.choose("echo", key, 0.0, 10.0)
+        others = [self.table.choose("echo", ("c1", "i1", n), 0.0, 10.0).serverId for n in range(2)]
+        self.assertEqual(set(others), {"a1", "a2"})
+        for _ in range(3):
+            self.assertIs(self.table.choose("echo", key, 1.0, 10.0), first)
+
+    def test_lostServerMakesRetryWait(self):
+        """
+        A server lost without a goodbye may still run what it took: its requests get AWAY, not another server.
+        """
+        key = ("c1", "i1", 7)
+        chosen = self.table.choose("echo", key, 0.0, 10.0).serverId
+        self.table.remove(chosen, clean=False)
+        self.assertIs(self.table.choose("echo", key, 1.0, 10.0), AWAY)
+        self.assertIs(self.table.choose("echo", ("c9", "i9", 1), 1.0, 10.0, prefer=chosen), AWAY)
+        self.assertNotEqual(self.table.choose("echo", ("c1", "i1", 8), 1.0, 10.0).serverId, chosen)
+
+    def test_sameIncarnationBackServesRetry(self):
+        """
+        The server back with the same incarnation (it was frozen) gets the retry.
+        """
+        key = ("c1", "i1", 7)
+        chosen = self.table.choose("echo", key, 0.0, 10.0).serverId
+        self.table.remove(chosen, clean=False)
+        self.table.add(Route(chosen, self.peer, chosen + "-inc", ["echo"]))
+        self.assertEqual(self.table.choose("echo", key, 1.0, 10.0).serverId, chosen)
+
+    def test_newIncarnationFreesRetry(self):
+        """
+        The server back with a new incarnation lost what it took: the retry may go anywhere.
+        """
+        key = ("c1", "i1", 7)
+        chosen = self.table.choose("echo", key, 0.0, 10.0).serverId
+        self.table.add(Route(chosen, self.peer, "new", ["echo"]))
+        self.assertIsInstance(self.table.choose("echo", key, 1.0, 10.0), Route)
+
+    def test_goodbyeFreesRetry(self):
+        """
+        After a clean goodbye (it answered all it took) the retry goes to another server.
+        """
+        key = ("c1", "i1", 7)
+        chosen = self.table.choose("echo", key, 0.0, 10.0).serverId
+        self.table.remove(chosen, clean=True)
+        route = self.table.choose("echo", key, 1.0, 10.0)
+        self.assertNotEqual(route.serverId, chosen)
+
+    def test_preferNamedServer(self):
+        """
+        A server named by the client or the upstream relay (prefer) is chosen and remembered.
+        """
+        key = ("c1", "i1", 7)
+        self.assertEqual(self.table.choose("echo", key, 0.0, 10.0, prefer="a2").serverId, "a2")
+        self.assertEqual(self.table.choose("echo", key, 0.0, 10.0, prefer="a1").serverId, "a2")
+        self.assertEqual(
+            self.table.choose("echo", ("c", "i", 1), 0.0, 10.0, prefer="a2", preferInc="old").serverId,
+            "a1",
+        )
+
+    def test_drainingSkippedForNewButNotRetries(self):
+        """
+        A draining server gets no new request, but the retries of those it took.
+        """
+        key = ("c1", "i1", 7)
+        self.table.choose("echo", key, 0.0, 10.0, prefer="a1")
+        self.table.setDraining("a1")
+        for n in range(2):
+            self.assertEqual(self.table.choose("echo", ("c2", "i", n), 0.0, 10.0).serverId, "a2")
+        self.assertEqual(self.table.choose("echo", key, 0.0, 10.0).serverId, "a1")
+
+    def test_entriesExpireAndAreBounded(self):
+        """
+        Entries end at their deadline, and past the limit the oldest go first, counted.
+        """
+        sticky = self.table.sticky
+        for n in range(5):
+            self.table.choose("echo", ("c", "i", n), 0.0, 5.0 + n)
+        self.assertEqual(len(sticky), 3)
+        self.assertEqual(sticky.evicted, 2)
+        self.assertIsNone(sticky.get(("c", "i", 0), 0.0))
+        self.assertEqual(self.table.expire(7.5), 1)
+        self.assertEqual(len(sticky), 2)
+        self.assertIsNone(sticky.get(("c", "i", 3), 8.0))
+
+    def test_knownTargets(self):
+        """
+        Names once offered stay known after their servers go; others are not.
+        """
+        self.table.remove("a1", clean=True)
+        self.table.remove("a2", clean=True)
+        self.assertTrue(self.table.isKnown("echo"))
+        self.assertTrue(self.table.isKnown("a1"))
+        self.assertFalse(self.table.isKnown("nobody"))
+        self.assertIsNone(self.table.choose("echo", ("c", "i", 1), 0.0, 1.0))

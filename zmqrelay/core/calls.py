@@ -108,13 +108,17 @@ class Calls:
         else:
             header = message.header
             retry = header.get("retry")
-            call.deferred.errback(
-                errors.fromWire(
-                    str(header.get("code", "error")),
-                    str(header.get("msg", "")),
-                    _retryAfter(retry),
-                )
+            error = errors.fromWire(
+                str(header.get("code", "error")),
+                str(header.get("msg", "")),
+                _retryAfter(retry),
             )
+            # ERR no-route with known: the target exists, none of it is in
+            # reach now; an ERR from a server says which (PROTOCOL.md 10.2).
+            error.known = header.get("known") is True
+            server, sinc = header.get("server"), header.get("sinc")
+            error.server = (server, sinc) if isinstance(server, str) and isinstance(sinc, str) else None
+            call.deferred.errback(error)
         return True
 
     def fail(self, rid, error):

@@ -57,6 +57,8 @@ class NodeConfig:
     @ivar versions: protocol versions this node speaks.
     @ivar requestTimeout: default seconds for one request attempt (clients).
     @ivar attempts: default attempts per request (clients).
+    @ivar drainTimeout: seconds a stopping server, proxy or cloud lets the
+        work in flight finish before it goes (0: stop at once).
     @ivar historySize: notifications a server keeps per topic for replay.
     @ivar replyCacheSize: replies a server keeps for retried requests.
     @ivar curve: C{None}, or the CURVE settings: a
@@ -94,6 +96,7 @@ class NodeConfig:
         self.versions = tuple(kw.pop("versions", protocol.SUPPORTED_VERSIONS))
         self.requestTimeout = kw.pop("requestTimeout", 5.0)
         self.attempts = kw.pop("attempts", 3)
+        self.drainTimeout = kw.pop("drainTimeout", 10.0)
         self.historySize = kw.pop("historySize", 1000)
         self.replyCacheSize = kw.pop("replyCacheSize", 10000)
         self.curve = kw.pop("curve", None)

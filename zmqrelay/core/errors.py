@@ -110,6 +110,16 @@ class ShuttingDown(RelayError):
     code = protocol.E_SHUTDOWN
 
 
+class Unavailable(RelayError):
+    """
+    The target is known (it was offered, or answered before) but no instance
+    of it could be reached before the request's deadline.  Raised by the
+    client itself, never sent on the wire.
+    """
+
+    code = "unavailable"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in [
@@ -126,6 +136,7 @@ _BY_CODE = {
         AuthenticationFailed,
         NotConnected,
         ShuttingDown,
+        Unavailable,
     ]
 }
 

@@ -98,6 +98,7 @@ class PeerSession:
         self.guard = None
         self.alive = True
         self.gone = False
+        self.draining = False
         self.userId = None
         self.fd = -1
 
@@ -181,6 +182,7 @@ class Front:
         self.rejects = {}
         self._socket = None
         self._ticker = None
+        self._lastTick = None
         self._strangers = None
         self._strangerBudget = None
         self._strangerBuckets = OrderedDict()
@@ -215,6 +217,7 @@ class Front:
             # Connections by descriptor, so those that hold no session can
             # be cut (inproc ones have no descriptor and cost no file).
             self._socket.monitor(self._onConnectionEvent)
+        self._lastTick = now
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.config.heartbeat / 2.0, now=False)
@@ -341,6 +344,12 @@ class Front:
                 )
             return
         if msgtype == protocol.HEARTBEAT:
+            if message.header.get("drain") is True and not session.draining:
+                # The peer is draining (PROTOCOL.md 7.1).
+                session.draining = True
+                hook = getattr(self.owner, "peerDraining", None)
+                if hook is not None:
+                    hook(session)
             return
         if msgtype == protocol.HELLO:
             self._hello(routingId, message, now, userId)
@@ -722,6 +731,20 @@ class Front:
 
     def _tick(self):
         now = self.reactor.seconds()
+        interval = self.config.heartbeat / 2.0
+        last, self._lastTick = self._lastTick, now
+        if last is not None and now - last - interval > interval:
+            # This process did not run for a while (CPU starved, stopped):
+            # its peers' silence over that time is ours, not theirs.
+            stall = now - last - interval
+            self.counters["stalls"] = self.counters.get("stalls", 0) + 1
+            for session in self.sessions.values():
+                session.lastSeen += stall
+        if any(now - s.lastSeen > s.heartbeat * s.liveness for s in self.sessions.values()):
+            # What they sent may be waiting, unread, in our socket.
+            read = getattr(self._socket, "doRead", None)
+            if read is not None:
+                read()
         for fd, address in self._pending.expired(now):
             self._cutWaiting(fd, address, self._dying.pop(fd, "cut-silent"))
         for session in list(self.sessions.values()):

@@ -100,7 +100,11 @@ class UpstreamLink:
         self.maxSize = config.maxMessageSize
         self.liveness = config.liveness
         self.attempt = 0
-        self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0, "unknown-type": 0}
+        # The upstream said it is draining (HB with drain, PROTOCOL.md 7.1).
+        self.draining = False
+        self._lastTick = 0.0
+        self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0, "unknown-type": 0,
+                         "stalls": 0}
         # Bad input is counted always but logged at a bounded rate.
         self._logBucket = TokenBucket(1.0, 10.0, reactor.seconds())
         self._socket = None
@@ -257,6 +261,11 @@ class UpstreamLink:
         if self.state != CONNECTED:
             return
         if msgtype == protocol.HEARTBEAT:
+            if message.header.get("drain") is True and not self.draining:
+                self.draining = True
+                hook = getattr(self.owner, "linkDraining", None)
+                if hook is not None:
+                    hook(self)
             return
         if msgtype not in protocol.KNOWN_TYPES:
             self._unknownType(message, now)
@@ -315,6 +324,8 @@ class UpstreamLink:
         self.liveness = liveness if isinstance(liveness, int) and liveness > 0 else self.config.liveness
         self.maxSize = protocol.announcedMax(header, self.config.maxMessageSize)
         self.lastSent = now
+        self.draining = False
+        self._lastTick = now
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.heartbeat / 2.0, now=False)
@@ -344,7 +355,21 @@ class UpstreamLink:
 
     def _tick(self):
         now = self.reactor.seconds()
+        interval = self.heartbeat / 2.0
+        stall = now - self._lastTick - interval
+        self._lastTick = now
+        if stall > interval:
+            # This process did not run for a while (CPU starved, stopped):
+            # the peer's silence over that time is ours, not its.
+            self.counters["stalls"] += 1
+            self.lastSeen += stall
         if now - self.lastSeen > self.heartbeat * self.liveness:
+            # What the peer sent may be waiting, unread, in our socket.
+            read = getattr(self._socket, "doRead", None)
+            if read is not None:
+                read()
+            if self.state != CONNECTED or now - self.lastSeen <= self.heartbeat * self.liveness:
+                return
             self._lost("heartbeat-timeout")
         elif now - self.lastSent >= self.heartbeat:
             self.send(protocol.HEARTBEAT, {})

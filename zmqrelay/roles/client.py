@@ -11,6 +11,8 @@ L{SequenceTracker} drops the duplicates and finds the gaps, which are then
 replayed from the server.
 """
 
+from collections import OrderedDict
+
 import msgpack
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -46,15 +48,31 @@ _RETRYABLE = (
     errors.OverLimit,
     errors.NotConnected,
     errors.NoRoute,
+    errors.ShuttingDown,
 )
+
+#: Backoff between tries while the relays know the target but reach no
+#: instance of it (ERR no-route with C{known}): they send no event when one
+#: comes back, so ask again after 0.05 s, 0.1 s, ... at most this often.
+MAX_AWAY_DELAY = 0.5
 
 
 class _Attempts:
     """
     One request and its attempts.
+
+    C{timeout} is the whole budget: every attempt ends by one deadline.
+    While no path or route is up, it waits for one (a link coming up, or a
+    short backoff when a relay says the target is known but out of reach).
+    Once a server took it (a direct send, or a relay's answer saying which),
+    retries go to that server while it lives.  With C{failFast}, it behaves
+    as before: C{timeout} per attempt, no waiting.
+
+    @ivar server: C{(server id, incarnation)} the request is bound to, or
+        C{None}.
     """
 
-    def __init__(self, client, rid, target, payload, timeout, attempts, sys=None):
+    def __init__(self, client, rid, target, payload, timeout, attempts, sys=None, failFast=False):
         self.client = client
         self.rid = rid
         self.target = target
@@ -62,30 +80,105 @@ class _Attempts:
         self.timeout = timeout
         self.left = attempts
         self.sys = sys
+        self.failFast = failFast
+        self.deadline = client.reactor.seconds() + timeout
+        self.server = None
         self.noRoute = set()
         self.current = None
         self.timer = None
+        self.expiry = None
+        self.waiter = None
+        self.away = 0
+        self.sent = 0
         self.lastError = None
         self.result = Deferred(self._cancel)
 
     def start(self):
+        if not self.failFast:
+            self.expiry = self.client.reactor.callLater(self.timeout, self._expired)
         self._try()
         return self.result
 
+    def _remaining(self):
+        return self.deadline - self.client.reactor.seconds()
+
+    def _choose(self):
+        """
+        @return: the link for the next attempt, or C{None} to wait.
+        """
+        client = self.client
+        paths = [p for p in client.paths(self.target, self.server) if p not in self.noRoute]
+        if self.server is not None:
+            serverId, inc = self.server
+            direct = [l for l in client.links if l.role == protocol.SERVER and l.nodeId == serverId]
+            for link in direct:
+                if link.alive and link.incarnation == inc:
+                    return link
+                if link.alive:
+                    # Back with a new incarnation: what it took is lost.
+                    self.server = None
+                    return self._choose()
+            relays = [p for p in paths if p.role != protocol.SERVER]
+            if relays:
+                return relays[0]
+            if direct:
+                # Our only way to it is down: it may be frozen, not gone.
+                return None
+        return paths[0] if paths else None
+
     def _try(self):
         self.timer = None
+        if self.result.called:
+            return
         client = self.client
-        paths = [p for p in client.paths(self.target) if p not in self.noRoute]
-        if not paths:
-            error = self.lastError or errors.NotConnected("no live path to any relay or server")
-            if client.links and all(l.alive for l in client.links) and not any(
-                l.role in (protocol.PROXY, protocol.CLOUD) for l in client.links
-            ):
-                # Every link is up, none is a relay, and no server we reach
-                # is the target: waiting will not change that.
-                error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
-            if self.left > 0 and client.running and not isinstance(error, errors.NoRoute):
-                # Wait for a path to come up, within this attempt's time.
+        link = self._choose()
+        if link is None:
+            self._noPath()
+            return
+        if not protocol.fits(link, self.payload):
+            self._finish(errors.TooLarge(
+                f"{len(self.payload)} bytes is more than {link.nodeId} accepts "
+                f"({link.maxSize - protocol.HEADROOM})"
+            ))
+            return
+        if self.failFast:
+            wait = ttl = self.timeout
+        else:
+            ttl = self._remaining()
+            if ttl <= 0:
+                self._expired()
+                return
+            # The budget left, shared among the attempts left; the server
+            # may keep working for all of it (a retry joins it).
+            wait = ttl / max(self.left, 1)
+        self.left -= 1
+        self.sent += 1
+        header = {"id": self.rid, "to": self.target, "ttl": max(1, int(ttl * 1000))}
+        if self.sys is not None:
+            header["sys"] = self.sys
+        if link.role == protocol.SERVER and self.server is None and not self.failFast:
+            self.server = (link.nodeId, link.incarnation)
+        elif link.role != protocol.SERVER and self.server is not None:
+            header["server"], header["sinc"] = self.server
+        self.current = client.calls.expect(self.rid, link, wait)
+        self.current.addCallbacks(self._answered, self._failed, errbackArgs=(link,))
+        if not link.send(protocol.REQUEST, header, self.payload):
+            # Fail this attempt only: the other calls on this link were sent.
+            client.calls.fail(self.rid, errors.OverLimit("send queue full", 0.05))
+
+    def _noPath(self):
+        """
+        No link can take this attempt now.
+        """
+        client = self.client
+        error = self.lastError or errors.NotConnected("no live path to any relay or server")
+        unknown = self._unknown()
+        if unknown:
+            error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
+        if self.failFast or unknown or not client.running:
+            if (self.failFast and not unknown and self.left > 0 and client.running
+                    and not isinstance(error, errors.NoRoute)):
+                # Today's behaviour: wait a little for a path, one attempt.
                 self.left -= 1
                 self.timer = client.reactor.callLater(min(self.timeout, 0.5), self._try)
                 self.lastError = errors.NotConnected("no live path")
@@ -98,22 +191,53 @@ class _Attempts:
                     error = refused[0]
             self._finish(error)
             return
-        link = paths[0]
-        if not protocol.fits(link, self.payload):
-            self._finish(errors.TooLarge(
-                f"{len(self.payload)} bytes is more than {link.nodeId} accepts "
-                f"({link.maxSize - protocol.HEADROOM})"
-            ))
+        self.lastError = self.lastError or errors.NotConnected("no live path")
+        self._waitForChange()
+
+    def _unknown(self):
+        """
+        @return: C{True} if waiting cannot help: every link is up and none is
+            a relay (or every relay said the target is unknown), and no
+            server we reach is the target.
+        """
+        client = self.client
+        if not client.links or not all(l.alive for l in client.links):
+            return False
+        if client.knows(self.target) or self.server is not None:
+            return False
+        return all(l.role == protocol.SERVER or l in self.noRoute for l in client.links)
+
+    def _waitForChange(self, delay=None):
+        """
+        Try again when a link comes up, drains or goes (an event), or after
+        C{delay} seconds; never after the deadline (L{_expired} ends it).
+        """
+        self.waiter = self.client.whenChanged()
+        self.waiter.addCallbacks(self._changed, _ignoreCancel)
+        if delay is not None:
+            self.timer = self.client.reactor.callLater(delay, self._changed, None)
+
+    def _changed(self, _):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.called:
+            waiter.cancel()
+        # A link change may make a path that said "unknown" worth asking again.
+        self.noRoute = {l for l in self.noRoute if l.alive}
+        self._try()
+
+    def _expired(self):
+        self.expiry = None
+        if self.result.called:
             return
-        self.left -= 1
-        header = {"id": self.rid, "to": self.target, "ttl": int(self.timeout * 1000)}
-        if self.sys is not None:
-            header["sys"] = self.sys
-        self.current = client.calls.expect(self.rid, link, self.timeout)
-        self.current.addCallbacks(self._answered, self._failed, errbackArgs=(link,))
-        if not link.send(protocol.REQUEST, header, self.payload):
-            # Fail this attempt only: the other calls on this link were sent.
-            client.calls.fail(self.rid, errors.OverLimit("send queue full", 0.05))
+        if self.current is not None:
+            error = errors.RequestTimeout(f"no answer within {self.timeout:.3g}s")
+        else:
+            last = f" (last: {self.lastError})" if self.lastError is not None else ""
+            error = errors.Unavailable(f"no instance of {self.target!r} reachable within {self.timeout:.3g}s{last}")
+        self._finish(error)
 
     def _answered(self, payload):
         self.current = None
@@ -125,19 +249,45 @@ class _Attempts:
             return
         error = failure.value
         self.lastError = error
-        if isinstance(error, errors.NoRoute):
-            # This path does not know the target; another may, at no cost.
-            self.noRoute.add(link)
-            self.left += 1
-        if not isinstance(error, _RETRYABLE) or self.left <= 0 or not self.client.running:
+        client = self.client
+        server = getattr(error, "server", None)
+        if server is not None and self.server is None and not isinstance(error, errors.ShuttingDown):
+            self.server = server
+        if not isinstance(error, _RETRYABLE) or not client.running:
             self._finish(failure)
             return
         delay = 0.0
+        if isinstance(error, errors.NoRoute):
+            # Nothing ran: this does not use up an attempt.
+            self.left += 1
+            if self.failFast or not getattr(error, "known", False) and not client.knows(self.target):
+                # This path does not know the target; another may, at no cost.
+                self.noRoute.add(link)
+                self._try()
+                return
+            # Known, but no instance in reach now: ask again shortly.
+            self.away += 1
+            delay = min(0.05 * 2 ** (self.away - 1), MAX_AWAY_DELAY)
+            if delay < self._remaining():
+                self._waitForChange(delay)
+            return
+        if isinstance(error, errors.ShuttingDown):
+            # The node that said so is stopping: another path or server (or
+            # the same, back) takes it; what it did not run, it never will.
+            self.left += 1
+            if link.role == protocol.SERVER or self.server is None:
+                self.server = None
+            link.draining = True
+            delay = 0.05
+        elif self.left <= 0:
+            self._finish(failure)
+            return
         if isinstance(error, errors.OverLimit):
             delay = error.retryAfter or 0.05
-        elif isinstance(error, errors.RequestTimeout):
-            delay = 0.0
-        self.timer = self.client.reactor.callLater(delay, self._try)
+        if self.failFast or delay == 0.0:
+            self.timer = client.reactor.callLater(delay, self._try)
+        else:
+            self._waitForChange(delay)
 
     def lateReply(self, payload):
         """
@@ -147,25 +297,35 @@ class _Attempts:
 
         @return: C{True} if it settled this request.
         """
-        if self.current is None:
+        if self.result.called:
             return False
         current, self.current = self.current, None
         self.client.calls.forget(self.rid)
         self._finish(payload)
-        current.cancel()
+        if current is not None:
+            current.cancel()
         return True
 
     def _finish(self, result):
         if not self.result.called:
+            self._stopTimers()
             if isinstance(result, Exception):
                 self.result.errback(result)
             else:
                 self.result.callback(result)
 
+    def _stopTimers(self):
+        for name in ("timer", "expiry"):
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.called:
+            waiter.cancel()
+
     def _cancel(self, d):
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
+        self._stopTimers()
         if self.current is not None:
             current, self.current = self.current, None
             current.cancel()
@@ -174,9 +334,7 @@ class _Attempts:
         """
         The client is stopping.
         """
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
+        self._stopTimers()
         self._finish(error)
 
 
@@ -207,6 +365,8 @@ class Client(Node):
         self._attempts = {}
         self._replayTimers = set()
         self._connectedWaiters = []
+        self._changeWaiters = []
+        self._known = OrderedDict()
         self.counters = {"notifications": 0, "replayed": 0, "lost": 0, "messages": 0, "malformed": 0}
 
     def _countedParts(self):
@@ -236,15 +396,20 @@ class Client(Node):
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
             d.errback(stopping)
+        self._changeWaiters = []
         if self.sub is not None:
             self.sub.close()
             self.sub = None
 
     # The application's API
 
-    def paths(self, target):
+    def paths(self, target, server=None):
         """
-        @return: the live links that may reach C{target}, best first.
+        @param server: C{(server id, incarnation)} the request is bound to,
+            or C{None}.
+        @return: the live links that may reach C{target}, best first; links
+            whose node is draining come last (a draining server's link only
+            for the requests bound to it, or if nothing else offers it).
         """
         live = []
         for link in self.links:
@@ -255,10 +420,49 @@ class Client(Node):
                 if link.nodeId != target and target not in services:
                     continue
             live.append(link)
-        live.sort(key=lambda l: _PREFERENCE.get(l.role, 3))
+
+        def rank(link):
+            bound = server is not None and link.nodeId == server[0]
+            return (bool(link.draining) and not bound, _PREFERENCE.get(link.role, 3))
+
+        live.sort(key=rank)
         return live
 
-    def request(self, target, payload, timeout=None, attempts=None, sys=None):
+    def knows(self, target):
+        """
+        @return: C{True} if C{target} exists as far as this client knows: a
+            server we reach directly is or offers it, or it answered before.
+            A request for it then waits for an instance (within its
+            deadline) instead of failing with no route.
+        """
+        if target in self._known:
+            return True
+        for link in self.links:
+            if link.role == protocol.SERVER and link.welcome:
+                if link.nodeId == target or target in (link.welcome.get("services") or []):
+                    return True
+        return False
+
+    def whenChanged(self):
+        """
+        @return: a L{Deferred} firing with C{None} the next time a link comes
+            up, goes down or says it is draining; cancelling it forgets it.
+        """
+
+        def cancel(d):
+            if d in self._changeWaiters:
+                self._changeWaiters.remove(d)
+
+        d = Deferred(cancel)
+        self._changeWaiters.append(d)
+        return d
+
+    def _changed(self):
+        waiters, self._changeWaiters = self._changeWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def request(self, target, payload, timeout=None, attempts=None, sys=None, failFast=False):
         if not isinstance(target, str) or not isinstance(payload, bytes):
             return fail(TypeError("target must be str and payload bytes"))
         if not self.running:
@@ -266,16 +470,24 @@ class Client(Node):
         rid = self.calls.newId()
         attempt = _Attempts(
             self, rid, target, payload,
-            timeout or self.config.requestTimeout, attempts or self.config.attempts, sys,
+            timeout or self.config.requestTimeout, attempts or self.config.attempts, sys, failFast,
         )
         self._attempts[rid] = attempt
         self.timings["roundtrip"].timeDeferred(attempt.result, self.reactor)
         # However it ends (answer, failure, cancel, stop), it is forgotten.
-        attempt.result.addBoth(self._attemptDone, rid)
+        attempt.result.addBoth(self._attemptDone, rid, target)
         return attempt.start()
 
-    def _attemptDone(self, result, rid):
+    #: How many targets that answered a client remembers (L{knows}).
+    knownTargets = 1000
+
+    def _attemptDone(self, result, rid, target):
         self._attempts.pop(rid, None)
+        if isinstance(result, bytes):
+            self._known.pop(target, None)
+            self._known[target] = True
+            if len(self._known) > self.knownTargets:
+                self._known.popitem(last=False)
         return result
 
     def subscribe(self, prefix, receiver):
@@ -335,9 +547,23 @@ class Client(Node):
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
             d.callback(None)
+        self._changed()
 
     def linkDown(self, link, reason):
         self.calls.failPeer(link, errors.TargetLost(f"{link.name} lost: {reason}"))
+        if reason == "bye":
+            # It said goodbye: what it took, it answered; requests bound to
+            # it may go elsewhere.
+            for attempt in self._attempts.values():
+                if attempt.server is not None and attempt.server[0] == link.nodeId:
+                    attempt.server = None
+        self._changed()
+
+    def linkDraining(self, link):
+        """
+        C{link}'s node said it is draining: new requests go elsewhere.
+        """
+        self._changed()
 
     def linkMessage(self, link, message):
         msgtype = message.type
@@ -465,6 +691,10 @@ class Client(Node):
                             receiver.notificationsLost(gap)
                         except Exception:
                             log.failure("notification receiver failed")
+
+
+def _ignoreCancel(failure):
+    failure.trap(CancelledError)
 
 
 def _ranges(seqs):

@@ -88,7 +88,7 @@ class Cloud(RelayNode):
             replica = self._localReplicas.pop(session, None)
             if replica is not None:
                 self._applyLocal(replica.clear(presence.UPSTREAM_LOST), session)
-            for route in self.routes.removePeer(session):
+            for route in self.routes.removePeer(session, clean=reason == "bye"):
                 log.info("server {server} gone with proxy {proxy}", server=route.serverId, proxy=session.nodeId)
 
     def peerMessage(self, session, message):
@@ -131,6 +131,8 @@ class Cloud(RelayNode):
         header = message.header
         if self.isSysFor(header):
             self.answerSys(session, header, message.payload)
+            return
+        if self.refuseWhileDraining(session, header):
             return
         proxy = self._sysProxy(header)
         if proxy is not None:
@@ -184,7 +186,9 @@ class Cloud(RelayNode):
             if new is None:
                 route = self.routes.get(serverId)
                 if route is not None and route.peer is session:
-                    self.routes.remove(serverId)
+                    # Gone after a goodbye, or draining: the proxy keeps the
+                    # retries of what it took on it; lost: they wait for it.
+                    self.routes.remove(serverId, clean=reason in ("bye", "draining"))
             else:
                 incarnation, services = _routeValue(new)
                 existing = self.routes.get(serverId)
@@ -196,6 +200,7 @@ class Cloud(RelayNode):
                 self.routes.add(Route(serverId, session, incarnation, services))
 
     def _mark(self):
+        self.routes.expire(self.reactor.seconds())
         self._broadcast(self.presenceSource.mark())
 
     def _broadcast(self, message):

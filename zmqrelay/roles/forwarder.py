@@ -17,8 +17,8 @@ from twisted.logger import Logger
 
 from zmqrelay.core import protocol
 from zmqrelay.core.fairqueue import FairQueue
-from zmqrelay.core.routing import InFlight
-from zmqrelay.roles.hop import MAX_TTL_MS, requestId, sendError
+from zmqrelay.core.routing import AWAY, InFlight
+from zmqrelay.roles.hop import MAX_TTL_MS, noRoute, requestId, requestTtl, sendError
 
 log = Logger()
 
@@ -169,9 +169,13 @@ class Forwarder:
         header = message.header
         rid = requestId(header)
         target = protocol.field(header, "to", str, required=True)
-        route = routes.resolve(target)
-        if route is None:
-            sendError(session, rid, protocol.E_NO_ROUTE, f"no server or service {target!r} via {path}")
+        route = routes.choose(
+            target, (session.nodeId, session.incarnation, rid), self.reactor.seconds(),
+            self.reactor.seconds() + requestTtl(header, self.config),
+            protocol.field(header, "server", str), protocol.field(header, "sinc", str),
+        )
+        if route is None or route is AWAY:
+            noRoute(session, rid, target, path, route is AWAY or routes.isKnown(target))
             return
         self.forward(
             session,

@@ -35,6 +35,31 @@ def sendError(peer, rid, code, text, retryAfter=None):
     return peer.send(protocol.ERROR, header)
 
 
+def noRoute(peer, rid, target, where, known):
+    """
+    Send ERR no-route for request C{rid}.
+
+    @param known: C{True} if C{target} exists but no instance of it can be
+        reached now: the ERR then carries C{known: true} (PROTOCOL.md 12.1),
+        and the client waits for one within its deadline instead of failing.
+    """
+    header = {"id": rid, "code": protocol.E_NO_ROUTE, "msg": f"no server or service {target!r} via {where}"}
+    if known:
+        header["known"] = True
+    return peer.send(protocol.ERROR, header)
+
+
+def requestTtl(header, config):
+    """
+    @return: the seconds a REQ's C{ttl} gives it (the node's request timeout
+        if absent), at most L{MAX_TTL_MS}.
+    """
+    ttl = header.get("ttl")
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        ttl = int(config.requestTimeout * 1000)
+    return max(0, min(ttl, MAX_TTL_MS)) / 1000.0
+
+
 def requestId(header):
     """
     @return: the C{id} field of a REQ/REP/ERR/MSG header.

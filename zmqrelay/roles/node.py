@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from zmqrelay.core import protocol
 from zmqrelay.edge import security
 from zmqrelay.roles import metrics
+from zmqrelay.roles.drain import Drain
 from zmqrelay.roles.forwarder import Forwarder
 from zmqrelay.roles.hop import requestId, sendError
 from zmqrelay.edge.front import Front
@@ -135,6 +136,21 @@ class Node(MultiService):
         )
 
     def stopService(self):
+        drained = self._drain()
+        if drained is None:
+            return self._stopNow()
+        return drained.addCallback(lambda _: self._stopNow())
+
+    def _drain(self):
+        """
+        Let the work in flight finish before stopping (--drain-timeout).
+
+        @return: a L{Deferred} firing when it did or the time is up, or
+            C{None} to stop at once.
+        """
+        return None
+
+    def _stopNow(self):
         d = maybeDeferred(MultiService.stopService, self)
         if self._trimmer is not None:
             self._trimmer.stop()
@@ -236,6 +252,7 @@ class RelayNode(PresenceViewMixin, Node):
         self.forwarder = Forwarder(self.reactor, config)
         self.front = None
         self.relay = None
+        self.draining = False
 
     def _countedParts(self):
         return [("front", self.front), ("forward", self.forwarder), ("notify", self.relay)]
@@ -260,6 +277,36 @@ class RelayNode(PresenceViewMixin, Node):
             self.front.stop()
         if self.relay is not None:
             self.relay.stop()
+
+    def _drain(self):
+        """
+        Stopping: tell the nodes below that we are draining (HB with drain,
+        PROTOCOL.md 7.1), refuse new client requests with ERR shutdown (they
+        take another path), and let what is in flight be answered, within
+        C{drainTimeout}; then L{_stop} says BYE.
+        """
+        forwarder = self.forwarder
+        if self.config.drainTimeout <= 0 or self.front is None:
+            return None
+        if not len(forwarder.inflight) and not forwarder.waiting():
+            return None
+        self.draining = True
+        for peer in self.front.peers():
+            peer.send(protocol.HEARTBEAT, {"drain": True})
+        return Drain(
+            self.reactor, self.config.drainTimeout,
+            lambda: bool(len(forwarder.inflight) or forwarder.waiting()),
+        ).start()
+
+    def refuseWhileDraining(self, session, header):
+        """
+        @return: C{True} if this node is draining and answered a client's new
+            request with ERR shutdown (PROTOCOL.md 12).
+        """
+        if not self.draining:
+            return False
+        sendError(session, requestId(header), protocol.E_SHUTDOWN, "draining: use another path")
+        return True
 
     def _startMore(self):
         pass

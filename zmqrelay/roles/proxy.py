@@ -20,10 +20,10 @@ from zmqrelay.core import presence, protocol
 from zmqrelay.core.errors import Rejected
 from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IProxy
 from zmqrelay.edge.link import UpstreamLink
-from zmqrelay.roles.hop import advertised, requestId, sendError
+from zmqrelay.roles.hop import advertised, noRoute, requestId, requestTtl, sendError
 from zmqrelay.roles.node import RelayNode
 from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
-from zmqrelay.core.routing import Route, RouteTable
+from zmqrelay.core.routing import AWAY, Route, RouteTable
 
 log = Logger()
 
@@ -108,7 +108,9 @@ class Proxy(RelayNode):
         if session.role == protocol.SERVER:
             route = self.routes.get(session.nodeId)
             if route is not None and route.peer is session:
-                self.routes.remove(session.nodeId)
+                # After a goodbye its requests may go elsewhere; a lost one
+                # may still run what it took: they wait for it.
+                self.routes.remove(session.nodeId, clean=reason == "bye")
                 delta = self.routesSource.delete(session.nodeId, reason)
                 if delta is not None:
                     self._toCloud(protocol.ROUTES, delta)
@@ -129,6 +131,8 @@ class Proxy(RelayNode):
         elif msgtype == protocol.REQUEST and session.role == protocol.CLIENT:
             if self.isSysFor(header):
                 self.answerSys(session, header, message.payload)
+                return
+            if self.refuseWhileDraining(session, header):
                 return
             self.forwarder.clientRequest(session, message, self.routes, presence.PROXY)
         elif msgtype == protocol.MESSAGE and session.role == protocol.SERVER:
@@ -180,12 +184,23 @@ class Proxy(RelayNode):
             if self.isSysFor(header):
                 self.answerSys(link, header, message.payload)
                 return
-            target = protocol.field(header, "server", str) or protocol.field(header, "to", str, required=True)
-            route = self.routes.resolve(target)
-            if route is None:
-                sendError(link, requestId(header), protocol.E_NO_ROUTE, f"no server {target!r} on this site")
+            target = protocol.field(header, "to", str, required=True)
+            stamped = protocol.field(header, "server", str)
+            client = protocol.field(header, "client", str)
+            key = None
+            if client is not None:
+                key = (client, protocol.field(header, "cinc", str, ""), protocol.field(header, "creq", int))
+            now = self.reactor.seconds()
+            # The cloud chose a server (stamped); but if we sent this request
+            # to another one before, and it lives, its retries go there too.
+            route = self.routes.choose(target, key, now, now + requestTtl(header, self.config), stamped)
+            if route is None and stamped and "sys" in header:
+                route = self.routes.get(stamped)
+            if route is None or route is AWAY:
+                noRoute(link, requestId(header), target, "this site",
+                        route is AWAY or self.routes.isKnown(target))
             else:
-                self.forwarder.forward(link, message, route.peer)
+                self.forwarder.forward(link, message, route.peer, {"server": route.serverId})
         elif msgtype in (protocol.REPLY, protocol.ERROR):
             self.forwarder.answer(link, message)
         elif msgtype == protocol.PRESENCE:
@@ -216,7 +231,23 @@ class Proxy(RelayNode):
         if delta is not None:
             self._toServers(delta)
 
+    def peerDraining(self, session):
+        """
+        A server is draining: no new request goes to it (here, nor through
+        the cloud, which no longer sees it), but the retries of those it took
+        still do.
+        """
+        if session.role != protocol.SERVER:
+            return
+        route = self.routes.get(session.nodeId)
+        if route is not None and route.peer is session:
+            self.routes.setDraining(session.nodeId)
+            delta = self.routesSource.delete(session.nodeId, "draining")
+            if delta is not None:
+                self._toCloud(protocol.ROUTES, delta)
+
     def _mark(self):
+        self.routes.expire(self.reactor.seconds())
         self._toServers(self.presenceSource.mark())
         self._toCloud(protocol.ROUTES, self.routesSource.mark())
         self._toCloud(protocol.PRESENCE, self.localSource.mark())

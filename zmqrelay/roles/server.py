@@ -27,6 +27,7 @@ from zmqrelay.core.history import NotificationHistory
 from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IRequest, IServer
 from zmqrelay.edge.link import UpstreamLink
 from zmqrelay.roles.hop import MAX_TTL_MS, advertised, requestId, sendError
+from zmqrelay.roles.drain import Drain
 from zmqrelay.roles.node import Node, PresenceViewMixin
 from zmqrelay.core.presence import PresenceView
 from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
@@ -85,6 +86,8 @@ class Server(PresenceViewMixin, Node):
         self._waiting = {}
         self._running = {}
         self._stopping = False
+        self._drainer = None
+        self.draining = False
         self._upstreamPub = None
         self.front = None
         self.link = None
@@ -122,6 +125,30 @@ class Server(PresenceViewMixin, Node):
             self.link.start()
             self._startMarks()
 
+    def _drain(self):
+        """
+        Stopping: say we are draining (HB with drain, PROTOCOL.md 7.1) to the
+        proxy and the direct clients, so no new request is routed here, and
+        let the running handlers finish (and their answers go) within
+        C{drainTimeout}; what still runs then is cancelled by L{_stop}.
+        """
+        if self.config.drainTimeout <= 0 or not self._running:
+            return None
+        self.draining = True
+        self._announceDrain()
+        self._drainer = Drain(self.reactor, self.config.drainTimeout, lambda: bool(self._running))
+        return self._drainer.start()
+
+    def _announceDrain(self, session=None):
+        if session is not None:
+            session.send(protocol.HEARTBEAT, {"drain": True})
+            return
+        if self.link is not None and self.link.alive:
+            self.link.send(protocol.HEARTBEAT, {"drain": True})
+        if self.front is not None:
+            for peer in self.front.peers():
+                peer.send(protocol.HEARTBEAT, {"drain": True})
+
     def _stop(self):
         self._stopMarks()
         # Handlers still running are cancelled (their clients get ERR
@@ -131,6 +158,8 @@ class Server(PresenceViewMixin, Node):
             d.cancel()
         self._running.clear()
         self._stopping = False
+        self.draining = False
+        self._drainer = None
         self._upstreamPub = None
         self.calls.failAll(errors.ShuttingDown("server stopping"))
         if self.link is not None:
@@ -195,6 +224,8 @@ class Server(PresenceViewMixin, Node):
         return extras
 
     def peerJoined(self, session):
+        if self.draining:
+            self._announceDrain(session)
         self.presence.attach(session.nodeId, presence.DIRECT, session.incarnation, session.since)
         self._toProxy(self.localSource.set(
             (session.nodeId, presence.DIRECT, self.nodeId), [session.incarnation, session.since]
@@ -247,6 +278,8 @@ class Server(PresenceViewMixin, Node):
         return {"services": list(self.serviceNames)}
 
     def linkUp(self, link):
+        if self.draining:
+            self._announceDrain(link)
         link.send(protocol.PRESENCE, *self.localSource.snapshot())
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
@@ -352,6 +385,9 @@ class Server(PresenceViewMixin, Node):
 
     def _finished(self, result, key):
         self._running.pop(key, None)
+        if self._drainer is not None:
+            # After this answer has gone (the callbacks below send it).
+            self.reactor.callLater(0, self._drainer.check)
         return result
 
     def _handled(self, result, key):
@@ -401,6 +437,9 @@ class Server(PresenceViewMixin, Node):
             return
         answer = dict(header)
         answer["id"] = rid
+        # Which server answered (PROTOCOL.md 10.2): retries stick to it.
+        answer["server"] = self.nodeId
+        answer["sinc"] = self.incarnation
         peer.send(msgtype, answer, payload)
 
     def _replay(self, peer, rid, payload):
