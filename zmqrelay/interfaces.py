@@ -189,16 +189,22 @@ class IClient(INode):
     A client: sends requests, receives notifications and messages.
     """
 
-    def request(target, payload, timeout=None, attempts=None):
+    def request(target, payload, timeout=None, attempts=None, failFast=False):
         """
         Send a request to a server id or a service name.
 
         @param target: a server id, or a service name (any live server that
             offers it).
         @param payload: L{bytes}.
-        @param timeout: seconds for each attempt.
-        @param attempts: how many times to try in all; a retry reuses the
-            request id, so the server runs its handler at most once.
+        @param timeout: the request's whole budget in seconds, shared by its
+            attempts; while no path or no reachable instance of a known
+            target is up, it waits for one within it.
+        @param attempts: how many times to send it at most; a retry reuses
+            the request id and goes to the server that took it while that
+            server lives, so the handler runs once.
+        @param failFast: C{True} for the old behaviour: C{timeout} per
+            attempt, no waiting (L{zmqrelay.core.errors.NotConnected} or
+            L{zmqrelay.core.errors.NoRoute} at once).
         @return: a L{Deferred} that always fires: with the reply L{bytes}, or
             with a L{zmqrelay.core.errors.RelayError} (timeout, no route, target
             lost, over limit, handler error, version mismatch, ...).
