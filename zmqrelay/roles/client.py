@@ -22,6 +22,8 @@ from zope.interface import implementer
 from zmqrelay.core import errors, protocol
 from zmqrelay.edge import security
 from zmqrelay.core.calls import Calls
+from zmqrelay.core.discovery import DiscoveredNodes
+from zmqrelay.core.paths import PrimaryPaths, rankPaths
 from zmqrelay.interfaces import IClient, ILinkOwner
 from zmqrelay.edge.link import UpstreamLink
 from zmqrelay.roles.hop import advertised
@@ -41,7 +43,6 @@ GAP_GRACE = 0.2
 #: GAP_GRACE (0.2 s, 0.4 s, ... about 6 s in all).
 REPLAY_TRIES = 6
 
-_PREFERENCE = {protocol.SERVER: 0, protocol.PROXY: 1, protocol.CLOUD: 2}
 _RETRYABLE = (
     errors.RequestTimeout,
     errors.TargetLost,
@@ -153,6 +154,7 @@ class _Attempts:
             wait = ttl / max(self.left, 1)
         self.left -= 1
         self.sent += 1
+        client.primary.used(self.target, link)
         header = {"id": self.rid, "to": self.target, "ttl": max(1, int(ttl * 1000))}
         if self.sys is not None:
             header["sys"] = self.sys
@@ -350,12 +352,41 @@ class Client(Node):
 
     role = protocol.CLIENT
 
-    def __init__(self, config, cloud=None, proxy=None, servers=(), reactor=None, socketFactory=None):
+    #: Seconds a node found by DNS-SD may not answer before it is dropped
+    #: (and then probed again as often).
+    discoverAge = 30.0
+
+    def __init__(self, config, cloud=None, proxy=None, servers=(), reactor=None, socketFactory=None,
+                 discover=False, discoverInterfaces=(), browserFactory=None):
+        """
+        @param discover: find servers and site proxies on the LAN with
+            DNS-SD and use them as direct paths (with CURVE, only those
+            whose key C{config.curve} trusts).
+        @param discoverInterfaces: the addresses of the interfaces to use
+            mDNS on (default: all).
+        @param browserFactory: testing: called with C{(reactor, table,
+            interfaces)}, returns the browser service feeding C{table}
+            (default: L{zmqrelay.edge.discovery.Browser}).
+        """
         Node.__init__(self, config, reactor, socketFactory)
         self.addresses = [a for a in [cloud, proxy] if a] + list(servers)
-        if not self.addresses:
-            raise ValueError("a client needs a cloud, a proxy or a server to connect to")
+        if not self.addresses and not discover:
+            raise ValueError("a client needs a cloud, a proxy or a server to connect to, or discover=True")
+        self._explicitProxy = bool(proxy)
         self.links = []
+        self.primary = PrimaryPaths()
+        # DNS-SD instance name -> the link we opened for it.
+        self._discoveredLinks = {}
+        self.discovered = None
+        if discover:
+            curve = getattr(config, "curve", None)
+            trusted = None if curve is None else set(curve.serverKeys.values())
+            self.discovered = DiscoveredNodes(
+                self.reactor, self, config.versions, trusted, self.discoverAge, config.nodeId
+            )
+            if browserFactory is None:
+                from zmqrelay.edge.discovery import Browser as browserFactory
+            browserFactory(self.reactor, self.discovered, tuple(discoverInterfaces)).setServiceParent(self)
         self.calls = Calls(self.reactor)
         self.tracker = SequenceTracker()
         self.messageHandler = None
@@ -370,7 +401,11 @@ class Client(Node):
         self.counters = {"notifications": 0, "replayed": 0, "lost": 0, "messages": 0, "malformed": 0}
 
     def _countedParts(self):
-        return [(f"link{i}", link) for i, link in enumerate(self.links)] + [("seq", self.tracker)]
+        parts = [(f"link{i}", link) for i, link in enumerate(self.links)] + [("seq", self.tracker)]
+        parts.append(("paths", self.primary))
+        if self.discovered is not None:
+            parts.append(("discovery", self.discovered))
+        return parts
 
     def _start(self):
         self.sub = self.socketFactory.socket("sub", self._notification)
@@ -392,6 +427,7 @@ class Client(Node):
         for link in self.links:
             link.stop()
         self.links = []
+        self._discoveredLinks.clear()
         self.calls.failAll(stopping)
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
@@ -411,22 +447,8 @@ class Client(Node):
             whose node is draining come last (a draining server's link only
             for the requests bound to it, or if nothing else offers it).
         """
-        live = []
-        for link in self.links:
-            if not link.alive:
-                continue
-            if link.role == protocol.SERVER and target:
-                services = link.welcome.get("services") or []
-                if link.nodeId != target and target not in services:
-                    continue
-            live.append(link)
-
-        def rank(link):
-            bound = server is not None and link.nodeId == server[0]
-            return (bool(link.draining) and not bound, _PREFERENCE.get(link.role, 3))
-
-        live.sort(key=rank)
-        return live
+        sites = self.discovered.sites() if self.discovered is not None else None
+        return rankPaths(self.links, target, server, sites)
 
     def knows(self, target):
         """
@@ -530,6 +552,80 @@ class Client(Node):
 
     # Link callbacks
 
+    # DNS-SD (the table's observer)
+
+    def nodeFound(self, announcement):
+        """
+        DNS-SD found a usable server or site proxy: open a link to it (a
+        direct path), unless we already dial it.
+        """
+        if not self.running or self.sub is None:
+            return
+        if announcement.role == protocol.PROXY and self._explicitProxy:
+            return
+        endpoint = announcement.endpoint()
+        if endpoint in self.addresses or self._dialled(announcement.nodeId):
+            return
+        curve = getattr(self.config, "curve", None)
+        if curve is not None:
+            # A key the table found among those we trust; the CURVE
+            # handshake proves the node holds it.
+            curve.serverKeys[endpoint] = announcement.key
+        name = f"{announcement.role} {announcement.nodeId} (DNS-SD)"
+        link = UpstreamLink(self, self.config, self.reactor, self.socketFactory, endpoint, name)
+        link.discovered = announcement
+        log.info("DNS-SD: found {role} {node} at {endpoint}", role=announcement.role,
+                 node=announcement.nodeId, endpoint=endpoint)
+        self._discoveredLinks[announcement.name] = link
+        self.links.append(link)
+        link.start()
+
+    def nodeLost(self, announcement, reason):
+        """
+        A node DNS-SD found went away, changed or stopped answering: close
+        its link; what was in flight on it is retried on another path.
+        """
+        link = self._discoveredLinks.pop(announcement.name, None)
+        if link is None:
+            return
+        log.info("DNS-SD: {role} {node} lost ({reason})", role=announcement.role,
+                 node=announcement.nodeId, reason=reason)
+        self._closeLink(link)
+
+    def _dialled(self, nodeId):
+        """
+        @return: C{True} if a link we were given (not found) reaches C{nodeId}.
+        """
+        return any(
+            l.nodeId == nodeId and getattr(l, "discovered", None) is None for l in self.links
+        )
+
+    def _closeLink(self, link):
+        if link in self.links:
+            self.links.remove(link)
+        link.stop()
+        endpoint = self._subEndpoints.pop(link, None)
+        if endpoint is not None and self.sub is not None:
+            self.sub.disconnect(endpoint)
+        self.calls.failPeer(link, errors.TargetLost(f"{link.name} closed"))
+        self._changed()
+
+    def _answering(self, link, up):
+        announcement = getattr(link, "discovered", None)
+        if announcement is None or self.discovered is None:
+            return
+        if up and self._dialled(link.nodeId):
+            # We were given a path to it too: two sessions of ours would
+            # take each other's place at its front.
+            self.reactor.callLater(0, self._dropDuplicate, announcement)
+            return
+        self.discovered.answering(announcement.nodeId, up)
+
+    def _dropDuplicate(self, announcement):
+        link = self._discoveredLinks.pop(announcement.name, None)
+        if link is not None:
+            self._closeLink(link)
+
     def helloExtras(self, link):
         return {}
 
@@ -547,10 +643,12 @@ class Client(Node):
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
             d.callback(None)
+        self._answering(link, True)
         self._changed()
 
     def linkDown(self, link, reason):
         self.calls.failPeer(link, errors.TargetLost(f"{link.name} lost: {reason}"))
+        self._answering(link, False)
         if reason == "bye":
             # It said goodbye: what it took, it answered; requests bound to
             # it may go elsewhere.

@@ -189,7 +189,10 @@ class Options(usage.Options):
 def _client(reactor, opts):
     from zmqrelay.roles.client import Client
 
-    client = Client(opts.clientConfig(), opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor)
+    client = Client(
+        opts.clientConfig(), opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor,
+        discover=opts["discover"], discoverInterfaces=opts["discover-interfaces"],
+    )
     client.startService()
     return client
 

@@ -7,6 +7,7 @@ building the service) and a failure to bind at start end the process with
 that one line instead of a usage dump or a traceback.
 """
 
+import ipaddress
 import sys
 
 from twisted.python import usage
@@ -267,11 +268,28 @@ class NodeOptions(CheckedOptions):
         ["emulate-versions", None,
          "Testing only: allow --protocol-versions this release does not speak "
          "(to emulate another release)."],
+        ["discover", None,
+         "DNS-SD on the LAN: a server or proxy announces itself, a client finds them "
+         "and uses the direct path (off by default)."],
     ]
 
     def __init__(self):
         CheckedOptions.__init__(self)
         self["curve-peer-keys"] = {}
+        self["discover-interfaces"] = []
+
+    def opt_discover_interface(self, value):
+        """
+        With --discover: use mDNS only on the interface holding this IPv4
+        address (repeatable; default: every interface).
+        """
+        try:
+            address = ipaddress.IPv4Address(value)
+        except ValueError:
+            raise usage.UsageError(f"--discover-interface {value!r}: not an IPv4 address") from None
+        if address.is_unspecified or address.is_multicast:
+            raise usage.UsageError(f"--discover-interface {value!r}: not an interface's address")
+        self["discover-interfaces"].append(str(address))
 
     def opt_curve_peer_key(self, value):
         """
@@ -298,6 +316,10 @@ class NodeOptions(CheckedOptions):
                     f"speaks only {','.join(map(str, protocol.SUPPORTED_VERSIONS))}"
                 )
         self["curve"] = self._curveConfig()
+        if self["discover"] and self.role == "cloud":
+            raise usage.UsageError("--discover: the cloud is not on a LAN; servers, proxies and clients are")
+        if self["discover-interfaces"] and not self["discover"]:
+            raise usage.UsageError("--discover-interface needs --discover")
 
     def _curveConfig(self):
         """
@@ -351,6 +373,19 @@ class NodeOptions(CheckedOptions):
             from zmqrelay.roles.metrics import MetricsService
 
             MetricsService(node, self["metrics"]).setServiceParent(node)
+        return node
+
+    def attachDiscovery(self, node):
+        """
+        Announce C{node} (a server or a proxy) on DNS-SD, if C{--discover}:
+        a L{zmqrelay.edge.discovery.Announcer} started and stopped with it.
+
+        @return: C{node}.
+        """
+        if self["discover"]:
+            from zmqrelay.edge.discovery import announcerFor
+
+            announcerFor(node, self["discover-interfaces"]).setServiceParent(node)
         return node
 
     def nodeConfig(self, **extra):

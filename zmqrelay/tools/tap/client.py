@@ -46,8 +46,8 @@ class ConnectOptions(NodeOptions):
         for name in ("cloud", "proxy"):
             checkEndpoint(self[name], name)
         NodeOptions.postOptions(self)
-        if not (self["cloud"] or self["proxy"] or self["servers"]):
-            raise usage.UsageError("give --cloud, --proxy or --server")
+        if not (self["cloud"] or self["proxy"] or self["servers"] or self["discover"]):
+            raise usage.UsageError("give --cloud, --proxy, --server or --discover")
 
     def clientConfig(self, **extra):
         """
@@ -100,7 +100,10 @@ def _build(options):
     from zmqrelay.roles.client import Client
     from zmqrelay.tools.cli import Chatter
 
-    client = Client(options.clientConfig(), options["cloud"], options["proxy"], options["servers"])
+    client = Client(
+        options.clientConfig(), options["cloud"], options["proxy"], options["servers"],
+        discover=options["discover"], discoverInterfaces=options["discover-interfaces"],
+    )
     Chatter(
         client,
         options["target"],

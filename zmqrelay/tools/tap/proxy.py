@@ -59,4 +59,5 @@ def _build(options):
         options.nodeConfig(), options["listen"], options["pub"], options["sub"], options["cloud"]
     )
     proxy.presence.addObserver(PresenceLog())
+    options.attachDiscovery(proxy)
     return options.attachMetrics(proxy)

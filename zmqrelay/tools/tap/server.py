@@ -114,4 +114,5 @@ def _build(options):
     if IService.providedBy(app):
         app.setServiceParent(server)
     server.presence.addObserver(PresenceLog())
+    options.attachDiscovery(server)
     return options.attachMetrics(server)
