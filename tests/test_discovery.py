@@ -141,6 +141,16 @@ class DiscoveredNodesTests(SynchronousTestCase):
             ("lost", "a1", CHANGED), ("found", "a1", "tcp://10.0.0.2:6000"),
         ])
 
+    def test_siteLearnt(self):
+        """
+        A record whose site alone changed (the server's proxy welcomed it)
+        is updated in place: no loss, no find.
+        """
+        self.table.seen("a1", serverRecord(site=""), ["10.0.0.2"])
+        self.table.seen("a1", serverRecord(site="proxyA"), ["10.0.0.2"])
+        self.assertEqual(len(self.observer.events), 1)
+        self.assertEqual(self.table.sites(), {"a1": "proxyA"})
+
     def test_sameIdOtherName(self):
         """
         A node announced under a new instance name (it restarted) replaces

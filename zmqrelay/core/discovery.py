@@ -216,6 +216,14 @@ def parseRecord(name, properties, addresses):
     return Announcement(name, nodeId, role, site, versions, control, pub, key, tuple(usable))
 
 
+def _samePath(old, new):
+    """
+    @return: C{True} if a link opened for C{old} serves C{new} as well.
+    """
+    return (old.nodeId, old.role, old.endpoint(), old.key, old.pub) == (
+        new.nodeId, new.role, new.endpoint(), new.key, new.pub)
+
+
 class _Entry:
     __slots__ = ("announcement", "silentSince", "lostAt", "active")
 
@@ -317,7 +325,10 @@ class DiscoveredNodes:
         now = self.clock.seconds()
         entry = self._entries.get(name)
         if entry is not None:
-            if entry.announcement == announcement and entry.active:
+            if entry.active and _samePath(entry.announcement, announcement):
+                # Only what it says changed (a server's site, once its proxy
+                # welcomed it): the link we hold stays as it is.
+                entry.announcement = announcement
                 return announcement
             if entry.active:
                 self._lose(entry, CHANGED)
