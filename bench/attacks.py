@@ -827,7 +827,7 @@ def slow(site, megabytes=200, size=MiB, relay="cloud", settle=5.0, timeout=60.0,
 # 6. Silent connections
 
 
-def silent(site, dealers=500, tcp=500, hold=8.0, target="cloud", settle=5.0, maxPending=1000):
+def silent(site, dealers=500, tcp=500, hold=8.0, target="cloud", settle=5.0, maxPending=10000):
     """
     Defect 6: C{dealers} DEALERs connect and never say HELLO (ZeroMQ
     reconnects them whenever the node drops them), and C{tcp} raw TCP
@@ -1077,7 +1077,7 @@ def goals(figures):
             figures["normalReceived"] == figures["published"],
         ))
     elif attack == "silent":
-        pending = figures.get("maxPending", 1000)
+        pending = figures.get("maxPending", 10000)
         fds = figures.get("fdsEndOfHold")
         base = nodes[figures["target"]]["fdsBefore"] or 0
         rows.append((

@@ -91,7 +91,7 @@ class NodeConfig:
         self.cooldown = kw.pop("cooldown", 10.0)
         self.readBudget = kw.pop("readBudget", 200)
         self.handshakeTimeout = kw.pop("handshakeTimeout", 5.0)
-        self.maxPending = kw.pop("maxPending", 1000)
+        self.maxPending = kw.pop("maxPending", 10000)
         self.strangerRate = kw.pop("strangerRate", 2000.0)
         self.versions = tuple(kw.pop("versions", protocol.SUPPORTED_VERSIONS))
         self.requestTimeout = kw.pop("requestTimeout", 5.0)

@@ -119,6 +119,12 @@ class Node(MultiService):
             # Before any CURVE socket binds: one with no handler refuses all.
             self.zap = security.ZapHandler(self.reactor, self.socketFactory, registry)
             self.zap.start()
+        if self._ownsFactory:
+            from zmqrelay.edge.resources import raiseFileLimit
+
+            # A descriptor per connection: a cloud of 10,000 clients needs
+            # more than the usual soft limit.
+            raiseFileLimit()
         self._start()
         if self._ownsFactory:
             # A process of its own (not a test's fakes): give memory freed

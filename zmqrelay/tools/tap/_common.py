@@ -244,7 +244,7 @@ class NodeOptions(CheckedOptions):
         ["read-budget", None, 200, "Messages read from one socket per reactor turn.", _positive(int)],
         ["handshake-timeout", None, 5.0,
          "Seconds a connection may hold no session (no HELLO yet) before it is cut.", _positive(float)],
-        ["max-pending", None, 1000,
+        ["max-pending", None, 10000,
          "Connections that may wait for their HELLO at once; beyond it the oldest are cut.", _positive(int)],
         ["stranger-rate", None, 2000.0,
          "Messages a second read, in all, from connections without a session (0: no limit).",
