@@ -3,7 +3,7 @@ What DNS-SD tells a client about the nodes on its network, and how long it
 believes it.
 
 Servers and proxies announce a C{_zmqrelay._tcp.local.} service (the record
-is described in C{docs/PROTOCOL.md}, section 13); a client's browser hands
+is described in C{docs/PROTOCOL.md}, section 20); a client's browser hands
 every record it sees (or sees go) to a L{DiscoveredNodes}, which checks it
 (malformed and foreign records are ignored and counted; with CURVE, a node
 whose key the client does not trust is too), and tells its observer when a

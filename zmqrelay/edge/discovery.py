@@ -15,7 +15,7 @@ other.  Without them python-zeroconf uses every interface.
 DNS-SD is unauthenticated: anyone on the LAN can announce anything.  With
 CURVE a client uses a discovered node only if its key is one it already
 trusts (and the CURVE handshake proves the node holds it); without CURVE a
-client may be pointed at an impostor on its LAN (docs/PROTOCOL.md, 13).
+client may be pointed at an impostor on its LAN (docs/PROTOCOL.md, 20).
 """
 
 from twisted.application.service import Service
