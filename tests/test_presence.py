@@ -2,6 +2,7 @@
 Tests for L{zmqrelay.core.presence}: merged per-client presence.
 """
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -284,3 +285,119 @@ class ReplicaChangesTests(SynchronousTestCase):
             self.assertEqual(step, "attach")
             view.attach(clientId, path, inc, extra)
         self.assertEqual(len(recorder.events), 1)
+
+
+class _MoveRecorder(PresenceRecorder):
+    """
+    Records moves too.
+    """
+
+    def clientMoved(self, event):
+        self.events.append(("moved", event.clientId, event.incarnation, event.path, event.reason))
+
+
+class MoveGraceTests(SynchronousTestCase):
+    """
+    A view with a C{moveGrace} reports a client that moves between clouds
+    as moved, never disconnected (issue 10).
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.view = PresenceView(self.clock, moveGrace=3.0)
+        self.recorder = _MoveRecorder()
+        self.view.addObserver(self.recorder)
+        self.view.attach("c1", "cloud@A", "i1", 1.0)
+        self.recorder.events.clear()
+        self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
+
+    def test_movedWithinGrace(self):
+        """
+        Lost on one cloud and seen on another within the grace: a move, no disconnection.
+        """
+        self.view.detach("c1", "cloud@A", "i1", presence.UPSTREAM_LOST)
+        self.clock.advance(2.0)
+        self.assertTrue(self.view.isConnected("c1"))
+        self.view.attach("c1", "cloud@B", "i1", 4.0)
+        self.clock.advance(10.0)
+        self.assertEqual(self.recorder.events, [("moved", "c1", "i1", "cloud@B", presence.UPSTREAM_LOST)])
+        self.assertEqual(sorted(self.view.get("c1").paths), ["cloud@B"])
+        self.assertEqual(self.view.counters["moved"], 1)
+
+    def test_overlapIsNoEvent(self):
+        """
+        Seen on the second cloud before it is lost on the first: no event at all.
+        """
+        self.view.attach("c1", "cloud@B", "i1", 4.0)
+        self.view.detach("c1", "cloud@A", "i1", presence.HEARTBEAT_TIMEOUT)
+        self.clock.advance(10.0)
+        self.assertEqual(self.recorder.events, [])
+
+    def test_goneAfterGrace(self):
+        """
+        Not seen again within the grace: disconnected then, with the lost path and reason.
+        """
+        self.view.detach("c1", "cloud@A", "i1", presence.UPSTREAM_LOST)
+        self.clock.advance(2.9)
+        self.assertEqual(self.recorder.events, [])
+        self.clock.advance(0.2)
+        self.assertEqual(
+            self.recorder.events, [("disconnected", "c1", "i1", "cloud@A", presence.UPSTREAM_LOST)]
+        )
+        self.assertFalse(self.view.isConnected("c1"))
+
+    def test_byeIsAtOnce(self):
+        """
+        A goodbye is a real disconnection: reported at once, no grace.
+        """
+        self.view.detach("c1", "cloud@A", "i1", presence.BYE)
+        self.assertEqual(self.recorder.events, [("disconnected", "c1", "i1", "cloud@A", presence.BYE)])
+
+    def test_newIncarnationDuringGrace(self):
+        """
+        A new incarnation within the grace replaces the old one: no move, no late event.
+        """
+        self.view.detach("c1", "cloud@A", "i1", presence.UPSTREAM_LOST)
+        self.view.attach("c1", "cloud@B", "i2", 5.0)
+        self.clock.advance(10.0)
+        self.assertEqual(self.recorder.events, [
+            ("disconnected", "c1", "i1", "cloud@B", presence.REPLACED),
+            ("connected", "c1", "i2", "cloud@B"),
+        ])
+
+    def test_newerWins(self):
+        """
+        An older incarnation reported after a newer one (by since) is ignored.
+        """
+        self.view.attach("c1", "cloud@B", "i2", 5.0)
+        self.recorder.events.clear()
+        self.view.attach("c1", "cloud@A", "i1", 1.0)
+        self.assertEqual(self.recorder.events, [])
+        self.assertEqual(self.view.get("c1").incarnation, "i2")
+
+    def test_stopReportsAtOnce(self):
+        """
+        Stopping the view reports clients within their grace and leaves no timer.
+        """
+        self.view.detach("c1", "cloud@A", "i1", presence.UPSTREAM_LOST)
+        self.view.stop()
+        self.assertEqual(
+            self.recorder.events, [("disconnected", "c1", "i1", "cloud@A", presence.UPSTREAM_LOST)]
+        )
+
+    def test_observerWithoutMoved(self):
+        """
+        An observer without clientMoved is skipped for moves, not failed.
+        """
+        plain = PresenceRecorder()
+        self.view.addObserver(plain)
+        self.view.detach("c1", "cloud@A", "i1", presence.UPSTREAM_LOST)
+        self.view.attach("c1", "cloud@B", "i1", 4.0)
+        self.assertEqual(plain.events, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_needsClock(self):
+        """
+        A grace without a clock is refused.
+        """
+        self.assertRaises(ValueError, PresenceView, None, 3.0)

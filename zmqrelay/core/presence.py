@@ -8,7 +8,15 @@ observers only about real transitions: a client reachable on two paths is
 connected once and disconnected once; a restarted client (new incarnation)
 replaces the old one at once.
 
-Pure: no sockets, no reactor.
+With several clouds, a client moves from one to another when its cloud dies
+or drains.  A view given a clock and a C{moveGrace} (the liveness window)
+keeps a client whose last path was lost (not closed with a goodbye) for that
+long: if it appears on another path meanwhile, with the same incarnation,
+observers see a move (C{clientMoved}, when they have it), never a
+disconnection.  Such a view also lets the newer of two incarnations win
+(by C{since}), whatever order the clouds' reports come in.
+
+Pure: no sockets; time only through the injected clock.
 """
 
 from collections import deque
@@ -99,10 +107,23 @@ class PresenceView:
 
     retiredKept = 4
 
-    def __init__(self):
+    def __init__(self, clock=None, moveGrace=0.0):
+        """
+        @param clock: an L{IReactorTime}, needed for C{moveGrace}.
+        @param moveGrace: seconds a client whose last path was lost (not
+            closed with a goodbye) still counts as connected, waiting for
+            it on another path (0: report the disconnection at once).
+        """
+        if moveGrace > 0 and clock is None:
+            raise ValueError("moveGrace needs a clock")
         self._clients = {}
         self._retired = {}
         self._observers = []
+        self.clock = clock
+        self.moveGrace = moveGrace
+        # Client id -> (delayed call, the lost path, its reason).
+        self._leaving = {}
+        self.counters = {"moved": 0}
 
     def addObserver(self, observer):
         self._observers.append(observer)
@@ -129,7 +150,16 @@ class PresenceView:
         if incarnation in self._retired.get(clientId, ()):
             return
         record = self._clients.get(clientId)
+        if (
+            record is not None and record.incarnation != incarnation and self.moveGrace > 0
+            and since < record.since
+        ):
+            # An older process than the one we hold (a cloud that still
+            # remembers it): the newer wins, here as everywhere.
+            self._retire(clientId, incarnation)
+            return
         if record is not None and record.incarnation != incarnation:
+            self._stopLeaving(clientId)
             # A new process with the same id: the old one is gone, whatever
             # paths still remember it.
             self._retire(clientId, record.incarnation)
@@ -149,7 +179,14 @@ class PresenceView:
                 PresenceEvent(clientId, incarnation, True, path, "", since),
             )
         else:
+            moved = self._stopLeaving(clientId)
             record.paths[path] = (incarnation, since)
+            if moved is not None:
+                self.counters["moved"] += 1
+                self._emit(
+                    "clientMoved",
+                    PresenceEvent(clientId, incarnation, True, path, moved[2], record.since),
+                )
 
     def detach(self, clientId, path, incarnation, reason):
         """
@@ -161,12 +198,52 @@ class PresenceView:
         if record.paths.pop(path, None) is None:
             return
         if not record.paths:
-            del self._clients[clientId]
-            self._retired.pop(clientId, None)
-            self._emit(
-                "clientDisconnected",
-                PresenceEvent(clientId, incarnation, False, path, reason, record.since),
-            )
+            if self.moveGrace > 0 and reason not in (BYE, REPLACED):
+                # Lost, not gone: it may be on its way to another cloud.
+                if clientId not in self._leaving:
+                    call = self.clock.callLater(self.moveGrace, self._gone, clientId)
+                    self._leaving[clientId] = (call, path, reason)
+                return
+            self._gone(clientId, path, reason)
+
+    def _gone(self, clientId, path=None, reason=None):
+        """
+        C{clientId} has no path left (and did not come back within the
+        grace): tell observers.
+        """
+        leaving = self._leaving.pop(clientId, None)
+        if leaving is not None:
+            call, lostPath, lostReason = leaving
+            if call.active():
+                call.cancel()
+            path = path or lostPath
+            reason = reason or lostReason
+        record = self._clients.pop(clientId, None)
+        if record is None:
+            return
+        self._retired.pop(clientId, None)
+        self._emit(
+            "clientDisconnected",
+            PresenceEvent(clientId, record.incarnation, False, path, reason, record.since),
+        )
+
+    def _stopLeaving(self, clientId):
+        """
+        @return: (call, path, reason) of C{clientId}'s grace, now cancelled,
+            or C{None}.
+        """
+        leaving = self._leaving.pop(clientId, None)
+        if leaving is not None and leaving[0].active():
+            leaving[0].cancel()
+        return leaving
+
+    def stop(self):
+        """
+        Report at once every client still within its grace (the node is
+        stopping): no timer is left behind.
+        """
+        for clientId in list(self._leaving):
+            self._gone(clientId)
 
     def detachPath(self, path, reason):
         """
@@ -185,8 +262,12 @@ class PresenceView:
 
     def _emit(self, method, event):
         for observer in list(self._observers):
+            # clientMoved is optional: an observer without it sees nothing.
+            hook = getattr(observer, method, None)
+            if hook is None:
+                continue
             try:
-                getattr(observer, method)(event)
+                hook(event)
             except Exception:
                 log.failure("presence observer {observer} failed", observer=observer)
 
@@ -297,6 +378,15 @@ class PresenceLog:
             client=event.clientId,
             inc=event.incarnation,
             path=event.path,
+        )
+
+    def clientMoved(self, event):
+        self.log.info(
+            "client {client} ({inc}) moved to {path} (lost: {reason})",
+            client=event.clientId,
+            inc=event.incarnation,
+            path=event.path,
+            reason=event.reason,
         )
 
     def clientDisconnected(self, event):
