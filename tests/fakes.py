@@ -184,6 +184,51 @@ class FakeSocket:
         del self.sent[:]
 
 
+class FakePlane:
+    """
+    Stands in for L{zmqrelay.edge.plane.NotificationPlane}: records what it
+    is asked to do.
+
+    @ivar sent: the (un)subscription frames sent upstream, one L{list} per
+        message, as a fake socket records them.
+    @ivar upstream: (endpoint, options) of the upstream it publishes to.
+    @ivar figures: what L{counters} reports.
+    """
+
+    def __init__(self, subscriptions, publisherOptions, subscriberOptions,
+                 subscriberHwm, subscriberSndbuf):
+        self.subscriptions = subscriptions
+        self.publisherOptions = publisherOptions
+        self.subscriberOptions = subscriberOptions
+        self.subscriberHwm = subscriberHwm
+        self.subscriberSndbuf = subscriberSndbuf
+        self.sent = []
+        self.upstream = None
+        self.started = self.stopped = False
+        self.ports = itertools.count(41000)
+        self.figures = {"notifications": 0, "delivered": 0, "upstream": 0, "dropped": 0}
+
+    def start(self, subAddress, pubAddress):
+        self.started = True
+        return (subAddress.replace("*", str(next(self.ports))),
+                pubAddress.replace("*", str(next(self.ports))))
+
+    def subscribe(self, frames):
+        self.sent.extend([f] for f in frames)
+
+    def connectUpstream(self, endpoint, options=None):
+        self.upstream = (endpoint, options)
+
+    def disconnectUpstream(self):
+        self.upstream = None
+
+    def counters(self):
+        return dict(self.figures)
+
+    def stop(self):
+        self.stopped = True
+
+
 @implementer(ISocketFactory)
 class FakeSocketFactory:
     """
@@ -194,6 +239,7 @@ class FakeSocketFactory:
 
     def __init__(self):
         self.sockets = []
+        self.planes = []
         self.ports = itertools.count(40000)
         self.shutdowns = 0
 
@@ -208,6 +254,13 @@ class FakeSocketFactory:
         @return: the sockets of one kind, in creation order.
         """
         return [s for s in self.sockets if s.kind == kind]
+
+    def notificationPlane(self, subscriptions, publisherOptions, subscriberOptions,
+                          subscriberHwm, subscriberSndbuf):
+        plane = FakePlane(subscriptions, publisherOptions, subscriberOptions,
+                          subscriberHwm, subscriberSndbuf)
+        self.planes.append(plane)
+        return plane
 
     def shutdown(self):
         self.shutdowns += 1

@@ -29,6 +29,7 @@ from zmqrelay.roles import client as clientModule
 from zmqrelay.edge import front as frontModule
 from zmqrelay.edge import link as linkModule
 from zmqrelay.roles import node as nodeModule
+from zmqrelay.roles import notifyrelay as notifyrelayModule
 from zmqrelay.core import protocol
 from zmqrelay.core.calls import MAX_RETRY_AFTER
 from zmqrelay.roles.client import Client
@@ -619,68 +620,44 @@ class LinkHostileTests(SynchronousTestCase):
 
 class RelayHostileTests(SynchronousTestCase):
     """
-    The XSUB/XPUB pair of a relay forwards only what is a notification.
+    Whatever subscribers send, a relay forwards upstream only
+    (un)subscriptions.  (Notifications cross a relay inside libzmq,
+    unread: publishers are held to account by CURVE and per-frame size
+    limits, and subscribers check what they read; see
+    tests/test_notifyrelay.py.)
     """
 
     def setUp(self):
         self.logs = LogCollector()
-        self.patch(nodeModule, "log", self.logs.logger)
+        self.patch(notifyrelayModule, "log", self.logs.logger)
 
-    def makeRelay(self, maxMessageSize=1000):
+    def makeRelay(self):
         factory = FakeSocketFactory()
-        relay = NotificationRelay(factory, ANY, ANY, maxMessageSize)
+        relay = NotificationRelay(factory, ANY, ANY, 1000)
         relay.start()
-        return relay, factory.ofKind("xsub")[0], factory.ofKind("xpub")[0]
+        return relay, factory.ofKind("xpub")[0], factory.planes[0]
 
     @_property
-    @given(st.lists(_notificationFrames, max_size=30), st.lists(_subscriberFrames, max_size=10))
-    def test_onlyNotificationsForwarded(self, published, subscribed):
+    @given(st.lists(_subscriberFrames, max_size=30))
+    def test_onlySubscriptionsForwarded(self, subscribed):
         """
-        Whatever publishers send, only what a subscriber could read goes on
-        to subscribers, the rest is counted malformed; whatever subscribers
-        send, only (un)subscriptions go upstream.
+        Whatever subscribers send, only (un)subscriptions go upstream; the
+        rest is counted malformed or refused.
         """
         self.logs.clear()
-        relay, xsub, xpub = self.makeRelay()
-        for frames in published:
-            xsub.receive(frames)
+        relay, xpub, plane = self.makeRelay()
         for frames in subscribed:
             xpub.receive(frames)
+        counters = relay.counters
         self.assertEqual(
-            relay.counters["notifications"] + relay.counters["malformed"]
-            + relay.counters["refused-subscriptions"],
-            len(published) + len(subscribed) - relay.counters["subscriptions"],
+            counters["malformed"] + counters["refused-subscriptions"] + counters["subscriptions"],
+            len(subscribed) + counters["late-subscriptions"],
         )
-        for frames in xpub.sent:
-            topic, message = protocol.decodeNotification(frames)
-            protocol.field(message.header, "server", str, required=True)
-            protocol.field(message.header, "inc", str, required=True)
-            protocol.field(message.header, "seq", int, required=True)
-        for frames in xsub.sent:
+        for frames in plane.sent:
             self.assertEqual(len(frames), 1)
             self.assertIn(frames[0][:1], (b"\x00", b"\x01"))
         # Logged at most once per doubling of the count.
-        self.assertLessEqual(len(self.logs.serious()), 2 * (len(published) + len(subscribed)).bit_length())
-
-    def test_validForwardedUntouched(self):
-        """
-        A well-formed notification goes to subscribers frame for frame.
-        """
-        relay, xsub, xpub = self.makeRelay()
-        frames = protocol.encodeNotification(b"t", {"server": "s", "inc": "i", "seq": 1}, b"p")
-        xsub.receive(frames)
-        self.assertEqual(xpub.sent, [frames])
-        self.assertEqual(relay.counters["notifications"], 1)
-
-    def test_tooLargeDropped(self):
-        """
-        A notification larger than the node's message size limit is dropped
-        and counted.
-        """
-        relay, xsub, xpub = self.makeRelay(maxMessageSize=100)
-        xsub.receive(protocol.encodeNotification(b"t", {"server": "s", "inc": "i", "seq": 1}, b"p" * 200))
-        self.assertEqual(xpub.sent, [])
-        self.assertEqual(relay.counters["too-large"], 1)
+        self.assertLessEqual(len(self.logs.serious()), 2 * len(subscribed).bit_length() + 2)
 
 
 # ---------------------------------------------------------------------------

@@ -90,9 +90,12 @@ class CloudTests(RoleTestCase):
         """
         self.start(self.cloud)
         self.assertEqual(sorted(self.cloud.endpoints()), ["control", "pub", "sub"])
-        self.assertEqual(sorted(s.kind for s in self.factory.sockets), ["router", "xpub", "xsub"])
+        # The notification relay: its subscription XPUB and its data plane.
+        self.assertEqual(sorted(s.kind for s in self.factory.sockets), ["router", "xpub"])
+        self.assertTrue(self.factory.planes[0].started)
         self.assertNotEqual(self.clock.getDelayedCalls(), [])
         self.successResultOf(self.cloud.stopService())
+        self.assertTrue(self.factory.planes[0].stopped)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertTrue(all(s.closed for s in self.factory.sockets))
 
@@ -287,7 +290,7 @@ class ProxyTests(RoleTestCase):
         self.assertEqual(routes.header["kind"], "snapshot")
         self.assertEqual(msgpack.unpackb(routes.payload), [["s1", ["si", ["echo"]]]])
         # Its notifications now go on to the cloud.
-        self.assertEqual(self.factory.ofKind("xpub")[0].connected, ["inproc://cloud-sub"])
+        self.assertEqual(self.factory.planes[0].upstream[0], "inproc://cloud-sub")
 
     def test_presenceListsServersDirectClients(self):
         """

@@ -458,6 +458,21 @@ class ISocketFactory(Interface):
         @return: an L{ISocket}.
         """
 
+    def notificationPlane(subscriptions, publisherOptions, subscriberOptions,
+                          subscriberHwm, subscriberSndbuf):
+        """
+        Make the data plane of a notification relay: it moves notifications
+        from a bound XSUB to a bound XPUB (and upstream) without the
+        reactor, and sends subscriptions out to the reactor XPUB bound at
+        C{subscriptions}.
+
+        @return: an object with C{start(subAddress, pubAddress)} (returning
+            the two endpoints bound), C{subscribe(frames)},
+            C{connectUpstream(endpoint, options)}, C{disconnectUpstream()},
+            C{counters()} and C{stop()}, as
+            L{zmqrelay.edge.plane.NotificationPlane}.
+        """
+
     def shutdown():
         """
         Close every socket and end the context; safe to call twice.

@@ -122,53 +122,23 @@ class ZmqSocket(ZmqConnection):
         self.unroutable = False
         ZmqConnection.__init__(self, factory)
         sock = self.socket
-        if options.maxMessageSize >= 0:
-            sock.setsockopt(zmq.MAXMSGSIZE, options.maxMessageSize)
         if socketType == ROUTER:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if socketType == XPUB:
             # A slow subscriber must not block the publisher: drop for it and
             # let sequence numbers show the gap.
             sock.setsockopt(zmq.XPUB_NODROP, 0)
-        # No ZMTP heartbeats (HEARTBEAT_IVL stays 0): our own heartbeats
-        # judge liveness on every hop, and the kernel's keepalive clears
-        # half-open TCP connections below them.
-        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        if options.heartbeat:
-            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, int(options.heartbeat * 5)))
-            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, int(options.heartbeat)))
-            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
-        if options.handshake:
-            sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(options.handshake * 1000)))
-        if options.curve is not None:
-            self.useCurve(options.curve)
+        applyOptions(sock, options)
 
     def useCurve(self, curve):
         """
         Set the security of the binds and connects that follow (libzmq copies
         the options of a socket into each endpoint when it is made).
 
-        @param curve: C{None} for none, or a dict with C{'public'} and
-            C{'secret'} and either C{'server': True} (and a ZAP
-            C{'domain'}) or C{'serverkey'}, keys in Z85.
+        @param curve: see the module function L{useCurve}.
         """
-        sock = self.socket
-        if curve is None:
-            sock.setsockopt(zmq.CURVE_SERVER, 0)
-            return
-        if curve.get("server"):
-            sock.setsockopt(zmq.CURVE_SERVER, 1)
-            if curve.get("domain"):
-                sock.setsockopt(zmq.ZAP_DOMAIN, curve["domain"])
-            try:
-                # No ZAP handler to ask: refuse, never let everyone in.
-                sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
-            except (AttributeError, zmq.ZMQError):
-                pass
-        else:
-            sock.setsockopt(zmq.CURVE_SERVERKEY, curve["serverkey"])
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public"])
-        sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret"])
+        useCurve(self.socket, curve)
+
 
     def _deliverWithUserId(self, frames):
         # The last frame read belongs to this message; so does its User-Id.
@@ -435,6 +405,58 @@ class ZmqSocket(ZmqConnection):
         if self.factory is not None:
             self.factory.reactor.removeReader(self)
 
+def applyOptions(sock, options):
+    """
+    Set what every zmqrelay socket gets (but high-water marks, which txzmq
+    sets on its own sockets): message size limit, TCP keepalive, handshake
+    timeout, CURVE.
+
+    @param sock: a L{zmq.Socket}, before it binds or connects.
+    @param options: L{SocketOptions}.
+    """
+    if options.maxMessageSize >= 0:
+        sock.setsockopt(zmq.MAXMSGSIZE, options.maxMessageSize)
+    # No ZMTP heartbeats (HEARTBEAT_IVL stays 0): our own heartbeats
+    # judge liveness on every hop, and the kernel's keepalive clears
+    # half-open TCP connections below them.
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    if options.heartbeat:
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, int(options.heartbeat * 5)))
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, int(options.heartbeat)))
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+    if options.handshake:
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(options.handshake * 1000)))
+    if options.curve is not None:
+        useCurve(sock, options.curve)
+
+
+def useCurve(sock, curve):
+    """
+    Set the security of the binds and connects that follow on C{sock}.
+
+    @param curve: C{None} for none, or a dict with C{'public'} and
+        C{'secret'} and either C{'server': True} (and a ZAP C{'domain'}) or
+        C{'serverkey'}, keys in Z85.
+    """
+    if curve is None:
+        sock.setsockopt(zmq.CURVE_SERVER, 0)
+        return
+    if curve.get("server"):
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        if curve.get("domain"):
+            sock.setsockopt(zmq.ZAP_DOMAIN, curve["domain"])
+        try:
+            # No ZAP handler to ask: refuse, never let everyone in.
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        except (AttributeError, zmq.ZMQError):
+            pass
+    else:
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve["serverkey"])
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, curve["public"])
+    sock.setsockopt(zmq.CURVE_SECRETKEY, curve["secret"])
+
+
+
 
 def peerAddress(fd):
     """
@@ -517,6 +539,23 @@ class SocketFactory:
         """
         return ZmqSocket(
             self._factory, _KINDS[socketType], onMessage, options or self.options, userIds
+        )
+
+    def notificationPlane(self, subscriptions, publisherOptions, subscriberOptions,
+                          subscriberHwm, subscriberSndbuf):
+        """
+        Make the data plane of a notification relay: notifications moved
+        inside libzmq, in threads (see L{zmqrelay.edge.plane}).
+
+        @param subscriptions: inproc endpoint of the reactor XPUB (made by
+            L{socket}) that receives what subscribers ask for.
+        @rtype: L{zmqrelay.edge.plane.NotificationPlane}
+        """
+        from zmqrelay.edge.plane import NotificationPlane
+
+        return NotificationPlane(
+            self, subscriptions, publisherOptions, subscriberOptions,
+            subscriberHwm, subscriberSndbuf,
         )
 
     def shutdown(self):

@@ -1,15 +1,13 @@
 """
 The notification relay: an XSUB/XPUB pair that forwards notifications down
-and subscriptions up, frames untouched, within bounds on what subscribers
-can make it hold.
+inside libzmq, frames untouched, and subscriptions up through the reactor,
+within bounds on what subscribers can make it hold.
 """
 
 from collections import OrderedDict
 
-import zmq
 from twisted.logger import Logger
 
-from zmqrelay.core import protocol
 from zmqrelay.edge import security
 
 log = Logger()
@@ -33,52 +31,61 @@ SUBSCRIBER_SNDBUF = 256 * 1024
 
 class NotificationRelay:
     """
-    Forwards notifications from a bound XSUB to an XPUB, and subscriptions
-    back, frames untouched.
+    Forwards notifications from a bound XSUB to a bound XPUB (and to an
+    upstream relay) inside libzmq, and subscriptions back through the
+    reactor, within bounds.
 
-    Anyone who can reach the XSUB can publish into it, so what publishers
-    send is checked (never changed): only what a subscriber can read goes
-    on.  Bad input is counted (C{malformed}, C{too-large}) and logged on the
-    1st, 2nd, 4th, 8th... time, a bounded rate with no clock.
+    Notifications never reach Python: a L{zmqrelay.edge.plane} moves them
+    in threads of its own, frames untouched and unread.  What a publisher
+    sends is therefore not checked here (only each frame's size, by
+    ZeroMQ's C{MAXMSGSIZE}, which cuts a publisher that exceeds it): who may
+    publish is settled by CURVE (only proxies and servers may connect to
+    the XSUB of a node that binds with CURVE), and subscribers check every
+    notification they read (see docs/ARCHITECTURE.md, "Notifications").
 
-    Every prefix forwarded is stored by every relay up to the servers, so
-    at most C{maxSubscriptions} distinct prefixes of at most L{MAX_PREFIX}
-    bytes go upstream at once.  The XPUB reports a prefix only when its
-    first subscriber comes and when its last one goes, so a prefix refused
-    for want of room would starve all its subscribers for good: it waits
-    instead (at most C{maxSubscriptions} of them, oldest first) and goes
-    upstream as soon as a forwarded prefix ends.  One that ends while it
-    waits is forgotten; one that finds the waiting list full is forgotten
-    and counted (C{forgotten-subscriptions}): its subscribers get nothing
-    until all of them have left and one subscribes again.
+    Subscriptions come out to the reactor, which checks them before they go
+    upstream.  Every prefix forwarded is stored by every relay up to the
+    servers, so at most C{maxSubscriptions} distinct prefixes of at most
+    L{MAX_PREFIX} bytes go upstream at once.  The XPUB reports a prefix
+    only when its first subscriber comes and when its last one goes, so a
+    prefix refused for want of room would starve all its subscribers for
+    good: it waits instead (at most C{maxSubscriptions} of them, oldest
+    first) and goes upstream as soon as a forwarded prefix ends.  One that
+    ends while it waits is forgotten; one that finds the waiting list full
+    is forgotten and counted (C{forgotten-subscriptions}): its subscribers
+    get nothing until all of them have left and one subscribes again.  Bad
+    input is counted and logged on the 1st, 2nd, 4th, 8th... time, a
+    bounded rate with no clock.
 
     Each subscriber gets at most C{subHwm} queued notifications (the XPUB's
     send high-water mark) and a kernel send buffer of L{SUBSCRIBER_SNDBUF},
     so one that does not read makes the relay hold at most about
     C{(subHwm + 1) x largest notification + 2 x SUBSCRIBER_SNDBUF} for it;
-    beyond that it misses notifications (its sequence numbers show the gap)
-    while everyone else gets them.  The XPUB runs with C{XPUB_NODROP}, so a
-    send that would drop for someone fails instead; it is sent again
-    without C{XPUB_NODROP} and counted (C{slow-dropped}).  ZeroMQ then
-    skips that subscriber, silently, until it has read half its queue, so
-    C{slow-dropped} counts how often a subscriber fell behind (each time
-    losing that notification and, unseen, those after it until it catches
-    up), not every notification it lost: as NATS counts slow consumers.
-    The upstream relay a proxy publishes to is no subscriber: that
-    connection keeps the node's own high-water mark and kernel buffer.
+    beyond that it misses notifications (its sequence numbers show the gap
+    and it asks the server to replay them) while everyone else gets them.
+    libzmq does not count those misses, so neither does the relay.  The
+    upstream relay a proxy publishes to is no subscriber: it has a socket
+    of its own that never drops (a full queue pushes back on the
+    publishers; one held longer than L{zmqrelay.edge.plane.SEND_WAIT} is
+    dropped and counted).
 
-    @ivar counters: C{notifications}, C{subscriptions} (subscriptions and
-        their ends sent upstream), C{dropped} (queue full even when
-        dropping for slow subscribers), C{slow-dropped} (see above),
-        C{malformed}, C{too-large}, C{refused-subscriptions} (subscriber
-        messages not forwarded when they came: a prefix too long, or with
-        the table full, or already forwarded or waiting; the end of a
-        subscription never forwarded), C{late-subscriptions} (forwarded
-        after waiting), C{forgotten-subscriptions} (refused and not kept:
-        the waiting list was full).
+    @ivar counters: C{notifications} (read from publishers), C{delivered}
+        (handed to the subscribers' XPUB), C{upstream} (sent to the
+        upstream relay), C{dropped} (held too long where nothing may be
+        dropped), C{subscriptions} (subscriptions and their ends sent
+        upstream), C{malformed} (a subscriber sent something other than a
+        subscription), C{refused-subscriptions} (subscriber messages not
+        forwarded when they came: a prefix too long, or with the table
+        full, or already forwarded or waiting; the end of a subscription
+        never forwarded), C{late-subscriptions} (forwarded after waiting),
+        C{forgotten-subscriptions} (refused and not kept: the waiting list
+        was full).  The plane's figures are read from its threads when
+        asked.
     @ivar maxSubscriptions: prefixes forwarded at once, and prefixes kept
         waiting.
     @ivar subscriberHwm: notifications queued per subscriber.
+    @ivar xpub: the reactor's XPUB that receives subscriptions (inproc).
+    @ivar plane: the data plane, once started.
     """
 
     def __init__(self, socketFactory, subAddress, pubAddress, maxMessageSize=None, config=None):
@@ -93,39 +100,40 @@ class NotificationRelay:
         else:
             self.maxSubscriptions = config.maxSubscriptions
             self.subscriberHwm = config.subHwm
-        self.counters = {
-            "notifications": 0, "subscriptions": 0, "dropped": 0, "slow-dropped": 0,
-            "malformed": 0, "too-large": 0, "refused-subscriptions": 0,
+        self._counters = {
+            "subscriptions": 0, "malformed": 0, "refused-subscriptions": 0,
             "late-subscriptions": 0, "forgotten-subscriptions": 0,
         }
         self._topics = set()
         # Refused prefixes in the order they came, to forward when room frees up.
         self._waiting = OrderedDict()
-        self.xsub = None
         self.xpub = None
+        self.plane = None
         self._upstream = None
-        self._upstreamHwm = None
+
+    @property
+    def counters(self):
+        counters = dict(self._counters)
+        if self.plane is not None:
+            counters.update(self.plane.counters())
+        return counters
 
     def start(self):
         """
-        Bind both sockets.
+        Bind both sockets and start moving notifications.
 
         @return: (sub endpoint, pub endpoint) as bound.
         """
-        self.xpub = self.socketFactory.socket(
-            "xpub", self._fromSubscribers, security.boundOptions(self.config, security.SUBSCRIBE)
+        self.xpub = self.socketFactory.socket("xpub", self._fromSubscribers)
+        subscriptions = self.xpub.bind(f"inproc://zmqrelay-subscriptions-{id(self):x}")
+        self.plane = self.socketFactory.notificationPlane(
+            subscriptions,
+            security.boundOptions(self.config, security.PUBLISH),
+            security.boundOptions(self.config, security.SUBSCRIBE),
+            self.subscriberHwm,
+            SUBSCRIBER_SNDBUF,
         )
-        # Options are copied into each connection when it is made: these
-        # bound every subscriber that connects to what we bind.
-        raw = self.xpub.socket
-        self._upstreamHwm = raw.getsockopt(zmq.SNDHWM)
-        raw.setsockopt(zmq.SNDHWM, self.subscriberHwm)
-        raw.setsockopt(zmq.SNDBUF, SUBSCRIBER_SNDBUF)
-        raw.setsockopt(zmq.XPUB_NODROP, 1)
-        self.xsub = self.socketFactory.socket(
-            "xsub", self._fromPublishers, security.boundOptions(self.config, security.PUBLISH)
-        )
-        return self.xsub.bind(self.subAddress), self.xpub.bind(self.pubAddress)
+        return self.plane.start(self.subAddress, self.pubAddress)
 
     def connectUpstream(self, endpoint, via=None):
         """
@@ -137,65 +145,22 @@ class NotificationRelay:
         """
         if endpoint == self._upstream:
             return
-        if self._upstream is not None:
-            self.xpub.disconnect(self._upstream)
         self._upstream = endpoint
-        if via is not None:
-            security.secureDial(self.xpub, self.config, via)
-        # One trusted hop that carries everything, not a subscriber: the
-        # node's own high-water mark and the kernel's own buffer sizing.
-        raw = self.xpub.socket
-        raw.setsockopt(zmq.SNDHWM, self._upstreamHwm)
-        raw.setsockopt(zmq.SNDBUF, -1)
-        try:
-            self.xpub.connect(endpoint)
-        finally:
-            raw.setsockopt(zmq.SNDHWM, self.subscriberHwm)
-            raw.setsockopt(zmq.SNDBUF, SUBSCRIBER_SNDBUF)
+        options = security.dialOptions(self.config, via) if via is not None else None
+        self.plane.connectUpstream(endpoint, options)
 
     def stop(self):
         """
-        Close both sockets.
+        Stop the plane and close every socket.
         """
-        for sock in (self.xsub, self.xpub):
-            if sock is not None:
-                sock.close()
-        self.xsub = self.xpub = None
-
-    def _fromPublishers(self, frames):
-        if self.maxMessageSize is not None:
-            size = 0
-            for f in frames:
-                size += len(f)
-            if size > self.maxMessageSize:
-                self._bad("too-large", f"notification of {size} bytes")
-                return
-        try:
-            header = protocol.decodeNotification(frames)[1].header
-            protocol.field(header, "server", str, required=True)
-            protocol.field(header, "inc", str, required=True)
-            protocol.field(header, "seq", int, required=True)
-        except protocol.ProtocolError as e:
-            self._bad("malformed", e.message)
-            return
-        self.counters["notifications"] += 1
-        xpub = self.xpub
-        if xpub.send(frames):
-            return
-        # XPUB_NODROP: some subscriber's queue is full.  Send it again
-        # dropping for that one only, so the others still get it.  (Setting
-        # an option processes no ZeroMQ commands, so it cannot swallow the
-        # edge that announces input; the send re-checks anyway.)
-        raw = xpub.socket
-        raw.setsockopt(zmq.XPUB_NODROP, 0)
-        try:
-            delivered = xpub.send(frames)
-        finally:
-            raw.setsockopt(zmq.XPUB_NODROP, 1)
-        if delivered:
-            self.counters["slow-dropped"] += 1
-        else:
-            self.counters["dropped"] += 1
+        if self.plane is not None:
+            self.plane.stop()
+            final = self.plane.counters()
+            self._counters.update(final)
+            self.plane = None
+        if self.xpub is not None:
+            self.xpub.close()
+            self.xpub = None
 
     def _fromSubscribers(self, frames):
         # Only (un)subscriptions travel upstream; anything else a subscriber
@@ -213,7 +178,7 @@ class NotificationRelay:
         if prefix in self._topics or prefix in self._waiting:
             # A non-verbose XPUB reports a prefix once; forwarding it twice
             # would take two ends upstream to undo.
-            self.counters["refused-subscriptions"] += 1
+            self._counters["refused-subscriptions"] += 1
             return
         if len(prefix) > MAX_PREFIX:
             self._bad("refused-subscriptions", f"subscription of {len(prefix)} bytes refused")
@@ -242,19 +207,19 @@ class NotificationRelay:
             while self._waiting and len(self._topics) < self.maxSubscriptions:
                 waiting = self._waiting.popitem(last=False)[0]
                 self._topics.add(waiting)
-                self.counters["late-subscriptions"] += 1
+                self._counters["late-subscriptions"] += 1
                 self._forward(b"\x01" + waiting)
         else:
             # The end of a subscription we never forwarded (waiting, too
             # long, or forgotten): nothing to undo upstream.
             self._waiting.pop(prefix, None)
-            self.counters["refused-subscriptions"] += 1
+            self._counters["refused-subscriptions"] += 1
 
     def _forward(self, subscription):
-        self.counters["subscriptions"] += 1
-        self.xsub.send([subscription])
+        self._counters["subscriptions"] += 1
+        self.plane.subscribe([subscription])
 
     def _bad(self, counter, text):
-        n = self.counters[counter] = self.counters[counter] + 1
+        n = self._counters[counter] = self._counters[counter] + 1
         if n & (n - 1) == 0:
             log.warn("notification relay: {counter} input #{n}: {text}", counter=counter, n=n, text=text)
