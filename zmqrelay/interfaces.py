@@ -165,9 +165,20 @@ class IServer(INode, IPresenceView):
 
         @param topic: L{bytes}; subscribers match on prefixes of it.
         @param payload: L{bytes}.
+        The notification is queued without waiting.  A server that
+        publishes faster than the hop toward its proxy (or a direct
+        subscriber) takes them learns it: the send finds that queue full.
+
         @return: the sequence number given to it (L{int}).
         @raise zmqrelay.core.errors.TooLarge: if it is larger than this node's
-            message size limit allows.
+            message size limit allows (not published).
+        @raise zmqrelay.core.errors.OverLimit: if a queue toward the proxy or
+            a direct subscriber was full, so that some subscribers miss it:
+            it was published to the others and kept in the history under
+            the sequence number the exception carries as C{seq} (those who
+            miss it see the gap and may ask for a replay); counted as
+            C{publish-dropped}.  Publish more slowly: wait C{retryAfter}
+            seconds or until the reactor has run, then go on.
         """
 
     def send(clientId, payload, timeout=None):

@@ -179,7 +179,9 @@ def figures(node):
         )
     elif node.role == protocol.SERVER:
         result["notifications.relayed"] = counters.get("published", 0)
-        result["notifications.dropped"] = 0
+        result["notifications.dropped"] = (
+            counters.get("publish-dropped", 0) + counters.get("slow-dropped", 0)
+        )
     else:
         result["notifications.relayed"] = counters.get("notifications", 0)
         result["notifications.dropped"] = counters.get("lost", 0)

@@ -13,6 +13,7 @@ It is made of:
 """
 
 import msgpack
+import zmq
 from twisted.internet import defer
 from twisted.internet.defer import fail, maybeDeferred
 from twisted.logger import Logger
@@ -34,6 +35,10 @@ from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
 from zmqrelay.core.replycache import ReplyCache
 
 log = Logger()
+
+#: Seconds a publisher told it outran a hop (L{Server.publish}) is asked to
+#: wait before publishing again.
+PUBLISH_RETRY = 0.01
 
 
 @implementer(IRequest)
@@ -89,6 +94,8 @@ class Server(PresenceViewMixin, Node):
         self._drainer = None
         self.draining = False
         self._upstreamPub = None
+        # Notifications to the proxy: a socket of its own that never drops.
+        self.upPub = None
         self.front = None
         self.link = None
         self.xpub = None
@@ -113,6 +120,9 @@ class Server(PresenceViewMixin, Node):
         self.xpub = self.socketFactory.socket(
             "xpub", self._subscriptions, security.boundOptions(self.config, security.SUBSCRIBE)
         )
+        # Direct subscribers: a full queue fails the send, which is then
+        # made again dropping for the full ones only (see publish).
+        self.xpub.socket.setsockopt(zmq.XPUB_NODROP, 1)
         if self.pubAddress:
             self._endpoints["pub"] = self.xpub.bind(self.pubAddress)
         if self.listenAddress:
@@ -161,6 +171,9 @@ class Server(PresenceViewMixin, Node):
         self.draining = False
         self._drainer = None
         self._upstreamPub = None
+        if self.upPub is not None:
+            self.upPub.close()
+            self.upPub = None
         self.calls.failAll(errors.ShuttingDown("server stopping"))
         if self.link is not None:
             self.link.stop()
@@ -183,13 +196,39 @@ class Server(PresenceViewMixin, Node):
             )
         seq = self.history.record(topic, payload)
         self.counters["published"] += 1
-        if self.xpub is not None:
-            self.xpub.send(
-                protocol.encodeNotification(
-                    topic, {"server": self.nodeId, "inc": self.incarnation, "seq": seq}, payload
-                )
+        frames = protocol.encodeNotification(
+            topic, {"server": self.nodeId, "inc": self.incarnation, "seq": seq}, payload
+        )
+        xpub = self.xpub
+        if xpub is not None:
+            if not xpub.send(frames):
+                self._slowSubscriber(xpub, frames)
+        up = self.upPub
+        if up is not None and not up.send(frames):
+            # The queue toward the proxy is full: the publisher outruns
+            # that hop.  Counted, and the publisher told, every time.
+            self.counters["publish-dropped"] = self.counters.get("publish-dropped", 0) + 1
+            error = errors.OverLimit(
+                f"notification {seq} not sent: the queue toward the proxy is full "
+                "(kept in the history for replay)",
+                PUBLISH_RETRY,
             )
+            error.seq = seq
+            raise error
         return seq
+
+    def _slowSubscriber(self, xpub, frames):
+        # XPUB_NODROP: a direct subscriber's queue is full.  Send it again
+        # dropping for the full ones only, so the others get it; ZeroMQ then
+        # skips that subscriber until it has caught up (its sequence numbers
+        # show the gap).  Counted as the notification relay did.
+        raw = xpub.socket
+        raw.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            xpub.send(frames)
+        finally:
+            raw.setsockopt(zmq.XPUB_NODROP, 1)
+        self.counters["slow-dropped"] = self.counters.get("slow-dropped", 0) + 1
 
     def send(self, clientId, payload, timeout=None):
         if not isinstance(clientId, str) or not isinstance(payload, bytes):
@@ -285,11 +324,16 @@ class Server(PresenceViewMixin, Node):
         if isinstance(sub, str):
             endpoint = advertised(sub, link.endpoint)
             if endpoint != self._upstreamPub:
+                if self.upPub is None:
+                    self.upPub = self.socketFactory.socket("xpub", self._subscriptions)
+                    # A full queue toward the proxy fails the send, so that
+                    # publish can say so.
+                    self.upPub.socket.setsockopt(zmq.XPUB_NODROP, 1)
                 if self._upstreamPub:
-                    self.xpub.disconnect(self._upstreamPub)
+                    self.upPub.disconnect(self._upstreamPub)
                 self._upstreamPub = endpoint
-                security.secureDial(self.xpub, self.config, link.endpoint)
-                self.xpub.connect(endpoint)
+                security.secureDial(self.upPub, self.config, link.endpoint)
+                self.upPub.connect(endpoint)
 
     def linkDown(self, link, reason):
         self.calls.failPeer(link, errors.TargetLost(f"proxy {reason}"))

@@ -19,6 +19,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall, deferLater
 from zope.interface import implementer
 
+from zmqrelay.core.errors import OverLimit
 from zmqrelay.interfaces import IRequestHandler
 
 
@@ -73,9 +74,13 @@ class ExampleApp(Service):
 
     def _publishTick(self):
         self._ticks += 1
-        self.server.publish(
-            f"tick.{self.server.nodeId}".encode(), str(self._ticks).encode()
-        )
+        try:
+            self.server.publish(
+                f"tick.{self.server.nodeId}".encode(), str(self._ticks).encode()
+            )
+        except OverLimit:
+            # Kept in the history: whoever missed it may ask for a replay.
+            pass
 
 
 def example(server, tick=0.0):
