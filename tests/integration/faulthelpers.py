@@ -26,6 +26,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from collections import Counter, defaultdict
 
 import msgpack
@@ -62,6 +63,8 @@ FAST = ["--heartbeat", str(HEARTBEAT), "--liveness", str(LIVENESS), "--reconnect
 #: to tick.
 RUNLOG_ENV = "ZMQRELAY_FAULT_RUNLOG"
 TICK_ENV = "ZMQRELAY_FAULT_TICK"
+#: ... and how long each echo takes (seconds; 0: answer at once).
+DELAY_ENV = "ZMQRELAY_FAULT_DELAY"
 
 #: The chaos hop script.
 CHAOSHOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chaoshop.py")
@@ -130,20 +133,26 @@ async def together(*coroutines):
 
 class RunLogApp(ExampleApp):
     """
-    The example app, writing C{"<client> <incarnation> <request id>"} to a
-    file for every handler run, before it answers.
+    The example app, writing C{"<client> <incarnation> <request id> <time>"}
+    to a file for every handler run, before it answers; an echo answers
+    after C{delay} seconds.
     """
 
-    def __init__(self, server, path, tick):
+    def __init__(self, server, path, tick, delay=0.0):
         ExampleApp.__init__(self, server, tick)
+        self.delay = delay
         # Unbuffered: each line is one write(2), and survives a SIGKILL.
         self._log = open(path, "ab", buffering=0)
 
     def handleRequest(self, request):
         self._log.write(
-            f"{request.clientId} {request.clientIncarnation} {request.requestId}\n".encode()
+            f"{request.clientId} {request.clientIncarnation} {request.requestId} "
+            f"{time.time():.4f}\n".encode()
         )
-        return ExampleApp.handleRequest(self, request)
+        result = ExampleApp.handleRequest(self, request)
+        if self.delay > 0 and isinstance(result, bytes):
+            return deferLater(self.server.reactor, self.delay, lambda: result)
+        return result
 
     def stopService(self):
         self._log.close()
@@ -154,11 +163,29 @@ def runLogApp(server):
     """
     The C{--app} factory of the rig's servers: a L{RunLogApp} logging to
     C{$ZMQRELAY_FAULT_RUNLOG/runs-<server id>.log}, ticking every
-    C{$ZMQRELAY_FAULT_TICK} seconds.
+    C{$ZMQRELAY_FAULT_TICK} seconds, echoing after C{$ZMQRELAY_FAULT_DELAY}.
     """
     directory = os.environ[RUNLOG_ENV]
     tick = float(os.environ.get(TICK_ENV, "0.05"))
-    return RunLogApp(server, os.path.join(directory, f"runs-{server.nodeId}.log"), tick)
+    delay = float(os.environ.get(DELAY_ENV, "0"))
+    return RunLogApp(server, os.path.join(directory, f"runs-{server.nodeId}.log"), tick, delay)
+
+
+def readRuns(path):
+    """
+    @return: the handler runs the log at C{path} holds, as a L{list} of
+        C{("<client> <incarnation> <request id>", time.time() of the run)}.
+    """
+    if not os.path.exists(path):
+        return []
+    runs = []
+    with open(path, "rb") as f:
+        for line in f:
+            fields = line.decode().split()
+            if len(fields) >= 3:
+                when = float(fields[3]) if len(fields) > 3 else 0.0
+                runs.append((" ".join(fields[:3]), when))
+    return runs
 
 
 def repeatedRuns(path):
@@ -166,21 +193,15 @@ def repeatedRuns(path):
     @return: a L{dict} of C{(client, incarnation, request id)} to the number
         of handler runs, for every key that ran more than once.
     """
-    if not os.path.exists(path):
-        return {}
-    with open(path, "rb") as f:
-        counts = Counter(line.strip() for line in f if line.strip())
-    return {key.decode(): n for key, n in counts.items() if n > 1}
+    counts = Counter(key for key, _ in readRuns(path))
+    return {key: n for key, n in counts.items() if n > 1}
 
 
 def handlerRuns(path):
     """
     @return: how many handler runs the log at C{path} holds.
     """
-    if not os.path.exists(path):
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+    return len(readRuns(path))
 
 
 # Traffic.
@@ -263,9 +284,15 @@ class Driver(Subscriber):
     @ivar records: the L{RequestRecord}s, in order.
     """
 
-    def __init__(self, reactor, client, target, prefix, every=0.05, timeout=1.0, attempts=3):
+    def __init__(self, reactor, client, target, prefix, every=0.05, timeout=1.0, attempts=3,
+                 deadline=None):
+        """
+        @param deadline: the longest a request may take (default: C{timeout}
+            x C{attempts}, a loose bound: C{timeout} is the whole budget).
+        """
         Subscriber.__init__(self, reactor, client, prefix)
         self.target = target
+        self._deadline = deadline
         self.every = every
         self.timeout = timeout
         self.attempts = attempts
@@ -278,6 +305,8 @@ class Driver(Subscriber):
         The longest a request may take to get its outcome: every attempt
         used up in full.
         """
+        if self._deadline is not None:
+            return self._deadline
         return self.timeout * self.attempts
 
     def start(self):
@@ -507,6 +536,9 @@ class FaultRig:
 
     ids = {"cloud": "cloud", "proxy": "proxyA", "server": "s1", "client": "c2"}
 
+    #: Options every node gets.
+    fast = FAST
+
     def __init__(self, reactor, workdir, tick=0.05, chaos=None, chaosAt="driver",
                  clientProcess=True):
         """
@@ -531,7 +563,7 @@ class FaultRig:
             for k in ("cloud", "cloudPub", "cloudSub", "proxy", "proxyPub", "proxySub",
                       "server", "serverPub", "hop", "hopPub")
         }
-        ep, ids = self.ep, self.ids
+        ep, ids = self.ep, dict(FaultRig.ids, **self.ids)
         proxyCloud = ep["hop"] if self.chaosAt == "proxy" else ep["cloud"]
         self.specs = {
             "cloud": ("zmqrelay-cloud", [
@@ -585,7 +617,7 @@ class FaultRig:
         @return: a L{defer.Deferred} firing with its L{NodeProcess} once ready.
         """
         plugin, args = self.specs[role]
-        return self.topology.start(role, plugin, args + FAST)
+        return self.topology.start(role, plugin, args + self.fast)
 
     async def startAll(self):
         """
@@ -1043,3 +1075,310 @@ async def restartAtOnce(rig):
     result.recovered = reactor.seconds() - t0
     result.converged = await rig.waitConverged(10.0) - t0
     return result
+
+
+# The exactly-once matrix (issue 9): every role x every fault, with a
+# service offered by two servers, on the cloud path and on direct links.
+
+#: Heartbeat settings of the matrix: a peer is gone after 0.9 s of silence.
+MATRIX_HEARTBEAT = 0.3
+MATRIX_WINDOW = MATRIX_HEARTBEAT * LIVENESS
+MATRIX_FAST = [
+    "--heartbeat", str(MATRIX_HEARTBEAT), "--liveness", str(LIVENESS), "--reconnect-max", "1",
+]
+
+#: The application's whole budget per request (and its attempts cap).
+BUDGET = 3.0
+ATTEMPTS = 3
+
+#: How long each echo handler takes.
+HANDLER_DELAY = 0.1
+
+#: How long a node stays frozen in the matrix: twice the liveness window,
+#: less than the budget.
+MATRIX_FROZEN_FOR = 2 * MATRIX_WINDOW
+
+#: The roles the matrix hits.
+MATRIX_ROLES = ("cloud", "proxy", "a1", "client")
+
+
+class MatrixRig(FaultRig):
+    """
+    Cloud, proxy C{proxyA}, servers C{a1} and C{a2} behind it (both offering
+    C{echo}, each echo taking L{HANDLER_DELAY}) and a client process C{c2}
+    asking C{echo} through the cloud; in process, a L{Driver} on the cloud
+    path (C{driver}) and one with direct links to both servers
+    (C{direct}), each asking C{echo} every C{every} seconds with the whole
+    L{BUDGET}.
+
+    Node names (for L{matrixFault}) are C{cloud}, C{proxy}, C{a1}, C{a2},
+    C{client}.
+    """
+
+    ids = {"cloud": "cloud", "proxy": "proxyA", "a1": "a1", "a2": "a2", "client": "c2"}
+
+    fast = MATRIX_FAST
+
+    def __init__(self, reactor, workdir, every=0.05):
+        FaultRig.__init__(self, reactor, workdir, tick=0.0)
+        self.every = every
+        self.topology.env[DELAY_ENV] = str(HANDLER_DELAY)
+        ep, ids = self.ep, self.ids
+        for name in ("a1", "a2"):
+            ep[name], ep[name + "Pub"] = loopback(), loopback()
+        self.specs = {
+            "cloud": self.specs["cloud"],
+            "proxy": self.specs["proxy"],
+            "client": ("zmqrelay-client", [
+                "--id", ids["client"], "--cloud", ep["cloud"], "--target", "echo",
+                "--payload", "c2", "--every", "0.2", "--timeout", str(BUDGET),
+                "--attempts", str(ATTEMPTS),
+            ]),
+        }
+        for name in ("a1", "a2"):
+            self.specs[name] = ("zmqrelay-server", [
+                "--id", ids[name], "--proxy", ep["proxy"], "--listen", ep[name],
+                "--pub", ep[name + "Pub"], "--service", "echo",
+                "--app", "tests.integration.faulthelpers.runLogApp",
+            ])
+        self.direct = None
+        self.drivers = []
+
+    async def shutdown(self):
+        """
+        Stop the direct driver too, then everything L{FaultRig.shutdown} stops.
+        """
+        if self.direct is not None:
+            self.direct.stop()
+        await FaultRig.shutdown(self)
+
+    async def startAll(self):
+        """
+        Start every node and both drivers, and wait until both get replies.
+        """
+        from zmqrelay.roles.client import Client
+        from zmqrelay.core.config import NodeConfig
+
+        for role in ("cloud", "proxy", "a1", "a2", "client"):
+            await self.start(role)
+        config = dict(
+            heartbeat=MATRIX_HEARTBEAT, liveness=LIVENESS, reconnectMax=1.0,
+            requestTimeout=BUDGET, attempts=ATTEMPTS,
+        )
+        cloudClient = Client(NodeConfig("driver", **config), cloud=self.ep["cloud"], reactor=self.reactor)
+        directClient = Client(
+            NodeConfig("direct", **config), servers=[self.ep["a1"], self.ep["a2"]], reactor=self.reactor,
+        )
+        for client in (cloudClient, directClient):
+            self._clients.append(client)
+            client.startService()
+        kw = dict(every=self.every, timeout=BUDGET, attempts=ATTEMPTS, deadline=BUDGET)
+        self.driver = Driver(self.reactor, cloudClient, "echo", b"tick.", **kw)
+        self.direct = Driver(self.reactor, directClient, "echo", b"tick.", **kw)
+        self.drivers = [self.driver, self.direct]
+        started = self.reactor.seconds()
+        for driver in self.drivers:
+            driver.start()
+        for driver in self.drivers:
+            await until(
+                self.reactor, lambda: driver.firstSuccessAfter(started), 15.0,
+                f"first echo reply to {driver.client.nodeId}",
+            )
+
+    def runs(self):
+        """
+        @return: C{{"<client> <incarnation> <request id>": [(server id,
+            time.time() of the run), ...]}} over both servers' run logs.
+        """
+        runs = defaultdict(list)
+        for name in ("a1", "a2"):
+            path = os.path.join(self.workdir, f"runs-{self.ids[name]}.log")
+            for key, when in readRuns(path):
+                runs[key].append((self.ids[name], when))
+        return runs
+
+    def clientFailures(self):
+        """
+        @return: how many of its requests the client process C{c2} (every
+            incarnation of it) saw fail.
+        """
+        return sum(
+            1 for node in self.topology.started if node.name == "client"
+            for line in node.lines if _CHATTER_OUTCOME.search(line) and " failed" in line
+        )
+
+    async def settled(self, before, timeout=BUDGET + 2.0):
+        """
+        Wait until every request issued before C{before} has its outcome.
+        """
+        await until(
+            self.reactor,
+            lambda: not any(r.issued < before for d in self.drivers for r in d.pending()),
+            timeout, "every outcome of the requests issued before",
+        )
+
+    async def drain(self):
+        """
+        Stop both drivers and wait for every outcome.
+        """
+        for driver in self.drivers:
+            driver.stop()
+        await self.settled(self.reactor.seconds() + 1.0)
+
+    def problems(self, pendingOK=False):
+        """
+        @return: broken outcome guarantees of both drivers (one outcome, the
+            right reply or a typed error, within the budget) and of C{c2}.
+        """
+        problems = []
+        for driver in self.drivers:
+            problems += [
+                f"{driver.client.nodeId}: {p}" for p in outcomeProblems(driver, pendingOK=pendingOK)
+            ]
+        for node in self.topology.started:
+            if node.name == "client":
+                problems.extend(
+                    f"client process ({node.incarnation}): {p}" for p in chatterProblems(node.lines)
+                )
+        return problems
+
+
+class MatrixCell:
+    """
+    What one fault of the matrix did.
+
+    @ivar role: the node hit.
+    @ivar kind: one of L{FAULTS}.
+    @ivar at: reactor time of the fault.
+    @ivar back: seconds from the fault until the node was back (restart
+        ready, or SIGCONT sent).
+    @ivar firstReply: seconds from the fault until both drivers had a correct
+        reply to a request issued after C{back}.
+    @ivar requests: requests the drivers issued in this cell.
+    @ivar failures: C{(driver, request number, error)} of every request
+        that failed (what the application saw).
+    @ivar clientFailures: failures the client process C{c2} logged.
+    @ivar doubleRuns: C{{key: runs}} of requests whose handler ran more than
+        once, not explained by the documented case.
+    @ivar documented: the same, for requests a server took and was then
+        killed or frozen past liveness with (see docs/RECOVERY.md).
+    @ivar worst: the longest a request of the cell waited for its outcome.
+    @ivar problems: broken outcome guarantees.
+    """
+
+    def __init__(self, role, kind):
+        self.role = role
+        self.kind = kind
+        self.at = None
+        self.back = None
+        self.firstReply = None
+        self.requests = 0
+        self.failures = []
+        self.clientFailures = 0
+        self.doubleRuns = {}
+        self.documented = {}
+        self.worst = None
+        self.problems = []
+
+    def __repr__(self):
+        return (
+            f"<{self.role} {self.kind}: requests={self.requests} failures={len(self.failures)}"
+            f"+{self.clientFailures} double={len(self.doubleRuns)} documented={len(self.documented)}"
+            f" back={self.back:.2f} firstReply={self.firstReply:.2f} worst={self.worst:.2f}>"
+        )
+
+
+def _documentedDouble(rig, cell, runs, frozenUntil):
+    """
+    @return: C{True} if a repeated run is the documented case: one of them
+        ran on the server hit, killed or frozen past liveness, before it was
+        declared gone (or after SIGCONT, from what it had queued).
+    """
+    if cell.role not in ("a1", "a2") or cell.kind == STOP:
+        return False
+    server = rig.ids[cell.role]
+    wall = time.time() - rig.reactor.seconds()
+    start = cell.at + wall - 1.0
+    end = (frozenUntil if frozenUntil is not None else cell.at) + wall + 1.0
+    return any(s == server and start <= t <= end for s, t in runs)
+
+
+async def matrixFault(rig, role, kind, cellStart, down=0.0):
+    """
+    Hit C{role} of a L{MatrixRig} with one fault, bring it back, wait until
+    both drivers get replies again and every request issued so far has its
+    outcome, and count what the application saw.
+
+    @param cellStart: reactor time from which requests count for this cell
+        (everything issued earlier has settled).
+    @param down: after kill -9, restart only this long after the fault.
+    @return: a L{MatrixCell}.
+    """
+    reactor = rig.reactor
+    cell = MatrixCell(role, kind)
+    seenFailures = rig.clientFailures()
+    runsBefore = set(k for k, v in rig.runs().items() if len(v) > 1)
+    t0 = cell.at = reactor.seconds()
+    frozenUntil = None
+    if kind == KILL:
+        await rig.kill9(role)
+        left = t0 + down - reactor.seconds()
+        if left > 0:
+            await sleep(reactor, left)
+        await rig.start(role)
+    elif kind == FREEZE:
+        rig.freeze(role)
+        await sleep(reactor, MATRIX_FROZEN_FOR)
+        rig.thaw(role)
+        frozenUntil = reactor.seconds()
+    else:
+        await rig.stopClean(role)
+        await rig.start(role)
+    back = reactor.seconds()
+    cell.back = back - t0
+    for driver in rig.drivers:
+        await until(
+            reactor, lambda: driver.firstSuccessAfter(back), 10.0,
+            f"{driver.client.nodeId}: a reply after {role} {kind}",
+        )
+    cell.firstReply = max(d.firstSuccessAfter(back) for d in rig.drivers) - t0
+    end = reactor.seconds()
+    await rig.settled(end)
+    records = [(d, r) for d in rig.drivers for r in d.records if cellStart <= r.issued < end]
+    cell.requests = len(records)
+    cell.failures = [(d.client.nodeId, r.n, r.error) for d, r in records if r.error is not None]
+    cell.worst = max((r.settled - r.issued for _, r in records), default=0.0)
+    if role != "client":
+        cell.clientFailures = rig.clientFailures() - seenFailures
+    for key, runs in rig.runs().items():
+        if len(runs) > 1 and key not in runsBefore:
+            if _documentedDouble(rig, cell, runs, frozenUntil):
+                cell.documented[key] = runs
+            else:
+                cell.doubleRuns[key] = runs
+    cell.problems = rig.problems(pendingOK=True)
+    cell.end = end
+    return cell
+
+
+async def runMatrixRole(rig, role, progress=None):
+    """
+    Run the three faults on C{role}, one after the other, in one running
+    L{MatrixRig}.  A killed server stays down longer than the budget (the
+    other server must take its requests); any other killed node is
+    restarted at once.
+
+    @return: the L{MatrixCell}s.
+    """
+    cells = []
+    down = BUDGET + 1.0 if role in ("a1", "a2") else 0.0
+    start = rig.reactor.seconds()
+    await sleep(rig.reactor, 0.5)
+    for kind in FAULTS:
+        cell = await matrixFault(rig, role, kind, start, down)
+        cells.append(cell)
+        if progress is not None:
+            progress(cell)
+        start = cell.end
+        await sleep(rig.reactor, 0.5)
+    return cells

@@ -123,8 +123,9 @@ class _Attempts:
             if relays:
                 return relays[0]
             if direct:
-                # Our only way to it is down: it may be frozen, not gone.
-                return None
+                # Our only way to it is down (silent past liveness, or its
+                # connection gone): it is gone, another server may take it.
+                self.server = None
         return paths[0] if paths else None
 
     def _try(self):
@@ -280,6 +281,12 @@ class _Attempts:
             if link.role == protocol.SERVER or self.server is None:
                 self.server = None
             link.draining = True
+            delay = 0.05
+        elif isinstance(error, errors.TargetLost) and not self.failFast:
+            # A hop on the way was lost: the attempt was cut short, not
+            # answered.  A retry is safe (sticky choice, reply cache), and
+            # the budget, not the attempts cap, bounds how often it repeats.
+            self.left += 1
             delay = 0.05
         elif self.left <= 0:
             self._finish(failure)

@@ -186,9 +186,10 @@ class Cloud(RelayNode):
             if new is None:
                 route = self.routes.get(serverId)
                 if route is not None and route.peer is session:
-                    # Gone after a goodbye, or draining: the proxy keeps the
-                    # retries of what it took on it; lost: they wait for it.
-                    self.routes.remove(serverId, clean=reason in ("bye", "draining"))
+                    # Its proxy says it is gone (or draining: the proxy keeps
+                    # the retries of what it took on it): retries may go
+                    # elsewhere.  Only a lost proxy makes its servers AWAY.
+                    self.routes.remove(serverId, clean=True)
             else:
                 incarnation, services = _routeValue(new)
                 existing = self.routes.get(serverId)

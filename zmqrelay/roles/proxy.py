@@ -64,6 +64,20 @@ class Proxy(RelayNode):
             )
             self.link.start()
 
+    def _drain(self):
+        """
+        Stopping: besides what every relay does (L{RelayNode._drain}), tell
+        the cloud that no server is reachable here any more (routes deleted,
+        reason C{draining}), so that it sends no new work while what is in
+        flight finishes; requests for them wait at the cloud for another
+        path, or for this proxy back.
+        """
+        for serverId in list(self.routesSource.entries):
+            delta = self.routesSource.delete(serverId, "draining")
+            if delta is not None:
+                self._toCloud(protocol.ROUTES, delta)
+        return RelayNode._drain(self)
+
     def _stopMore(self):
         if self.link is not None:
             self.link.stop()
@@ -108,9 +122,10 @@ class Proxy(RelayNode):
         if session.role == protocol.SERVER:
             route = self.routes.get(session.nodeId)
             if route is not None and route.peer is session:
-                # After a goodbye its requests may go elsewhere; a lost one
-                # may still run what it took: they wait for it.
-                self.routes.remove(session.nodeId, clean=reason == "bye")
+                # Gone (a goodbye, or lost: silent past liveness, connection
+                # gone): its requests may run elsewhere now.  A lost one may
+                # have run what it took (docs/RECOVERY.md, "run twice").
+                self.routes.remove(session.nodeId, clean=True)
                 delta = self.routesSource.delete(session.nodeId, reason)
                 if delta is not None:
                     self._toCloud(protocol.ROUTES, delta)
