@@ -841,14 +841,26 @@ class ClientTests(RoleTestCase):
 
     def test_noPathWaitsUntilDeadline(self):
         """
-        With no path up, request() waits for one until its deadline, then fails with Unavailable.
+        With no path up, request() waits for one until its deadline, then fails with NotConnected.
         """
         self.start(self.client)
         d = self.client.request("echo", b"q", timeout=2.0)
         self.clock.advance(1.99)
         self.assertNoResult(d)
         self.clock.advance(0.01)
-        self.failureResultOf(d, errors.Unavailable)
+        self.failureResultOf(d, errors.NotConnected)
+        self.assertEqual(self.client._changeWaiters, [])
+
+    def test_everyPathRefusedFailsAtOnce(self):
+        """
+        When every path answered hello with a REJECT (no common version), request() fails at once with it.
+        """
+        self.start(self.client)
+        [dealer] = self.dealers()
+        dealer.receive(protocol.encode(protocol.REJECT, {
+            "code": protocol.E_VERSION, "msg": "no common version", "versions": [9]}))
+        d = self.client.request("echo", b"q", timeout=2.0)
+        self.failureResultOf(d, errors.VersionMismatch)
         self.assertEqual(self.client._changeWaiters, [])
 
     def test_noPathSentWhenLinkComesUp(self):

@@ -178,6 +178,12 @@ class _Attempts:
         unknown = self._unknown()
         if unknown:
             error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
+        refused = [l.lastError for l in client.links if l.lastError is not None]
+        if client.links and len(refused) == len(client.links) and not any(l.alive for l in client.links):
+            # Every path refused us (no common version, bad credentials):
+            # final, so waiting cannot help.
+            self._finish(refused[0])
+            return
         if self.failFast or unknown or not client.running:
             if (self.failFast and not unknown and self.left > 0 and client.running
                     and not isinstance(error, errors.NoRoute)):
@@ -237,6 +243,9 @@ class _Attempts:
             return
         if self.current is not None:
             error = errors.RequestTimeout(f"no answer within {self.timeout:.3g}s")
+        elif not any(l.alive for l in self.client.links):
+            last = f" (last: {self.lastError})" if self.lastError is not None else ""
+            error = errors.NotConnected(f"no live path within {self.timeout:.3g}s{last}")
         else:
             last = f" (last: {self.lastError})" if self.lastError is not None else ""
             error = errors.Unavailable(f"no instance of {self.target!r} reachable within {self.timeout:.3g}s{last}")
