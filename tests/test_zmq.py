@@ -49,8 +49,8 @@ class AdapterTests(SynchronousTestCase):
 
     def test_socketOptionsApplied(self):
         """
-        High-water marks, MAXMSGSIZE, TCP keepalive, the handshake timeout and
-        ROUTER_MANDATORY are set on the socket; ZMTP heartbeats stay off (with
+        High-water marks, MAXMSGSIZE, TCP keepalive, the handshake timeout, the
+        listen backlog and ROUTER_MANDATORY are set on the socket; ZMTP heartbeats stay off (with
         them, libzmq 4.3.5 aborts when a peer resets while its input is paused
         at the high-water mark).
         """
@@ -63,6 +63,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(sock.getsockopt(zmq.TCP_KEEPALIVE), 1)
         self.assertEqual(sock.getsockopt(zmq.TCP_KEEPALIVE_IDLE), 2)
         self.assertEqual(sock.getsockopt(zmq.HANDSHAKE_IVL), 5000)
+        self.assertEqual(sock.getsockopt(zmq.BACKLOG), 4096)
         self.assertEqual(sock.getsockopt(zmq.LINGER), 0)
 
     def test_readBudgetYields(self):

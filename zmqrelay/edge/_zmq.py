@@ -405,6 +405,11 @@ class ZmqSocket(ZmqConnection):
         if self.factory is not None:
             self.factory.reactor.removeReader(self)
 
+#: The listen backlog of every bound socket (the kernel caps it at
+#: C{net.core.somaxconn}).
+LISTEN_BACKLOG = 4096
+
+
 def applyOptions(sock, options):
     """
     Set what every zmqrelay socket gets (but high-water marks, which txzmq
@@ -426,6 +431,10 @@ def applyOptions(sock, options):
         sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
     if options.handshake:
         sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(options.handshake * 1000)))
+    # ZeroMQ's default listen backlog (100) overflows in a connect storm
+    # (thousands of clients after a restart), and each overflow costs the
+    # client the kernel's 1 s SYN retry.
+    sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
     if options.curve is not None:
         useCurve(sock, options.curve)
 
