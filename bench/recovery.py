@@ -20,7 +20,14 @@ C{tests/integration/faulthelpers.py}) under steady traffic (a request every
 Every run also checks the fault suite's guarantees (one outcome per request,
 no handler run twice, notification streams whole) and reports any breach.
 
+With C{--matrix}, it runs the exactly-once matrix instead (issue 9, see
+L{tests.integration.faulthelpers.MatrixRig}): a service offered by two
+servers, traffic on the cloud path and on direct links, and per fault the
+failures the application saw, the handlers that ran twice, and how long
+recovery took.
+
     .venv/bin/python bench/recovery.py [--rounds 3] [--write docs/RECOVERY.md]
+    .venv/bin/python bench/recovery.py --matrix [--rounds 1]
 """
 
 import argparse
@@ -194,10 +201,129 @@ def report(results, problems, rounds, seconds, load):
     return "\n".join(lines)
 
 
+async def measureMatrix(reactor, rounds, workdir, progress):
+    """
+    Run the exactly-once matrix C{rounds} times.
+
+    @return: (L{list} of L{fh.MatrixCell}, L{list} of problems as text).
+    """
+    cells = []
+    problems = []
+    for n in range(rounds):
+        for role in fh.MATRIX_ROLES:
+            rig = fh.MatrixRig(reactor, os.path.join(workdir, f"matrix-{role}-{n}"))
+            try:
+                await rig.startAll()
+                mine = await fh.runMatrixRole(rig, role, lambda c: progress(f"round {n + 1}: {c!r}"))
+                cells.extend(mine)
+                await rig.drain()
+                problems.extend(f"{role}, round {n + 1}: {p}" for p in rig.problems())
+                for cell in mine:
+                    problems.extend(f"{role} {cell.kind}, round {n + 1}: {p}" for p in cell.problems)
+            finally:
+                await rig.shutdown()
+    return cells, problems
+
+
+MATRIX_TITLE = "## Exactly once, as the application sees it (issue 9)"
+
+
+def matrixReport(cells, problems, rounds, seconds, load):
+    """
+    @return: the Markdown section of the exactly-once matrix.
+    """
+    rows = []
+    seen = []
+    for c in cells:
+        if (c.role, c.kind) not in seen:
+            seen.append((c.role, c.kind))
+    for role, kind in seen:
+        mine = [c for c in cells if (c.role, c.kind) == (role, kind)]
+        requests = sum(c.requests for c in mine)
+        failures = sum(len(c.failures) + c.clientFailures for c in mine)
+        double = sum(len(c.doubleRuns) for c in mine)
+        documented = sum(len(c.documented) for c in mine)
+        cells_ = [
+            str(requests), str(failures), str(double), str(documented),
+            _cell([c.back for c in mine]), _cell([c.firstReply for c in mine]),
+            _cell([c.worst for c in mine]),
+        ]
+        rows.append(f"| {role} | {kind} | " + " | ".join(cells_) + " |")
+    lines = [
+        MATRIX_TITLE,
+        "",
+        "```",
+        f".venv/bin/python bench/recovery.py --matrix --rounds {rounds}",
+        "```",
+        "",
+        f"{rounds} round(s), {seconds:.0f} s in all; load average {load[0]:.1f} before, "
+        f"{load[1]:.1f} after (2 CPUs shared with other work).",
+        "",
+        "Topology (`MatrixRig` in `tests/integration/faulthelpers.py`): cloud, proxy",
+        "`proxyA`, servers `a1` and `a2` behind it, both offering `echo`, each echo",
+        f"taking {fh.HANDLER_DELAY * 1000:.0f} ms; a client process `c2` asking `echo` through the cloud every",
+        "200 ms; in process, `driver` on the cloud path and `direct` with direct links",
+        "to `a1` and `a2`, each asking `echo` every 50 ms with "
+        f"`timeout={fh.BUDGET:g}` (the whole budget), `attempts={fh.ATTEMPTS}`.",
+        f"Every node runs `{' '.join(fh.MATRIX_FAST)}` (a silent peer is gone after",
+        f"{fh.MATRIX_WINDOW:.1f} s). A frozen node stays stopped {fh.MATRIX_FROZEN_FOR:.1f} s; a killed server",
+        f"stays down {fh.BUDGET + 1:g} s (longer than the budget: `a2` must take over), any other killed",
+        "node is restarted at once. Each fault is one cell: the requests issued from",
+        "the end of the previous cell until traffic flows again, every one of them",
+        "settled.",
+        "",
+        "- **requests**: requests `driver` and `direct` issued in the cell;",
+        "- **visible failures**: requests of `driver`, `direct` and `c2` that failed",
+        "  (`c2`'s own are not counted when `c2` is the node hit);",
+        "- **double runs**: request ids whose handler ran more than once, beyond the",
+        "  documented case;",
+        "- **documented**: request ids run twice because the server that had taken",
+        "  them was killed, or frozen past liveness, while it held them (see below);",
+        "- **back**, **first reply**, **worst wait**: seconds from the fault until the",
+        "  node was back, until both drivers had a reply to a request issued after",
+        "  that, and the longest any request of the cell waited for its outcome",
+        "  (median / max over the rounds).",
+        "",
+        "| role | fault | requests | visible failures | double runs | documented | back | first reply | worst wait |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += rows
+    lines.append("")
+    if problems:
+        lines += [f"**{len(problems)} broken guarantees:**", ""]
+        lines += [f"- {p}" for p in problems[:50]]
+    else:
+        lines += [
+            "Every request got exactly one outcome, the right reply, within its budget.",
+        ]
+    lines += DOCUMENTED
+    return "\n".join(lines)
+
+
+#: The documented exception to "a handler runs once per request".
+DOCUMENTED = [
+    "",
+    "**When a handler may run twice.** A retry sticks to the server that took the",
+    "first attempt while that server lives. A server is gone when it said goodbye",
+    "(after draining: it answered what it took, nothing runs twice) or when its",
+    "proxy, or a client's direct link, declared it lost: its connection closed",
+    "(kill -9) or it stayed silent past the liveness window (SIGSTOP, a machine",
+    "that hangs). Only then may another server run the request. A server killed",
+    "while it ran a handler may have run it (the *documented* column, kill -9); a",
+    "server frozen past liveness may have run it before the freeze, or may run",
+    "what it still had queued once it continues (the *documented* column,",
+    "SIGSTOP): its answer then comes too late to count, but its side effects are",
+    "real. Handlers that must never run twice need their own idempotence key (the",
+    "request's client id, incarnation and request id are in `IRequest`).",
+    "",
+]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="Times to run every fault.")
     parser.add_argument("--write", help="Write the Markdown report to this file.")
+    parser.add_argument("--matrix", action="store_true", help="Run the exactly-once matrix instead.")
     args = parser.parse_args(argv)
 
     def progress(text):
@@ -207,11 +333,21 @@ def main(argv=None):
         started = time.monotonic()
         before = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="zmqrelay-recovery-") as workdir:
-            results, problems = await measure(reactor, args.rounds, workdir, progress)
+            if args.matrix:
+                results, problems = await measureMatrix(reactor, args.rounds, workdir, progress)
+            else:
+                results, problems = await measure(reactor, args.rounds, workdir, progress)
         load = (before, os.getloadavg()[0])
-        text = report(results, problems, args.rounds, time.monotonic() - started, load)
+        build = matrixReport if args.matrix else report
+        text = build(results, problems, args.rounds, time.monotonic() - started, load)
         print(text)
-        if args.write:
+        if args.write and args.matrix:
+            # The matrix is one section of the report: replace it, or add it.
+            old = open(args.write).read() if os.path.exists(args.write) else ""
+            head = old.split(MATRIX_TITLE)[0].rstrip("\n")
+            with open(args.write, "w") as f:
+                f.write((head + "\n\n" if head else "") + text)
+        elif args.write:
             with open(args.write, "w") as f:
                 f.write(text)
         if problems:
