@@ -220,6 +220,9 @@ class NotificationPlane:
         self.fanout = None
         self.upstream = None
         self._upstreamEndpoint = None
+        # Several upstreams (a proxy of several clouds, issue 10): key ->
+        # (endpoint, thread), beside the one of connectUpstream.
+        self._more = {}
         self._retired = [0, 0]
         self._final = None
 
@@ -317,11 +320,42 @@ class NotificationPlane:
         """
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
-            stats = upstream.statistics()
-            upstream.stop()
-            self._retired[0] += stats[0]
-            self._retired[1] += upstream.dropped
+            self._retire(upstream)
         self._upstreamEndpoint = None
+
+    def _retire(self, thread):
+        stats = thread.statistics()
+        thread.stop()
+        self._retired[0] += stats[0]
+        self._retired[1] += thread.dropped
+
+    def addUpstream(self, key, endpoint, options=None):
+        """
+        Publish to one more upstream XSUB (one of several clouds), named
+        C{key}; a new endpoint for the same key replaces the old one.
+        Each has a socket and a thread of its own, so one slow cloud
+        delays no other.
+        """
+        old = self._more.get(key)
+        if old is not None and old[0] == endpoint:
+            return
+        self.removeUpstream(key)
+        xpub = self._socket(zmq.XPUB, options or self.options)
+        xpub.setsockopt(zmq.SNDHWM, self.options.hwm)
+        xpub.setsockopt(zmq.XPUB_NODROP, 1)
+        xpub.setsockopt(zmq.SNDTIMEO, SEND_WAIT)
+        xpub.connect(endpoint)
+        thread = ProxyThread(self.context, f"upstream-{len(self._more)}", self._inner(), xpub)
+        self._more[key] = (endpoint, thread)
+        thread.start()
+
+    def removeUpstream(self, key):
+        """
+        Stop publishing to the upstream named C{key}.
+        """
+        old = self._more.pop(key, None)
+        if old is not None:
+            self._retire(old[1])
 
     def counters(self):
         """
@@ -341,6 +375,9 @@ class NotificationPlane:
         dropped = self.intake.dropped + self.fanout.dropped + self._retired[1]
         if self.upstream is not None:
             dropped += self.upstream.dropped
+        for _, thread in self._more.values():
+            upstream += thread.statistics()[0]
+            dropped += thread.dropped
         return {
             "notifications": intake[0] // FRAMES,
             "notification-bytes": intake[1],
@@ -357,6 +394,8 @@ class NotificationPlane:
         if self.intake is not None:
             self._final = self.counters()
         self.disconnectUpstream()
+        for key in list(self._more):
+            self.removeUpstream(key)
         for thread in (self.fanout, self.intake):
             if thread is not None:
                 thread.stop()

@@ -373,8 +373,14 @@ class Client(Node):
     discoverAge = 30.0
 
     def __init__(self, config, cloud=None, proxy=None, servers=(), reactor=None, socketFactory=None,
-                 discover=False, discoverInterfaces=(), browserFactory=None):
+                 discover=False, discoverInterfaces=(), browserFactory=None, cloudLinks=1):
         """
+        @param cloud: the cloud's control endpoint, or a L{list} of those of
+            several clouds that form one: the client attaches to
+            C{cloudLinks} of them at a time and moves to another when one
+            is gone (a liveness window without an answer) or draining.
+        @param cloudLinks: how many clouds to attach to at once (2: the
+            second is already up when the first goes, so no gap at all).
         @param discover: find servers and site proxies on the LAN with
             DNS-SD and use them as direct paths (with CURVE, only those
             whose key C{config.curve} trusts).
@@ -385,7 +391,18 @@ class Client(Node):
             (default: L{zmqrelay.edge.discovery.Browser}).
         """
         Node.__init__(self, config, reactor, socketFactory)
-        self.addresses = [a for a in [cloud, proxy] if a] + list(servers)
+        if isinstance(cloud, str):
+            cloud = [cloud]
+        self.cloudAddresses = [a for a in (cloud or []) if a]
+        if cloudLinks < 1:
+            raise ValueError("cloudLinks must be at least 1")
+        self.cloudLinks = cloudLinks
+        # Cloud link -> when it was last down (or made), for moving on.
+        self._cloudDown = {}
+        # A link to the next cloud -> the draining cloud's link it replaces.
+        self._replacing = {}
+        self._cloudWatch = None
+        self.addresses = self.cloudAddresses + [a for a in [proxy] if a] + list(servers)
         if not self.addresses and not discover:
             raise ValueError("a client needs a cloud, a proxy or a server to connect to, or discover=True")
         self._explicitProxy = bool(proxy)
@@ -427,12 +444,79 @@ class Client(Node):
         self.sub = self.socketFactory.socket("sub", self._notification)
         for prefix in self._receivers:
             self.sub.subscribe(prefix)
+        spare = self.cloudAddresses[self.cloudLinks:]
         for address in self.addresses:
+            if address in spare:
+                continue
             link = UpstreamLink(self, self.config, self.reactor, self.socketFactory, address)
+            if address in self.cloudAddresses:
+                self._cloudDown[link] = self.reactor.seconds()
             self.links.append(link)
             link.start()
+        if spare:
+            from twisted.internet.task import LoopingCall
+
+            self._cloudWatch = LoopingCall(self._checkClouds)
+            self._cloudWatch.clock = self.reactor
+            self._cloudWatch.start(self.config.heartbeat, now=False)
+
+    # Several clouds (issue 10)
+
+    def _spareCloud(self, after=None):
+        """
+        @return: the next cloud endpoint no link of ours dials (in list
+            order, after C{after}), or C{None}.
+        """
+        dialled = {l.endpoint for l in self._cloudDown}
+        order = self.cloudAddresses
+        if after in order:
+            i = order.index(after) + 1
+            order = order[i:] + order[:i]
+        for address in order:
+            if address not in dialled:
+                return address
+        return None
+
+    def _dialCloud(self, address):
+        link = UpstreamLink(self, self.config, self.reactor, self.socketFactory, address)
+        self._cloudDown[link] = self.reactor.seconds()
+        self.links.append(link)
+        link.start()
+        return link
+
+    def _moveFrom(self, link, why):
+        """
+        Leave the cloud of C{link} for the next one, if there is one we do
+        not dial; what was in flight on it is retried there.
+        """
+        if not self.running or link not in self._cloudDown:
+            return
+        address = self._spareCloud(after=link.endpoint)
+        if address is None:
+            return
+        log.info("leaving cloud {old} ({why}) for {new}", old=link.endpoint, why=why, new=address)
+        self._cloudDown.pop(link, None)
+        self._replacing.pop(link, None)
+        self._closeLink(link)
+        self._dialCloud(address)
+
+    def _checkClouds(self):
+        """
+        A cloud link that has not been up for a liveness window (dead,
+        stopped, or never reached) gives way to the next cloud.
+        """
+        now = self.reactor.seconds()
+        window = self.config.heartbeat * self.config.liveness
+        for link, since in list(self._cloudDown.items()):
+            if not link.alive and since is not None and now - since > window:
+                self._moveFrom(link, "no answer")
 
     def _stop(self):
+        if self._cloudWatch is not None and self._cloudWatch.running:
+            self._cloudWatch.stop()
+        self._cloudWatch = None
+        self._cloudDown.clear()
+        self._replacing.clear()
         stopping = errors.ShuttingDown("client stopping")
         for attempt in list(self._attempts.values()):
             attempt.abandon(stopping)
@@ -659,10 +743,23 @@ class Client(Node):
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
             d.callback(None)
+        if link in self._cloudDown:
+            self._cloudDown[link] = None
+        old = self._replacing.pop(link, None)
+        if old is not None and old in self._cloudDown:
+            # The next cloud is up: now leave the draining one.
+            self._cloudDown.pop(old, None)
+            self._closeLink(old)
         self._answering(link, True)
         self._changed()
 
     def linkDown(self, link, reason):
+        if link in self._cloudDown:
+            self._cloudDown[link] = self.reactor.seconds()
+            if reason not in ("shutdown",) and self.running:
+                # Gone (or said goodbye): move on at once, not from here (we
+                # are inside the link's own callback).
+                self.reactor.callLater(0, self._moveFrom, link, reason)
         self.calls.failPeer(link, errors.TargetLost(f"{link.name} lost: {reason}"))
         self._answering(link, False)
         if reason == "bye":
@@ -675,8 +772,14 @@ class Client(Node):
 
     def linkDraining(self, link):
         """
-        C{link}'s node said it is draining: new requests go elsewhere.
+        C{link}'s node said it is draining: new requests go elsewhere; a
+        draining cloud is left for the next one as soon as that one is up.
         """
+        if link in self._cloudDown and self.running and link not in self._replacing.values():
+            address = self._spareCloud(after=link.endpoint)
+            if address is not None:
+                log.info("cloud {old} is draining: moving to {new}", old=link.endpoint, new=address)
+                self._replacing[self._dialCloud(address)] = link
         self._changed()
 
     def linkMessage(self, link, message):

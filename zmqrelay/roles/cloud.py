@@ -7,15 +7,26 @@ It is made of:
     (proxy -> client);
   - a L{RouteTable} fed by each proxy's replicated list of its servers;
   - the presence of its clients, owned here and replicated to every proxy;
-  - a L{NotificationRelay} (proxies publish into it, clients subscribe).
+  - a L{NotificationRelay} (proxies publish into it, clients subscribe);
+  - its peers (issue 10): other clouds, equals, that together form one
+    cloud.  Each dials every C{--peer} (an L{UpstreamLink} saying HELLO as a
+    cloud) and accepts theirs; over every such connection, both ways, each
+    replicates the presence of its own clients (the map it sends proxies),
+    so every cloud knows every client, listed as C{cloud@<cloud id>}.
+    Requests are never forwarded between clouds: every proxy dials every
+    cloud.
 """
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted.internet.defer import Deferred
+
 from zmqrelay.core import presence, protocol
+from zmqrelay.core.presence import PresenceView
 from zmqrelay.core.errors import Rejected
-from zmqrelay.interfaces import ICloud, IFrontOwner
+from zmqrelay.edge.link import UpstreamLink, backoffPolicy
+from zmqrelay.interfaces import ICloud, IFrontOwner, ILinkOwner
 from zmqrelay.roles.hop import requestId, sendError
 from zmqrelay.roles.node import RelayNode
 from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
@@ -24,18 +35,43 @@ from zmqrelay.core.routing import Route, RouteTable
 log = Logger()
 
 
-@implementer(ICloud, IFrontOwner)
+def moveGrace(config):
+    """
+    @return: how long a client lost on one cloud may take to appear on
+        another before it is reported disconnected: two liveness windows
+        (the lost cloud is noticed after one, the client dials the next).
+    """
+    return 2.0 * config.heartbeat * config.liveness
+
+
+@implementer(ICloud, IFrontOwner, ILinkOwner)
 class Cloud(RelayNode):
     """
     The cloud role.
 
-    @ivar presence: the L{PresenceView} of clients attached to the cloud.
+    @ivar presence: the L{PresenceView} of clients attached to the cloud
+        (and, with peers, to every cloud).
+    @ivar peerLinks: the L{UpstreamLink}s to the C{--peer} clouds.
+    @ivar ready: C{False} until every peer cloud sent its presence (or one
+        liveness window passed): a restarted cloud answers C{presence}
+        queries only then.
     """
 
     role = protocol.CLOUD
 
-    def __init__(self, config, listen, pub, sub, reactor=None, socketFactory=None):
+    def __init__(self, config, listen, pub, sub, reactor=None, socketFactory=None, peers=()):
         RelayNode.__init__(self, config, listen, pub, sub, reactor, socketFactory)
+        self.peerAddresses = list(peers)
+        self.peerLinks = []
+        # One replica per connection with a peer cloud (a link we dial or a
+        # session it dialled): both carry its map.
+        self._peerReplicas = {}
+        self._heardFrom = set()
+        self._readyTimer = None
+        self._readyWaiters = []
+        self.ready = not self.peerAddresses
+        if self.peerAddresses:
+            self.presence = PresenceView(self.reactor, moveGrace(config))
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
         self._routeReplicas = {}
@@ -49,14 +85,71 @@ class Cloud(RelayNode):
             for sid, route in self.routes.servers().items()
         }
 
+    def _countedParts(self):
+        parts = RelayNode._countedParts(self)
+        parts.extend((f"peer{i}", link) for i, link in enumerate(self.peerLinks))
+        parts.append(("presence", self.presence))
+        return parts
+
+    def _startMore(self):
+        window = self.config.heartbeat * self.config.liveness
+        for address in self.peerAddresses:
+            # A peer that restarts is dialled again within a liveness window,
+            # so it learns our clients soon.
+            policy = backoffPolicy(self.config.reconnectInitial, min(self.config.reconnectMax, window))
+            link = UpstreamLink(
+                self, self.config, self.reactor, self.socketFactory, address, f"peer {address}",
+                retryPolicy=policy,
+            )
+            self.peerLinks.append(link)
+            link.start()
+        if not self.ready:
+            self._readyTimer = self.reactor.callLater(window, self._becomeReady, "timeout")
+
+    def _stopMore(self):
+        for link in self.peerLinks:
+            link.stop()
+        self.peerLinks = []
+        if self._readyTimer is not None and self._readyTimer.active():
+            self._readyTimer.cancel()
+        self._readyTimer = None
+        self.presence.stop()
+        self._becomeReady("stopping")
+
+    def _becomeReady(self, why):
+        if self.ready:
+            return
+        self.ready = True
+        if self._readyTimer is not None and self._readyTimer.active():
+            self._readyTimer.cancel()
+        self._readyTimer = None
+        log.info("cloud presence complete ({why}): {clients} clients known",
+                 why=why, clients=len(self.presence.connectedClients()))
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def whenReady(self):
+        """
+        @return: a L{Deferred} firing once L{ready}.
+        """
+        d = Deferred()
+        if self.ready:
+            d.callback(None)
+        else:
+            self._readyWaiters.append(d)
+        return d
+
     # Front callbacks
 
     def peerHello(self, session):
-        if session.role not in (protocol.CLIENT, protocol.PROXY):
-            raise Rejected(f"the cloud accepts clients and proxies, not {session.role}s")
+        if session.role not in (protocol.CLIENT, protocol.PROXY, protocol.CLOUD):
+            raise Rejected(f"the cloud accepts clients, proxies and clouds, not {session.role}s")
 
     def peerJoined(self, session):
-        if session.role == protocol.CLIENT:
+        if session.role == protocol.CLOUD:
+            self._peerUp(session)
+        elif session.role == protocol.CLIENT:
             self.presence.attach(session.nodeId, presence.CLOUD, session.incarnation, session.since)
             self._broadcast(
                 self.presenceSource.set(
@@ -73,12 +166,14 @@ class Cloud(RelayNode):
     def peerResumed(self, session):
         # A proxy back on a new connection: its ROUTES snapshot (sent on its
         # welcome) is applied against the replica we kept, so stale routes go.
-        if session.role == protocol.PROXY:
+        if session.role in (protocol.PROXY, protocol.CLOUD):
             session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
 
     def peerLeft(self, session, reason):
         self.forwarder.peerGone(session, reason)
-        if session.role == protocol.CLIENT:
+        if session.role == protocol.CLOUD:
+            self._peerDown(session)
+        elif session.role == protocol.CLIENT:
             self.presence.detach(session.nodeId, presence.CLOUD, session.incarnation, reason)
             delta = self.presenceSource.delete((session.nodeId, presence.CLOUD), reason)
             if delta is not None:
@@ -104,6 +199,9 @@ class Cloud(RelayNode):
                     protocol.E_UNKNOWN_TYPE, f"a client may not send {protocol.typeName(msgtype)} here"
                 )
             return
+        if session.role == protocol.CLOUD:
+            self._fromPeer(session, message)
+            return
         # A proxy.
         if msgtype in (protocol.REPLY, protocol.ERROR):
             self.forwarder.answer(session, message)
@@ -126,6 +224,92 @@ class Cloud(RelayNode):
             raise protocol.ProtocolError(
                 protocol.E_UNKNOWN_TYPE, f"a proxy may not send {protocol.typeName(msgtype)} here"
             )
+
+    # Peer clouds: the same for a link we dial and a session it dialled.
+
+    def helloExtras(self, link):
+        return {}
+
+    def linkUp(self, link):
+        if link.role != protocol.CLOUD:
+            log.error("--peer {endpoint} is a {role}, not a cloud: not peering with it",
+                      endpoint=link.endpoint, role=link.role)
+            return
+        self._peerUp(link)
+
+    def linkDown(self, link, reason):
+        self.forwarder.peerGone(link, reason)
+        self._peerDown(link)
+
+    def linkMessage(self, link, message):
+        if link in self._peerReplicas:
+            self._fromPeer(link, message)
+
+    def _peerUp(self, conn):
+        self._peerReplicas[conn] = MapReplica("presence", presence.checkPresenceEntry)
+        conn.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+
+    def _peerDown(self, conn):
+        replica = self._peerReplicas.pop(conn, None)
+        if replica is not None:
+            self._applyPeer(replica.clear(presence.UPSTREAM_LOST), conn)
+
+    def _fromPeer(self, conn, message):
+        msgtype = message.type
+        header = message.header
+        if msgtype == protocol.PRESENCE:
+            replica = self._peerReplicas.get(conn)
+            if replica is not None:
+                self._applyPeer(applyFrom(replica, conn, message), conn)
+                if replica.epoch is not None:
+                    self._heard(conn.nodeId)
+        elif msgtype == protocol.SYNC:
+            answerSync(conn, message, self.presenceSource)
+        elif msgtype == protocol.REQUEST and self.isSysFor(header):
+            self.answerSys(conn, header, message.payload)
+        elif msgtype in (protocol.REPLY, protocol.ERROR):
+            pass
+        else:
+            raise protocol.ProtocolError(
+                protocol.E_UNKNOWN_TYPE, f"a cloud may not send {protocol.typeName(msgtype)} here"
+            )
+
+    def _heard(self, peerId):
+        """
+        A peer's presence is in: once every peer's is, the view is complete.
+        """
+        self._heardFrom.add(peerId)
+        linked = {l.nodeId for l in self.peerLinks if l.alive}
+        if not self.ready and len(self._heardFrom) >= len(self.peerAddresses) and linked <= self._heardFrom:
+            self._becomeReady("every peer's presence")
+
+    def _applyPeer(self, changes, conn):
+        """
+        A peer's own clients (path C{cloud} there) are on C{cloud@<its id>}
+        here; each peer's map comes on two connections, so a removal counts
+        only once neither holds the entry.
+        """
+        label = f"{presence.CLOUD}@{conn.nodeId}"
+        for step, clientId, path, incarnation, extra in presence.replicaChanges(changes):
+            if path != presence.CLOUD:
+                continue
+            if step == "detach":
+                if any(
+                    (r.entries.get((clientId, path)) or [None])[0] == incarnation
+                    for c, r in self._peerReplicas.items() if c is not conn and c.nodeId == conn.nodeId
+                ):
+                    continue
+                self.presence.detach(clientId, label, incarnation, extra)
+            else:
+                self.presence.attach(clientId, label, incarnation, extra)
+
+    def answerSys(self, peer, header, payload):
+        if header.get("sys") == "presence" and not self.ready:
+            # Restarted, and the peers' presence is not all in: answer once
+            # it is (at most a liveness window), never with a partial view.
+            self.whenReady().addCallback(lambda _: RelayNode.answerSys(self, peer, header, payload))
+            return
+        RelayNode.answerSys(self, peer, header, payload)
 
     def _request(self, session, message):
         header = message.header
@@ -208,6 +392,8 @@ class Cloud(RelayNode):
         header, payload = message
         for session in self.front.peers(protocol.PROXY):
             session.send(protocol.PRESENCE, header, payload)
+        for conn in self._peerReplicas:
+            conn.send(protocol.PRESENCE, header, payload)
 
 
 def _routeValue(value):

@@ -149,6 +149,19 @@ class NotificationRelay:
         options = security.dialOptions(self.config, via) if via is not None else None
         self.plane.connectUpstream(endpoint, options)
 
+    def addUpstream(self, key, endpoint, via=None):
+        """
+        Also publish to one more upstream XSUB, named C{key} (a proxy of
+        several clouds publishes to each, issue 10); a new endpoint for the
+        same key replaces the old one.
+        """
+        options = security.dialOptions(self.config, via) if via is not None else None
+        add = getattr(self.plane, "addUpstream", None)
+        if add is None:
+            self.connectUpstream(endpoint, via)
+        else:
+            add(key, endpoint, options)
+
     def stop(self):
         """
         Stop the plane and close every socket.

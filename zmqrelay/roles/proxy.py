@@ -3,12 +3,15 @@ A site proxy: forwards for every server on its network.
 
 It is made of:
   - a L{Front} where the site's servers and LAN clients attach;
-  - an L{UpstreamLink} to the cloud (optional: a proxy alone serves its LAN);
+  - an L{UpstreamLink} to the cloud, or one to each of several clouds that
+    form one (issue 10), or none (a proxy alone serves its LAN);
   - a L{Forwarder} for requests (cloud or LAN client -> server) and directed
     messages (server -> LAN client or cloud);
   - a L{RouteTable} of its servers, replicated up to the cloud;
   - presence: its LAN clients plus the cloud's replicated view, replicated
-    down to its servers;
+    down to its servers; with several clouds, their views are merged into
+    one C{cloud} path (a client that moves between clouds within
+    L{zmqrelay.roles.cloud.moveGrace} is never reported gone);
   - a L{NotificationRelay}: servers publish into it, LAN clients subscribe,
     and it publishes on to the cloud.
 """
@@ -17,6 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from zmqrelay.core import presence, protocol
+from zmqrelay.core.presence import PresenceView
 from zmqrelay.core.errors import Rejected
 from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IProxy
 from zmqrelay.edge.link import UpstreamLink
@@ -39,9 +43,27 @@ class Proxy(RelayNode):
     role = protocol.PROXY
 
     def __init__(self, config, listen, pub, sub, cloud=None, reactor=None, socketFactory=None):
+        """
+        @param cloud: the cloud's control endpoint, or a L{list} of those of
+            the clouds that form one, or C{None}.
+        """
         RelayNode.__init__(self, config, listen, pub, sub, reactor, socketFactory)
-        self.cloudAddress = cloud
+        if isinstance(cloud, str):
+            cloud = [cloud]
+        self.cloudAddresses = list(cloud or [])
+        self.cloudAddress = self.cloudAddresses[0] if self.cloudAddresses else None
         self.cloudPresence = MapReplica("presence", presence.checkPresenceEntry)
+        # One replica of each cloud's presence, by link.
+        self._cloudReplicas = {}
+        self.cloudLinks = []
+        # Several clouds: their clients merged, with a grace for moves, into
+        # the one C{cloud} path our servers see.
+        self.cloudView = None
+        if len(self.cloudAddresses) > 1:
+            from zmqrelay.roles.cloud import moveGrace
+
+            self.cloudView = PresenceView(self.reactor, moveGrace(config))
+            self.cloudView.addObserver(_CloudPath(self))
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
         self.routesSource = MapSource("routes", protocol.ROUTES)
@@ -53,16 +75,23 @@ class Proxy(RelayNode):
 
     def _countedParts(self):
         parts = RelayNode._countedParts(self)
-        if self.link is not None:
-            parts.append(("cloud", self.link))
+        for i, link in enumerate(self.cloudLinks):
+            parts.append(("cloud" if i == 0 else f"cloud{i}", link))
+        if self.cloudView is not None:
+            parts.append(("clouds", self.cloudView))
         return parts
 
     def _startMore(self):
-        if self.cloudAddress:
-            self.link = UpstreamLink(
-                self, self.config, self.reactor, self.socketFactory, self.cloudAddress, "cloud"
-            )
-            self.link.start()
+        for i, address in enumerate(self.cloudAddresses):
+            name = "cloud" if len(self.cloudAddresses) == 1 else f"cloud {address}"
+            link = UpstreamLink(self, self.config, self.reactor, self.socketFactory, address, name)
+            if i == 0:
+                self.link = link
+                self._cloudReplicas[link] = self.cloudPresence
+            else:
+                self._cloudReplicas[link] = MapReplica("presence", presence.checkPresenceEntry)
+            self.cloudLinks.append(link)
+            link.start()
 
     def _drain(self):
         """
@@ -79,8 +108,10 @@ class Proxy(RelayNode):
         return RelayNode._drain(self)
 
     def _stopMore(self):
-        if self.link is not None:
-            self.link.stop()
+        for link in self.cloudLinks:
+            link.stop()
+        if self.cloudView is not None:
+            self.cloudView.stop()
 
     def servers(self):
         return {sid: route.services for sid, route in self.routes.servers().items()}
@@ -156,10 +187,8 @@ class Proxy(RelayNode):
             client = self.front.byNode.get(to)
             if client is not None and client.role == protocol.CLIENT:
                 self.forwarder.forward(session, message, client, stamps)
-            elif self.link is not None and self.link.alive and self.cloudPresence.entries.get(
-                (to, presence.CLOUD)
-            ) is not None:
-                self.forwarder.forward(session, message, self.link, stamps)
+            elif self._cloudOf(to) is not None:
+                self.forwarder.forward(session, message, self._cloudOf(to), stamps)
             else:
                 sendError(session, requestId(header), protocol.E_NO_ROUTE, f"client {to!r} is not connected")
         elif msgtype == protocol.SYNC and session.role == protocol.SERVER:
@@ -186,11 +215,18 @@ class Proxy(RelayNode):
         link.send(protocol.PRESENCE, *self.localSource.snapshot())
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
-            self.relay.connectUpstream(advertised(sub, link.endpoint), link.endpoint)
+            endpoint = advertised(sub, link.endpoint)
+            if len(self.cloudLinks) > 1 and hasattr(self.relay, "addUpstream"):
+                # Every cloud publishes every notification: publish to each.
+                self.relay.addUpstream(link.endpoint, endpoint, link.endpoint)
+            else:
+                self.relay.connectUpstream(endpoint, link.endpoint)
 
     def linkDown(self, link, reason):
         self.forwarder.peerGone(link, reason)
-        self._applyCloudPresence(self.cloudPresence.clear(presence.UPSTREAM_LOST))
+        replica = self._cloudReplicas.get(link)
+        if replica is not None:
+            self._applyCloudPresence(replica.clear(presence.UPSTREAM_LOST), link)
 
     def linkMessage(self, link, message):
         msgtype = message.type
@@ -219,7 +255,9 @@ class Proxy(RelayNode):
         elif msgtype in (protocol.REPLY, protocol.ERROR):
             self.forwarder.answer(link, message)
         elif msgtype == protocol.PRESENCE:
-            self._applyCloudPresence(applyFrom(self.cloudPresence, link, message))
+            replica = self._cloudReplicas.get(link)
+            if replica is not None:
+                self._applyCloudPresence(applyFrom(replica, link, message), link)
         elif msgtype == protocol.SYNC:
             answerSync(link, message, self.routesSource, self.localSource)
         else:
@@ -227,7 +265,29 @@ class Proxy(RelayNode):
 
     # Presence
 
-    def _applyCloudPresence(self, changes):
+    def _cloudOf(self, clientId):
+        """
+        @return: the live link of a cloud that holds C{clientId} now (the
+            one it attached to last), or C{None}.
+        """
+        best = None
+        for link, replica in self._cloudReplicas.items():
+            entry = replica.entries.get((clientId, presence.CLOUD))
+            if link.alive and entry is not None and (best is None or entry[1] > best[1]):
+                best = (link, entry[1])
+        return best[0] if best is not None else None
+
+    def _applyCloudPresence(self, changes, link=None):
+        if self.cloudView is not None:
+            label = f"{presence.CLOUD}@{link.endpoint}"
+            for step, clientId, path, incarnation, extra in presence.replicaChanges(changes):
+                if path != presence.CLOUD:
+                    continue
+                if step == "detach":
+                    self.cloudView.detach(clientId, label, incarnation, extra)
+                else:
+                    self.cloudView.attach(clientId, label, incarnation, extra)
+            return
         for step, clientId, path, incarnation, extra in presence.replicaChanges(changes):
             if path != presence.CLOUD:
                 continue
@@ -293,5 +353,26 @@ class Proxy(RelayNode):
             session.send(protocol.PRESENCE, header, payload)
 
     def _toCloud(self, msgtype, message):
-        if self.link is not None and self.link.alive:
-            self.link.send(msgtype, *message)
+        for link in self.cloudLinks:
+            if link.alive:
+                link.send(msgtype, *message)
+
+
+class _CloudPath:
+    """
+    Several clouds: what their merged view says is what our C{cloud} path
+    says (to our own view and to our servers).
+    """
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+
+    def clientConnected(self, event):
+        self.proxy._clientAt(event.clientId, presence.CLOUD, event.incarnation, event.since)
+
+    def clientDisconnected(self, event):
+        self.proxy._clientGone(event.clientId, presence.CLOUD, event.incarnation, event.reason)
+
+    def clientMoved(self, event):
+        log.info("client {client} ({inc}) moved to {path}", client=event.clientId,
+                 inc=event.incarnation, path=event.path)

@@ -190,7 +190,7 @@ def _client(reactor, opts):
     from zmqrelay.roles.client import Client
 
     client = Client(
-        opts.clientConfig(), opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor,
+        opts.clientConfig(), opts["clouds"] or None, opts["proxy"], opts["servers"], reactor=reactor,
         discover=opts["discover"], discoverInterfaces=opts["discover-interfaces"],
     )
     client.startService()

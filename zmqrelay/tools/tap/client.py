@@ -25,15 +25,31 @@ class ConnectOptions(NodeOptions):
 
     role = "client"
     optParameters = [
-        ["cloud", "c", None, "The cloud's control endpoint."],
         ["proxy", "p", None, "A site proxy's control endpoint (LAN path)."],
         ["timeout", None, 5.0, "Seconds per request attempt (and to wait for a path).", _positive(float)],
         ["attempts", None, 3, "Attempts per request.", _positive(int)],
+        ["cloud-links", None, 1, "With several --cloud: how many clouds to attach to at once (1 or 2).",
+         _positive(int)],
     ]
 
     def __init__(self):
         NodeOptions.__init__(self)
         self["servers"] = []
+        self["cloud"] = None
+        self["clouds"] = []
+
+    def opt_cloud(self, endpoint):
+        """
+        The cloud's control endpoint; repeat it for each of several clouds
+        that form one (the client attaches to --cloud-links of them and
+        moves to another when one is gone or draining).
+        """
+        checkEndpoint(endpoint, "cloud")
+        if endpoint not in self["clouds"]:
+            self["clouds"].append(endpoint)
+        self["cloud"] = self["clouds"][0]
+
+    opt_c = opt_cloud
 
     def opt_server(self, endpoint):
         """
@@ -43,8 +59,7 @@ class ConnectOptions(NodeOptions):
         self["servers"].append(endpoint)
 
     def postOptions(self):
-        for name in ("cloud", "proxy"):
-            checkEndpoint(self[name], name)
+        checkEndpoint(self["proxy"], "proxy")
         NodeOptions.postOptions(self)
         if not (self["cloud"] or self["proxy"] or self["servers"] or self["discover"]):
             raise usage.UsageError("give --cloud, --proxy, --server or --discover")
@@ -101,8 +116,9 @@ def _build(options):
     from zmqrelay.tools.cli import Chatter
 
     client = Client(
-        options.clientConfig(), options["cloud"], options["proxy"], options["servers"],
+        options.clientConfig(), options["clouds"] or None, options["proxy"], options["servers"],
         discover=options["discover"], discoverInterfaces=options["discover-interfaces"],
+        cloudLinks=options["cloud-links"],
     )
     Chatter(
         client,

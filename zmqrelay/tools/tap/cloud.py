@@ -25,6 +25,19 @@ class Options(RelayOptions):
          _nonNegative(float)],
     ]
 
+    def __init__(self):
+        RelayOptions.__init__(self)
+        self["peers"] = []
+
+    def opt_peer(self, endpoint):
+        """
+        The control endpoint of another cloud; clouds that list each other
+        form one cloud (repeatable).
+        """
+        checkEndpoint(endpoint, "peer")
+        if endpoint not in self["peers"]:
+            self["peers"].append(endpoint)
+
     def postOptions(self):
         NodeOptions.postOptions(self)
         for name in ("listen", "pub", "sub"):
@@ -42,7 +55,9 @@ def _build(options):
     from zmqrelay.roles.cloud import Cloud
     from zmqrelay.core.presence import PresenceLog
 
-    cloud = Cloud(options.nodeConfig(), options["listen"], options["pub"], options["sub"])
+    cloud = Cloud(
+        options.nodeConfig(), options["listen"], options["pub"], options["sub"], peers=options["peers"]
+    )
     cloud.presence.addObserver(PresenceLog())
     return options.attachMetrics(cloud)
 

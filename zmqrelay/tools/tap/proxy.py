@@ -20,7 +20,6 @@ class Options(RelayOptions):
         "clients may connect to it directly."
     )
     optParameters = [
-        ["cloud", "c", None, "The cloud's control endpoint."],
         ["listen", "l", "tcp://*:5565", "Control endpoint (ROUTER) for servers and LAN clients."],
         ["pub", None, "tcp://*:5566", "Notification endpoint (XPUB) LAN clients subscribe to."],
         ["sub", None, "tcp://*:5567", "Notification endpoint (XSUB) servers publish to."],
@@ -32,10 +31,25 @@ class Options(RelayOptions):
         ["lan-only", None, "Run a site with no cloud: only its LAN clients reach its servers."],
     ]
 
+    def __init__(self):
+        RelayOptions.__init__(self)
+        self["cloud"] = None
+        self["clouds"] = []
+
+    def opt_cloud(self, endpoint):
+        """
+        The cloud's control endpoint; repeat it for each of several clouds
+        that form one (the proxy dials every one).
+        """
+        checkEndpoint(endpoint, "cloud")
+        if endpoint not in self["clouds"]:
+            self["clouds"].append(endpoint)
+        self["cloud"] = self["clouds"][0]
+
+    opt_c = opt_cloud
+
     def postOptions(self):
         NodeOptions.postOptions(self)
-        self["cloud"] = self["cloud"] or None
-        checkEndpoint(self["cloud"], "cloud")
         for name in ("listen", "pub", "sub"):
             checkEndpoint(self[name], name, bind=True)
         if self["lan-only"] and self["cloud"]:
@@ -56,7 +70,7 @@ def _build(options):
     from zmqrelay.roles.proxy import Proxy
 
     proxy = Proxy(
-        options.nodeConfig(), options["listen"], options["pub"], options["sub"], options["cloud"]
+        options.nodeConfig(), options["listen"], options["pub"], options["sub"], options["clouds"] or None
     )
     proxy.presence.addObserver(PresenceLog())
     options.attachDiscovery(proxy)
