@@ -1,12 +1,15 @@
 """
 C{make demo}: a whole topology on loopback, showing traffic, then a clean stop.
 
-Starts, as real C{twistd} processes: one cloud, one site proxy, two servers
-(C{a1}, C{a2}, both offering service C{echo} and ticking), a client that
-reaches the servers only through the cloud, and a client on the site's LAN
-that talks to C{a1} directly (and also holds a cloud path).  It prints
-the interesting lines of every node for C{--seconds} (default 12), then
-stops everything; Ctrl-C stops it early, cleanly.
+Starts, as real C{twistd} processes: a cloud of two nodes (C{cloud1} and
+C{cloud2}, peers), one site proxy dialling both, two servers (C{a1}, C{a2},
+both offering service C{echo} and ticking), a client that reaches the
+servers only through the cloud (it holds both clouds' endpoints and attaches
+to one), and a client on the site's LAN that talks to C{a1} directly (and
+also holds both clouds).  Halfway through, C{cloud1} is killed (SIGKILL):
+the requests go on with no error and the servers' presence does not change.
+It prints the interesting lines of every node for C{--seconds} (default 12),
+then a summary, and stops everything; Ctrl-C stops it early, cleanly.
 
     python -m zmqrelay.tools.demo [--seconds N]
 """
@@ -23,8 +26,11 @@ from zmqrelay.tools.launcher import Topology
 
 _INTERESTING = re.compile(
     r"ready:|reply \d+|failed|notification b'|message from|lost|connected via|disconnected via"
-    r"|connected to|lost:|refused"
+    r"|connected to|lost:|refused|moved to|leaving cloud"
 )
+_REPLY = re.compile(r"reply \d+ from")
+_FAILED = re.compile(r"request \d+ to \S+ failed")
+_GONE = re.compile(r"client (far|near) \(\S+\) disconnected via")
 _STRIP = re.compile(r"^\S+ \[[^\]]+\] ")
 
 
@@ -59,17 +65,20 @@ async def main(reactor, seconds):
     stopping = reactor.addSystemEventTrigger("before", "shutdown", topology.stopAll)
     fast = ["--heartbeat", "0.5"]
     try:
-        print("== starting cloud, proxy A, servers a1 and a2 (service 'echo'), two clients")
-        cloud = _ep()
-        await topology.start(
-            "cloud", "zmqrelay-cloud",
-            ["--id", "cloud", "--listen", cloud, "--pub", _ep(), "--sub", _ep()] + fast,
-        )
+        print("== starting a cloud of two nodes (cloud1, cloud2), proxy A, servers a1 and a2 "
+              "(service 'echo'), two clients")
+        cloud1, cloud2 = _ep(), _ep()
+        for name, listen, peer in (("cloud1", cloud1, cloud2), ("cloud2", cloud2, cloud1)):
+            await topology.start(
+                name, "zmqrelay-cloud",
+                ["--id", name, "--listen", listen, "--pub", _ep(), "--sub", _ep(), "--peer", peer]
+                + fast,
+            )
+        clouds = ["--cloud", cloud1, "--cloud", cloud2]
         proxy = _ep()
         await topology.start(
             "proxyA", "zmqrelay-proxy",
-            ["--id", "proxyA", "--cloud", cloud, "--listen", proxy, "--pub", _ep(), "--sub", _ep()]
-            + fast,
+            ["--id", "proxyA", "--listen", proxy, "--pub", _ep(), "--sub", _ep()] + clouds + fast,
         )
         a1 = _ep()
         for name, listen in (("a1", a1), ("a2", _ep())):
@@ -78,33 +87,76 @@ async def main(reactor, seconds):
                 ["--id", name, "--proxy", proxy, "--listen", listen, "--pub", _ep(),
                  "--service", "echo", "--tick", "2"] + fast,
             )
-        print("== client 'far' goes through the cloud and the proxy; its requests for "
-              "service 'echo' alternate between a1 and a2")
+        print("== client 'far' goes through the cloud (cloud1, or cloud2 if cloud1 is gone) "
+              "and the proxy; its requests for service 'echo' alternate between a1 and a2")
         await topology.start(
             "far", "zmqrelay-client",
-            ["--id", "far", "--cloud", cloud, "--target", "echo", "--payload", "whoami",
-             "--every", "1", "--subscribe", "tick."] + fast,
+            ["--id", "far", "--target", "echo", "--payload", "whoami",
+             "--every", "0.5", "--subscribe", "tick.", "--timeout", "8"] + clouds + fast,
         )
         print("== client 'near' sits on site A's LAN: it asks a1 directly, and also holds "
               "a cloud path; it hears a1's ticks on both paths, each once")
         await topology.start(
             "near", "zmqrelay-client",
-            ["--id", "near", "--cloud", cloud, "--server", a1, "--target", "a1",
-             "--payload", "whoami", "--every", "1", "--subscribe", "tick.a1"] + fast,
+            ["--id", "near", "--server", a1, "--target", "a1",
+             "--payload", "whoami", "--every", "1", "--subscribe", "tick.a1"] + clouds + fast,
         )
-        wait = task.deferLater(reactor, seconds, lambda: None)
-        # Ctrl-C ends the wait, and the nodes are stopped below, in order,
+        interrupted = []
+        # Ctrl-C ends a wait, and the nodes are stopped below, in order,
         # before the reactor goes.
-        signal.signal(signal.SIGINT, lambda *a: reactor.callFromThread(wait.cancel))
-        try:
-            await wait
-        except defer.CancelledError:
+        waits = []
+
+        def interrupt(*a):
+            interrupted.append(True)
+            for w in waits:
+                reactor.callFromThread(w.cancel)
+
+        signal.signal(signal.SIGINT, interrupt)
+
+        async def pause(duration):
+            if interrupted:
+                return
+            wait = task.deferLater(reactor, duration, lambda: None)
+            waits.append(wait)
+            try:
+                await wait
+            except defer.CancelledError:
+                pass
+
+        await pause(seconds / 2)
+        marks = {name: len(node.lines) for name, node in topology.nodes.items()}
+        if not interrupted:
+            print("== killing cloud1 (SIGKILL): its clients move to cloud2, their requests "
+                  "are retried there, the servers see no client leave")
+            await topology.kill("cloud1")
+            await pause(seconds / 2)
+        if interrupted:
             print("== interrupted")
+        else:
+            _summary(topology, marks)
         print("== stopping every node")
     finally:
         await topology.stopAll()
         reactor.removeSystemEventTrigger(stopping)
     print("== done")
+
+
+def _summary(topology, marks):
+    """
+    Print what happened after the kill: replies and failures per client,
+    and whether a server saw a client leave.
+    """
+    for name in ("far", "near"):
+        lines = topology.nodes[name].lines[marks[name]:]
+        replies = sum(1 for line in lines if _REPLY.search(line))
+        failures = sum(1 for line in lines if _FAILED.search(line))
+        print(f"== after the kill, {name}: {replies} replies, {failures} failed requests")
+    gone = [
+        line for name in ("a1", "a2") for line in topology.nodes[name].lines[marks[name]:]
+        if _GONE.search(line)
+    ]
+    print(f"== after the kill, servers a1 and a2 saw {len(gone)} client disconnections "
+          f"(presence unchanged: {'yes' if not gone else 'no'})")
 
 
 def run(argv=None):
