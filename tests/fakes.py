@@ -204,6 +204,8 @@ class FakePlane:
         self.subscriberSndbuf = subscriberSndbuf
         self.sent = []
         self.upstream = None
+        # Several upstreams (a proxy of several clouds): key -> (endpoint, options).
+        self.more = {}
         self.started = self.stopped = False
         self.ports = itertools.count(41000)
         self.figures = {"notifications": 0, "delivered": 0, "upstream": 0, "dropped": 0}
@@ -221,6 +223,12 @@ class FakePlane:
 
     def disconnectUpstream(self):
         self.upstream = None
+
+    def addUpstream(self, key, endpoint, options=None):
+        self.more[key] = (endpoint, options)
+
+    def removeUpstream(self, key):
+        self.more.pop(key, None)
 
     def counters(self):
         return dict(self.figures)
