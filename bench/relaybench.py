@@ -16,7 +16,11 @@ DEALER speaking the zmqrelay protocol, so the client is not the bottleneck):
   - CPU time of every node process over the pipelined run (utime + stime
     from C{/proc/<pid>/stat}, all threads), divided by the requests: the
     cost of one request (and its reply) at each hop;
-  - a large-message run (1 MiB payloads) on the longest path.
+  - a large-message run (1 MiB payloads) on the longest path;
+  - the cloud path with a cloud of 1 and of 2 nodes (issue 10): one load
+    client per cloud node, all asking the same server through one proxy
+    that dials every cloud; requests/s in all and CPU per request of each
+    cloud process, so it shows how the load spreads.
 
 Paths: I{direct} (client -> server), I{proxy} (client -> proxy -> server),
 I{cloud} (client -> cloud -> proxy -> server); the baselines' are the same
@@ -29,6 +33,7 @@ Usage::
     python bench/relaybench.py                       # print the report
     python bench/relaybench.py --write docs/BENCHMARKS.md
     python bench/relaybench.py --profile /tmp/prof   # cProfile the relays
+    python bench/relaybench.py --clouds-only --write docs/BENCHMARKS.md
 
 With C{--write}, only the part of the file between the C{bench:begin} and
 C{bench:end} markers is replaced; the hand-written notes around it stay.
@@ -53,6 +58,8 @@ from children import BenchError, Children  # noqa: E402
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
+CLOUDS_BEGIN = "<!-- bench:clouds:begin -->"
+CLOUDS_END = "<!-- bench:clouds:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MiB = 1024 * 1024
 
@@ -530,23 +537,202 @@ def report(results, large, names, info, command, args):
     return "\n".join(out)
 
 
-def writeInto(path, block):
+def writeInto(path, block, begin=BEGIN, end=END):
     """
-    Replace the marked block of C{path} (or create the file).
+    Replace the marked block of C{path} (or create the file, or add the
+    block at its end).
     """
     text = None
     if os.path.exists(path):
         with open(path) as f:
             text = f.read()
-    generated = f"{BEGIN}\n{block}\n{END}"
-    if text and BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    generated = f"{begin}\n{block}\n{end}"
+    if text and begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + generated + tail
+    elif text:
+        text = text.rstrip("\n") + f"\n\n{generated}\n"
     else:
         text = f"# Benchmarks\n\n{generated}\n"
     with open(path, "w") as f:
         f.write(text)
+
+
+# A cloud of several nodes (issue 10).
+
+CLOUDS_SERVER = "bench-cloud-server"
+
+
+def startClouds(children, n):
+    """
+    Start a cloud of C{n} nodes (each peering with those started before
+    it: peers replicate both ways on one connection), a proxy dialling
+    every one, and a server.
+
+    @return: (the clouds' control endpoints, the process names on the
+        path: clouds, proxy, server).
+    """
+    local = "tcp://127.0.0.1:*"
+    controls = []
+    names = []
+    for i in range(n):
+        name = f"x{n}-cloud{i}"
+        args = ["--id", name, "--listen", local, "--pub", local, "--sub", local] + LIMITS
+        for peer in controls:
+            args += ["--peer", peer]
+        controls.append(children.twistd(name, "zmqrelay-cloud", args)["control"])
+        names.append(name)
+    proxyArgs = ["--id", f"x{n}-proxy", "--listen", local, "--pub", local, "--sub", local] + LIMITS
+    for control in controls:
+        proxyArgs += ["--cloud", control]
+    proxy = children.twistd(f"x{n}-proxy", "zmqrelay-proxy", proxyArgs)
+    children.twistd(
+        f"x{n}-server", "zmqrelay-server",
+        ["--id", CLOUDS_SERVER, "--proxy", proxy["control"], "--listen", local, "--pub", local]
+        + LIMITS,
+    )
+    return controls, names + [f"x{n}-proxy", f"x{n}-server"]
+
+
+def pipelinedMany(clients, window, duration, maxRequests, payload, stall=10.0):
+    """
+    L{LoadClient.pipelined} over several clients at once: each keeps its
+    share of C{window} outstanding.
+
+    @return: (answers, elapsed seconds).
+    """
+    poller = zmq.Poller()
+    for c in clients:
+        poller.register(c.sock, zmq.POLLIN)
+    share = max(1, window // len(clients))
+    outstanding = {c: set() for c in clients}
+    bySock = {c.sock: c for c in clients}
+    done = sent = 0
+    start = time.perf_counter()
+    stopAt = start + duration
+    sending = True
+    while True:
+        if sending:
+            for c in clients:
+                mine = outstanding[c]
+                while len(mine) < share and sent < maxRequests:
+                    rid = c.nextId
+                    c.nextId += 1
+                    c.sock.send_multipart(c._frames(rid, payload))
+                    mine.add(rid)
+                    sent += 1
+            if sent >= maxRequests or time.perf_counter() >= stopAt:
+                sending = False
+        if not any(outstanding.values()):
+            break
+        ready = dict(poller.poll(stall * 1000))
+        if not ready:
+            raise BenchError(f"no answer for {stall}s")
+        for sock in ready:
+            c = bySock[sock]
+            while True:
+                try:
+                    got = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                rid = c._answer(got)
+                if rid in outstanding[c]:
+                    outstanding[c].discard(rid)
+                    done += 1
+    return done, time.perf_counter() - start
+
+
+def runClouds(context, children, n, args):
+    """
+    Measure the cloud path through a cloud of C{n} nodes.
+
+    @return: a L{dict}: rate, CPU us/request per process, errors.
+    """
+    controls, names = startClouds(children, n)
+    clients = [LoadClient(context, c, CLOUDS_SERVER, name=f"x{n}-load{i}") for i, c in enumerate(controls)]
+    payload = b"x" * args.payload
+    try:
+        for c in clients:
+            c.ready()
+        pipelinedMany(clients, args.window, 0.3, max(args.window * 5, 20), payload)
+        rates, costs = [], []
+        for _ in range(args.rounds):
+            pids = {name: children.pid(name) for name in names}
+            before = {name: cpuSeconds(pid) for name, pid in pids.items()}
+            done, elapsed = pipelinedMany(clients, args.window, args.seconds, args.max_requests, payload)
+            after = {name: cpuSeconds(pid) for name, pid in pids.items()}
+            rates.append(done / elapsed)
+            costs.append({name: (after[name] - before[name]) / done * 1e6 for name in names})
+        errors = {}
+        for c in clients:
+            for code, k in c.errors.items():
+                errors[code] = errors.get(code, 0) + k
+    finally:
+        for c in clients:
+            c.close()
+    return {
+        "clouds": n,
+        "rate": median(rates),
+        "cpu": {name: median([c[name] for c in costs]) for name in names},
+        "names": names,
+        "errors": errors,
+    }
+
+
+def cloudsReport(results, info, command, args):
+    """
+    @return: the Markdown of the several-clouds runs.
+    """
+    out = []
+    add = out.append
+    add(f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {info['nproc']} CPUs ({info['cpu']}); "
+        f"load average before the run: {info['load']:.1f}, after: {info['loadAfter']:.1f} (the "
+        "machine is shared: other work inflates CPU costs and lowers rates).")
+    add("")
+    add(f"Command: `{command}`: the cloud path (client -> cloud node -> proxy -> server), one "
+        f"load client per cloud node, {args.window} outstanding in all, {args.payload}-byte "
+        f"payloads, {args.rounds} pipelined runs of {args.seconds:g} s (medians).")
+    add("")
+    add("| clouds | req/s (all) | CPU us/req of each cloud process | clouds together | proxy | server |")
+    add("|---|---|---|---|---|---|")
+    for r in results:
+        clouds = [name for name in r["names"] if "-cloud" in name]
+        each = ", ".join(f"{r['cpu'][name]:.1f}" for name in clouds)
+        together = sum(r["cpu"][name] for name in clouds)
+        proxy = next(name for name in r["names"] if name.endswith("-proxy"))
+        server = next(name for name in r["names"] if name.endswith("-server"))
+        add(f"| {r['clouds']} | {r['rate']:,.0f} | {each} | {together:.1f} | "
+            f"{r['cpu'][proxy]:.1f} | {r['cpu'][server]:.1f} |")
+    add("")
+    errors = [r for r in results if r["errors"]]
+    if errors:
+        add("Errors answered: " + "; ".join(f"{r['clouds']} clouds: {r['errors']}" for r in errors) + ".")
+    else:
+        add("Every request was answered with a reply (no errors).")
+    return "\n".join(out)
+
+
+def clouds(args, context, children, command):
+    """
+    The several-clouds part: 1 and 2 cloud nodes.
+    """
+    loadBefore = os.getloadavg()[0]
+    results = []
+    for n in (1, 2):
+        r = runClouds(context, children, n, args)
+        results.append(r)
+        print(f"  {n} cloud(s): {r['rate']:,.0f} req/s, cpu us/req "
+              + " ".join(f"{k}={v:.1f}" for k, v in r["cpu"].items()), flush=True)
+    info = machine()
+    info["load"] = loadBefore
+    info["loadAfter"] = os.getloadavg()[0]
+    text = cloudsReport(results, info, command, args)
+    print()
+    print(text)
+    if args.write:
+        writeInto(args.write, text, CLOUDS_BEGIN, CLOUDS_END)
+        print(f"\nwritten into {args.write}")
 
 
 def profile(args, context, children):
@@ -588,6 +774,9 @@ def main(argv=None):
     parser.add_argument("--no-raw", action="store_true", help="skip the pyzmq-raw baseline")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the zmqrelay nodes instead")
     parser.add_argument("--profile-lines", type=int, default=30)
+    parser.add_argument("--clouds-only", action="store_true",
+                        help="measure only the cloud path with 1 and 2 cloud nodes")
+    parser.add_argument("--no-clouds", action="store_true", help="skip the 1 and 2 cloud nodes runs")
     args = parser.parse_args(argv)
 
     def terminated(signum, frame):
@@ -603,6 +792,9 @@ def main(argv=None):
     try:
         if args.profile:
             profile(args, context, children)
+            return 0
+        if args.clouds_only:
+            clouds(args, context, children, command)
             return 0
         systems = [startZmqrelay(children), startBaseline(children)]
         if not args.no_raw:
@@ -634,6 +826,9 @@ def main(argv=None):
         if args.write:
             writeInto(args.write, text)
             print(f"\nwritten into {args.write}")
+        if not args.no_clouds:
+            print("a cloud of 1 and of 2 nodes", flush=True)
+            clouds(args, context, children, command)
         print(f"\n(total {time.monotonic() - started:.0f}s)")
         return 0
     except BenchError as e:
