@@ -12,7 +12,12 @@ from zmqrelay.roles.client import Client
 from zmqrelay.roles.cloud import Cloud, moveGrace
 from zmqrelay.roles.proxy import Proxy
 
+from zmqrelay.tools.tap import client as clientTap
+from zmqrelay.tools.tap import cloud as cloudTap
+from zmqrelay.tools.tap import proxy as proxyTap
+
 from tests.fakes import PresenceRecorder, helloFrames, welcomeFrames
+from tests.test_plugins import OptionsTestCase
 from tests.test_roles import LISTEN, RoleTestCase
 
 
@@ -342,3 +347,43 @@ class ClientOfCloudsTests(RoleTestCase):
         """
         self.assertRaises(ValueError, Client, self.config("c3"), cloud="inproc://x",
                           reactor=self.clock, socketFactory=self.factory, cloudLinks=0)
+
+
+class OptionsTests(OptionsTestCase):
+    """
+    The options of a cloud of several nodes.
+    """
+
+    def test_cloudPeers(self):
+        """
+        --peer is repeatable, checked, and reaches the Cloud.
+        """
+        options = self.parse(cloudTap, ["--id", "c1", "--peer", "tcp://c2:5555", "--peer", "tcp://c3:5555"])
+        self.assertEqual(options["peers"], ["tcp://c2:5555", "tcp://c3:5555"])
+        self.assertEqual(cloudTap.makeService(options).peerAddresses, ["tcp://c2:5555", "tcp://c3:5555"])
+        self.assertEqual(self.parse(cloudTap, [])["peers"], [])
+        self.assertUsageError(cloudTap, ["--peer", "c2:5555"])
+
+    def test_proxyClouds(self):
+        """
+        A proxy's --cloud is repeatable; one --cloud works as before.
+        """
+        options = self.parse(proxyTap, ["--id", "p", "--cloud", "tcp://c1:5555", "-c", "tcp://c2:5555"])
+        self.assertEqual(options["cloud"], "tcp://c1:5555")
+        service = proxyTap.makeService(options)
+        self.assertEqual(service.cloudAddresses, ["tcp://c1:5555", "tcp://c2:5555"])
+        self.assertIsNotNone(service.cloudView)
+        single = proxyTap.makeService(self.parse(proxyTap, ["--id", "p", "--cloud", "tcp://c1:5555"]))
+        self.assertEqual(single.cloudAddress, "tcp://c1:5555")
+        self.assertIsNone(single.cloudView)
+
+    def test_clientClouds(self):
+        """
+        A client's --cloud is repeatable, with --cloud-links.
+        """
+        options = self.parse(clientTap, ["--cloud", "tcp://c1:5555", "--cloud", "tcp://c2:5555",
+                                         "--cloud-links", "2"])
+        service = clientTap.makeService(options)
+        self.assertEqual(service.cloudAddresses, ["tcp://c1:5555", "tcp://c2:5555"])
+        self.assertEqual(service.cloudLinks, 2)
+        self.assertUsageError(clientTap, ["--cloud", "tcp://c1:5555", "--cloud-links", "0"])
