@@ -80,6 +80,11 @@ class IPresenceObserver(Interface):
     A client reachable on two paths (direct and through the cloud) is one
     client: it is connected when its first path appears and disconnected when
     its last path goes.
+
+    With several cloud nodes, a client that moves from one to another within
+    the move grace is not disconnected; an observer that also has a method
+    C{clientMoved(event)} (optional, not part of this interface) is told of
+    the move, with the new path and the reason the old one was lost.
     """
 
     def clientConnected(event):
