@@ -182,6 +182,10 @@ class CloudFailoverTests(TestCase):
         if fault == "kill":
             await rig.topology.kill(victim)
             await sleep(reactor, 2 * WINDOW + 1.0)
+        elif fault == "term":
+            # A clean stop: it drains (HB drain), its clients move at once.
+            await rig.topology.stop(victim)
+            await sleep(reactor, 1.0)
         else:
             node.signal(signal.SIGSTOP)
             await sleep(reactor, 2 * WINDOW + 1.0)
@@ -193,7 +197,7 @@ class CloudFailoverTests(TestCase):
                     10, "notifications after the fault")
         await until(reactor, lambda: any(t > faultAt + WINDOW for t, _ in both.messages),
                     10, "directed messages after the fault")
-        if fault == "kill":
+        if fault in ("kill", "term"):
             # It comes back, and rejoins with every client's presence.
             await rig.startCloud(victim)
             asker = await rig.client("asker", cloudLinks=1, clouds=[victim])
@@ -218,6 +222,7 @@ class CloudFailoverTests(TestCase):
         problems += [f"handler ran {k} {v} times" for k, v in
                      repeatedRuns(os.path.join(rig.workdir, "runs-s1.log")).items()]
         problems += [f"server saw: {line}" for line in rig.serverDisconnects(clientIds)]
+        problems += [f"directed message failed: {e!r}" for e in messages.failures]
         if problems:
             self.fail(f"{n} clouds, {fault}: {len(problems)} problems:\n  " + "\n  ".join(problems[:40]))
         self.assertGreater(len(both.messages), 5)
@@ -233,6 +238,12 @@ class CloudFailoverTests(TestCase):
         2 clouds, one SIGSTOPped past liveness then SIGCONTed: the same.
         """
         await self.failover(2, "stop")
+
+    async def test_twoCloudsDrain(self):
+        """
+        2 clouds, one stopped cleanly (it drains) then restarted: the same.
+        """
+        await self.failover(2, "term")
 
     async def test_threeCloudsKill(self):
         """

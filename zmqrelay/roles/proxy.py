@@ -270,11 +270,17 @@ class Proxy(RelayNode):
         @return: the live link of a cloud that holds C{clientId} now (the
             one it attached to last), or C{None}.
         """
+        now = self.reactor.seconds()
         best = None
         for link, replica in self._cloudReplicas.items():
             entry = replica.entries.get((clientId, presence.CLOUD))
-            if link.alive and entry is not None and (best is None or entry[1] > best[1]):
-                best = (link, entry[1])
+            if not link.alive or entry is None:
+                continue
+            # A node heard from within a heartbeat and not draining first: a
+            # node that just died (not yet known) would lose the message.
+            rank = (not link.draining, now - link.lastSeen <= link.heartbeat, entry[1])
+            if best is None or rank > best[1]:
+                best = (link, rank)
         return best[0] if best is not None else None
 
     def _applyCloudPresence(self, changes, link=None):
