@@ -20,12 +20,14 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from zmqrelay.core.config import NodeConfig
+from zmqrelay.edge.security import CurveConfig
 from zmqrelay.roles.client import Client
 from tests.integration.faulthelpers import (
     FAST, RUNLOG_ENV, TICK_ENV, WINDOW, Driver, FaultTopology, loopback, notificationProblems,
     outcomeProblems, repeatedRuns, sleep, until,
 )
-from tests.integration.helpers import _track
+from tests.integration.helpers import Cluster, _track, reachable
+from tests.integration.test_curve import CurveTestCase
 
 LOOPBACK = "tcp://127.0.0.1:*"
 
@@ -250,3 +252,64 @@ class CloudFailoverTests(TestCase):
         3 clouds, one SIGKILLed then restarted: the same.
         """
         await self.failover(3, "kill")
+
+
+class CurveCloudsTests(CurveTestCase):
+    """
+    Two cloud nodes that peer over CURVE, a proxy and a client holding both.
+    """
+
+    async def test_peeringOverCurve(self):
+        """
+        Peers dial each other with CURVE keys of role cloud; presence and requests cross as without CURVE.
+        """
+        from twisted.internet import reactor
+
+        keys = self.makeKeys([
+            ("cloud1", "cloud"), ("cloud2", "cloud"), ("proxyA", "proxy"), ("alice", "client"),
+            ("watcher", "client"),
+        ])
+        self.keys = keys
+        authorized = self.authorize("cloud1", "cloud2", "proxyA", "alice", "watcher")
+        cluster = Cluster(self)
+        one = await cluster.start("cloud1", "zmqrelay-cloud", [
+            "--id", "cloud1", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+            "--curve-secret", keys["cloud1"][1], "--curve-authorized", authorized,
+        ] + FAST)
+        first = one.endpoints["control"]
+        two = await cluster.start("cloud2", "zmqrelay-cloud", [
+            "--id", "cloud2", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+            "--peer", first, "--curve-peer-key", f"{first}={keys['cloud1'][0]}",
+            "--curve-secret", keys["cloud2"][1], "--curve-authorized", authorized,
+        ] + FAST)
+        second = two.endpoints["control"]
+        proxy = await cluster.start("proxyA", "zmqrelay-proxy", [
+            "--id", "proxyA", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+            "--cloud", first, "--cloud", second,
+            "--curve-secret", keys["proxyA"][1], "--curve-server-key", keys["cloud1"][0],
+            "--curve-peer-key", f"{second}={keys['cloud2'][0]}",
+        ] + FAST)
+        await cluster.server("a1", proxy, ["echo"])
+        curve = CurveConfig.fromFiles(keys["alice"][1], {first: keys["cloud1"][0], second: keys["cloud2"][0]})
+        alice = Client(NodeConfig("alice", curve=curve, requestTimeout=3.0, attempts=3),
+                       cloud=[second, first], reactor=reactor)
+        alice.startService()
+        self.addCleanup(alice.stopService)
+        await alice.whenConnected(10.0)
+        await reachable(alice, "a1")
+        self.assertEqual(await alice.request("echo", b"over curve"), b"over curve")
+
+        # alice is on cloud2 (first in her list); cloud1 knows her through
+        # the CURVE peering: ask it over a client of its own.
+        watcherCurve = CurveConfig.fromFiles(keys["watcher"][1], {first: keys["cloud1"][0]})
+        watcher = Client(NodeConfig("watcher", curve=watcherCurve, requestTimeout=3.0, attempts=3),
+                         cloud=[first], reactor=reactor)
+        watcher.startService()
+        self.addCleanup(watcher.stopService)
+        await watcher.whenConnected(10.0)
+
+        async def aliceAtCloud1():
+            answer = await watcher.request("cloud1", b"", sys="presence")
+            return msgpack.unpackb(answer, raw=False).get("alice", {}).get("paths") == ["cloud@cloud2"]
+
+        await until(reactor, lambda: defer.ensureDeferred(aliceAtCloud1()), 10, "alice known at cloud1")

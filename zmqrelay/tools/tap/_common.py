@@ -338,7 +338,9 @@ class NodeOptions(CheckedOptions):
                 raise usage.UsageError("CURVE options need --curve-secret")
             return None
         upstream = _UPSTREAM.get(self.role)
-        if upstream is None and (serverKey or peerKeys):
+        # A cloud with --peer dials its peer cloud nodes: their keys are
+        # --curve-peer-key (issue 10).
+        if upstream is None and (serverKey or (peerKeys and not self.get("peers"))):
             raise usage.UsageError(f"a {self.role} dials nothing: no --curve-server-key or --curve-peer-key")
         if authorized and self.role == "client":
             raise usage.UsageError("a client binds nothing: no --curve-authorized")
