@@ -189,6 +189,8 @@ class Front:
         self._logBucket = None
         self._pending = PendingConnections(config.handshakeTimeout, config.maxPending)
         self._byFd = {}
+        # Role -> node id -> session (what peers(role) answers).
+        self._byRole = {}
         # Descriptors of ended sessions to cut on the next tick, with the
         # counter that counts the cut.
         self._dying = {}
@@ -235,6 +237,7 @@ class Front:
             session.alive = False
         self.sessions.clear()
         self.byNode.clear()
+        self._byRole.clear()
         self._byFd.clear()
         if self._socket is not None:
             self._socket.close()
@@ -274,7 +277,11 @@ class Front:
         """
         @return: the live sessions, optionally only those of one role.
         """
-        return [s for s in self.sessions.values() if role is None or s.role == role]
+        if role is None:
+            return list(self.sessions.values())
+        # Indexed: a cloud asks for its proxies at every presence change,
+        # and scanning ten thousand clients each time is quadratic.
+        return list(self._byRole.get(role, {}).values())
 
     # Receiving
 
@@ -599,6 +606,7 @@ class Front:
         self._attach(session, now)
         self.sessions[routingId] = session
         self.byNode[nodeId] = session
+        self._byRole.setdefault(role, {})[nodeId] = session
         self._welcome(session)
         self.owner.peerJoined(session)
 
@@ -709,6 +717,7 @@ class Front:
             del self.sessions[session.routingId]
         if self.byNode.get(session.nodeId) is session:
             del self.byNode[session.nodeId]
+            self._byRole.get(session.role, {}).pop(session.nodeId, None)
             if session.guard is not None:
                 self._guards[session.nodeId] = session.guard
                 while len(self._guards) > self.guardsKept:
