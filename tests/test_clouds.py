@@ -268,6 +268,16 @@ class ProxyOfCloudsTests(RoleTestCase):
         self.assertEqual(sorted(endpoint for endpoint, _ in plane.more.values()),
                          ["inproc://c1-sub", "inproc://c2-sub"])
 
+    def test_stopsPublishingToALostCloud(self):
+        """
+        A lost cloud is no longer published to (its queue would hold back the others), until it is back.
+        """
+        self.start(self.proxy)
+        one, two = self.links()
+        plane = self.factory.planes[0]
+        one.receive(protocol.encode(protocol.BYE, {}))
+        self.assertEqual([endpoint for endpoint, _ in plane.more.values()], ["inproc://c2-sub"])
+
 
 class ClientOfCloudsTests(RoleTestCase):
     """

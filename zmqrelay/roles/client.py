@@ -402,6 +402,7 @@ class Client(Node):
         # A link to the next cloud -> the draining cloud's link it replaces.
         self._replacing = {}
         self._cloudWatch = None
+        self._moves = []
         self.addresses = self.cloudAddresses + [a for a in [proxy] if a] + list(servers)
         if not self.addresses and not discover:
             raise ValueError("a client needs a cloud, a proxy or a server to connect to, or discover=True")
@@ -489,6 +490,7 @@ class Client(Node):
         Leave the cloud of C{link} for the next one, if there is one we do
         not dial; what was in flight on it is retried there.
         """
+        self._moves = [c for c in self._moves if c.active()]
         if not self.running or link not in self._cloudDown:
             return
         address = self._spareCloud(after=link.endpoint)
@@ -515,6 +517,10 @@ class Client(Node):
         if self._cloudWatch is not None and self._cloudWatch.running:
             self._cloudWatch.stop()
         self._cloudWatch = None
+        for call in self._moves:
+            if call.active():
+                call.cancel()
+        self._moves = []
         self._cloudDown.clear()
         self._replacing.clear()
         stopping = errors.ShuttingDown("client stopping")
@@ -756,10 +762,10 @@ class Client(Node):
     def linkDown(self, link, reason):
         if link in self._cloudDown:
             self._cloudDown[link] = self.reactor.seconds()
-            if reason not in ("shutdown",) and self.running:
+            if reason != "shutdown" and self.running and self._spareCloud(link.endpoint):
                 # Gone (or said goodbye): move on at once, not from here (we
                 # are inside the link's own callback).
-                self.reactor.callLater(0, self._moveFrom, link, reason)
+                self._moves.append(self.reactor.callLater(0, self._moveFrom, link, reason))
         self.calls.failPeer(link, errors.TargetLost(f"{link.name} lost: {reason}"))
         self._answering(link, False)
         if reason == "bye":

@@ -162,6 +162,15 @@ class NotificationRelay:
         else:
             add(key, endpoint, options)
 
+    def removeUpstream(self, key):
+        """
+        Stop publishing to the upstream named C{key} (its node is gone: what
+        would queue for it would hold back every other subscriber).
+        """
+        remove = getattr(self.plane, "removeUpstream", None)
+        if remove is not None:
+            remove(key)
+
     def stop(self):
         """
         Stop the plane and close every socket.

@@ -224,6 +224,8 @@ class Proxy(RelayNode):
 
     def linkDown(self, link, reason):
         self.forwarder.peerGone(link, reason)
+        if len(self.cloudLinks) > 1 and self.relay is not None:
+            self.relay.removeUpstream(link.endpoint)
         replica = self._cloudReplicas.get(link)
         if replica is not None:
             self._applyCloudPresence(replica.clear(presence.UPSTREAM_LOST), link)
