@@ -6,7 +6,7 @@ deployment file:  twistd -ny tac/client.tac
 Built from the same options as C{twistd zmqrelay-client}: every option
 --some-name is read from ZMQRELAY_SOME_NAME (see zmqrelay.tools.tac), e.g.
   ZMQRELAY_ID         this client's id                     [client-<host>-<pid>]
-  ZMQRELAY_CLOUD      the cloud's control endpoint         [tcp://localhost:5555]
+  ZMQRELAY_CLOUD      the cloud's control endpoint(s), comma-separated  [tcp://localhost:5555]
   ZMQRELAY_PROXY      a site proxy's control endpoint      []
   ZMQRELAY_SERVERS    comma-separated server endpoints     []
   ZMQRELAY_TARGET     server id or service to ask; empty: none  [echo]

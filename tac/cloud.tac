@@ -8,6 +8,7 @@ Built from the same options as C{twistd zmqrelay-cloud}: every option
   ZMQRELAY_LISTEN   control ROUTER endpoint     [tcp://*:5555]
   ZMQRELAY_PUB      XPUB clients subscribe to   [tcp://*:5556]
   ZMQRELAY_SUB      XSUB proxies publish to     [tcp://*:5557]
+  ZMQRELAY_PEER     the other cloud nodes, comma-separated (a cloud of several nodes)  []
   ZMQRELAY_METRICS  Prometheus /metrics, /healthz (e.g. tcp:9100)  []
   ZMQRELAY_CURVE_SECRET, ZMQRELAY_CURVE_AUTHORIZED, ZMQRELAY_RATE, ...
 """

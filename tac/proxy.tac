@@ -5,7 +5,7 @@ A site proxy, as a deployment file:  twistd -ny tac/proxy.tac
 Built from the same options as C{twistd zmqrelay-proxy}: every option
 --some-name is read from ZMQRELAY_SOME_NAME (see zmqrelay.tools.tac), e.g.
   ZMQRELAY_ID        this node's id                       [proxy-<host>-<pid>]
-  ZMQRELAY_CLOUD     the cloud's control endpoint         [tcp://localhost:5555]
+  ZMQRELAY_CLOUD     the cloud's control endpoint(s), comma-separated  [tcp://localhost:5555]
   ZMQRELAY_LAN_ONLY  1: a site with no cloud (leave ZMQRELAY_CLOUD unset)  []
   ZMQRELAY_LISTEN    control ROUTER for servers and LAN clients  [tcp://*:5565]
   ZMQRELAY_PUB       XPUB LAN clients subscribe to               [tcp://*:5566]
