@@ -8,6 +8,7 @@ L{Clock}: cloud peering (L{zmqrelay.roles.cloud}), a proxy of several clouds
 import msgpack
 
 from zmqrelay.core import protocol
+from zmqrelay.roles import metrics
 from zmqrelay.roles.client import Client
 from zmqrelay.roles.cloud import Cloud, moveGrace
 from zmqrelay.roles.proxy import Proxy
@@ -116,6 +117,15 @@ class CloudPeeringTests(RoleTestCase):
         ))
         [reply] = self.sentTo(router, b"r1", protocol.REPLY)
         self.assertEqual(sorted(msgpack.unpackb(reply.payload)), ["asker", "c9"])
+
+    def test_notReadyForProbesUntilComplete(self):
+        """
+        /readyz says not ready while a restarted node waits for its peers' presence.
+        """
+        self.start(self.cloud)
+        self.assertEqual(metrics.readiness(self.cloud)[0], False)
+        self.clock.advance(self.cloud.config.heartbeat * self.cloud.config.liveness + 0.01)
+        self.assertEqual(metrics.readiness(self.cloud), (True, "ok"))
 
     def test_readyAfterAWindowWithoutPeers(self):
         """
@@ -267,6 +277,17 @@ class ProxyOfCloudsTests(RoleTestCase):
         plane = self.factory.planes[0]
         self.assertEqual(sorted(endpoint for endpoint, _ in plane.more.values()),
                          ["inproc://c1-sub", "inproc://c2-sub"])
+
+    def test_healthyWhileAnyCloudIs(self):
+        """
+        A proxy of two cloud nodes is attached while either is; its stats name both links.
+        """
+        self.start(self.proxy)
+        one, two = self.links()
+        one.receive(protocol.encode(protocol.BYE, {}))
+        self.assertEqual(metrics.health(self.proxy), (True, "ok"))
+        stats = self.proxy.stats()
+        self.assertEqual((stats["upstream.links"], stats["upstream.up"]), (2, 1))
 
     def test_stopsPublishingToALostCloud(self):
         """

@@ -115,6 +115,10 @@ def _links(node):
     links = list(getattr(node, "links", None) or [])
     if links:
         return [(f"path{i}", link) for i, link in enumerate(links)]
+    clouds = list(getattr(node, "cloudLinks", None) or [])
+    if len(clouds) > 1:
+        # A proxy of several cloud nodes: attached while any is.
+        return [("cloud" if i == 0 else f"cloud{i}", link) for i, link in enumerate(clouds)]
     link = getattr(node, "link", None)
     if link is None:
         return []
@@ -287,6 +291,9 @@ def readiness(node):
     @return: like L{health}, and not ready while draining.
     """
     ok, reason = health(node)
+    if ok and getattr(node, "ready", True) is False:
+        # A cloud node that (re)started and has not all its peers' presence.
+        return False, "waiting for the peer cloud nodes' presence"
     if ok and getattr(node, "draining", False):
         return False, "draining"
     return ok, reason
