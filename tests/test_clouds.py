@@ -278,6 +278,24 @@ class ProxyOfCloudsTests(RoleTestCase):
         self.assertEqual(sorted(endpoint for endpoint, _ in plane.more.values()),
                          ["inproc://c1-sub", "inproc://c2-sub"])
 
+    def test_newerIncarnationWins(self):
+        """
+        Two incarnations of one id on two cloud nodes: the newer (by since) wins, whichever node reports last.
+        """
+        self.start(self.proxy)
+        router = self.router()
+        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
+        one, two = self.links()
+        two.receive(protocol.encode(
+            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["new", 6.0])])
+        ))
+        one.receive(protocol.encode(
+            protocol.PRESENCE, *presenceMap("snapshot", "e1", 0, [(("c9", "cloud"), ["old", 5.0])])
+        ))
+        self.assertEqual(self.proxy.presence.get("c9").incarnation, "new")
+        # What the servers hold says the same.
+        self.assertEqual(self.proxy.presenceSource.entries[("c9", "cloud")][0], "new")
+
     def test_healthyWhileAnyCloudIs(self):
         """
         A proxy of two cloud nodes is attached while either is; its stats name both links.
