@@ -60,6 +60,14 @@ def _rss(pid):
     return 0
 
 
+def _sumDicts(dicts):
+    total = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
 def load(args):
     """
     One load process: C{--count} DEALERs, HELLO each, then HB every
@@ -71,6 +79,7 @@ def load(args):
     started = time.monotonic()
     welcomed = {}
     byes = 0
+    reasons = {}
     poller = zmq.Poller()
     for i in range(args.count):
         sock = ctx.socket(zmq.DEALER)
@@ -104,7 +113,14 @@ def load(args):
                 i = index[sock]
                 if msgtype == protocol.WELCOME and i not in welcomed:
                     welcomed[i] = time.monotonic() - started
-                elif msgtype == protocol.BYE:
+                elif msgtype in (protocol.BYE, protocol.ERROR, protocol.REJECT):
+                    try:
+                        header = protocol.decode(frames).header
+                    except protocol.ProtocolError:
+                        header = {}
+                    why = f"{msgtype.decode()} {header.get('reason') or header.get('code')}"
+                    reasons[why] = reasons.get(why, 0) + 1
+                if msgtype == protocol.BYE:
                     byes += 1
                     welcomed.pop(i, None)
                     hello(i)
@@ -126,6 +142,7 @@ def load(args):
     times = sorted(welcomed.values())
     print(json.dumps({
         "count": args.count, "welcomed": len(welcomed), "byes": byes, "retries": retries,
+        "reasons": reasons,
         "lastWelcome": times[-1] if times else None,
     }), flush=True)
     for sock in sockets:
@@ -174,10 +191,12 @@ def measure(children, name, pid, endpoint, args, baseline=False):
     rss = _rss(pid)
     counters = {}
     if not baseline:
-        try:
-            counters = msgpack.unpackb(attacks.ask(endpoint, "", "stats", timeout=10.0), raw=False)
-        except BenchError as e:
-            counters = {"error": str(e)}
+        for _ in range(5):
+            try:
+                counters = msgpack.unpackb(attacks.ask(endpoint, "", "stats", timeout=5.0), raw=False)
+                break
+            except BenchError as e:
+                counters = {"front.error": str(e)}
     results = []
     for p in range(args.processes):
         children.wait(f"{name}-load{p}", seconds + 30)
@@ -192,6 +211,7 @@ def measure(children, name, pid, endpoint, args, baseline=False):
         "lastWelcome": max((r["lastWelcome"] or 0) for r in results) if results else None,
         "retries": sum(r["retries"] for r in results),
         "byes": sum(r["byes"] for r in results),
+        "reasons": _sumDicts(r.get("reasons", {}) for r in results),
         "cpu": (cpu1 - cpu0) / (t1 - t0),
         "io": (io1 - io0) / (t1 - t0),
         "rssPerClient": (rss - rssBefore) / args.clients,

@@ -401,3 +401,38 @@ class MoveGraceTests(SynchronousTestCase):
         A grace without a clock is refused.
         """
         self.assertRaises(ValueError, PresenceView, None, 3.0)
+
+
+class PresenceLogRateTests(SynchronousTestCase):
+    """
+    The presence log, given a clock, logs at a bounded rate.
+    """
+
+    def test_boundedAndSummarised(self):
+        """
+        Past its burst it counts events instead of logging them, and says
+        how many it left out in the next line it logs.
+        """
+        from twisted.logger import Logger, LogLevel
+
+        events = []
+        logger = Logger(observer=events.append)
+        clock = Clock()
+        presenceLog = PresenceLog(logger, clock=clock, rate=1.0, burst=3.0)
+        event = presence.PresenceEvent("c1", "inc", True, presence.CLOUD)
+        for _ in range(10):
+            presenceLog.clientConnected(event)
+        self.assertEqual(len(events), 3)
+        self.assertEqual(presenceLog.unlogged, 7)
+        clock.advance(1.0)
+        presenceLog.clientDisconnected(event)
+        self.assertEqual(len(events), 4)
+        self.assertEqual(events[-1]["unlogged"], 7)
+        self.assertEqual(events[-1]["log_level"], LogLevel.info)
+        self.assertEqual(presenceLog.unlogged, 0)
+
+    def test_noClockLogsAll(self):
+        """
+        Without a clock every event is logged (as before).
+        """
+        self.assertIsNone(PresenceLog().clock)

@@ -367,13 +367,35 @@ def localChanges(changes):
 class PresenceLog:
     """
     An L{IPresenceObserver} that logs every event; plugins install it.
+
+    Given a clock, it logs at most C{rate} events a second (C{burst} at
+    once): when thousands of clients connect at once, one line each would
+    cost the node more than the connections themselves.  What it leaves out
+    is counted (C{unlogged}) and said in the next line it logs.
     """
 
-    def __init__(self, logger=None):
+    def __init__(self, logger=None, clock=None, rate=20.0, burst=200.0):
         self.log = logger or log
+        self.clock = clock
+        self.unlogged = 0
+        self._bucket = None
+        if clock is not None:
+            from zmqrelay.core.ratelimit import TokenBucket
+
+            self._bucket = TokenBucket(rate, burst, clock.seconds())
+
+    def _emit(self, text, **fields):
+        if self._bucket is not None and self._bucket.take(self.clock.seconds()) != 0.0:
+            self.unlogged += 1
+            return
+        if self.unlogged:
+            fields["unlogged"] = self.unlogged
+            text += " ({unlogged} presence events not logged before this one)"
+            self.unlogged = 0
+        self.log.info(text, **fields)
 
     def clientConnected(self, event):
-        self.log.info(
+        self._emit(
             "client {client} ({inc}) connected via {path}",
             client=event.clientId,
             inc=event.incarnation,
@@ -381,7 +403,7 @@ class PresenceLog:
         )
 
     def clientMoved(self, event):
-        self.log.info(
+        self._emit(
             "client {client} ({inc}) moved to {path} (lost: {reason})",
             client=event.clientId,
             inc=event.incarnation,
@@ -390,7 +412,7 @@ class PresenceLog:
         )
 
     def clientDisconnected(self, event):
-        self.log.info(
+        self._emit(
             "client {client} ({inc}) disconnected via {path}: {reason}",
             client=event.clientId,
             inc=event.incarnation,

@@ -176,6 +176,7 @@ class Front:
             "cut-excess": 0,
             "cut-dead": 0,
             "cut-abusive": 0,
+            "unlogged": 0,
         }
         # ERR answers sent, and hellos rejected, by error code.
         self.errors = {}
@@ -187,6 +188,7 @@ class Front:
         self._strangerBudget = None
         self._strangerBuckets = OrderedDict()
         self._logBucket = None
+        self._sessionLog = TokenBucket(20.0, 200.0, reactor.seconds())
         self._pending = PendingConnections(config.handshakeTimeout, config.maxPending)
         self._byFd = {}
         # Role -> node id -> session (what peers(role) answers).
@@ -206,6 +208,7 @@ class Front:
         now = self.reactor.seconds()
         self._strangers = TokenBucket(self.strangerReplies, self.strangerReplies, now)
         self._logBucket = TokenBucket(1.0, 10.0, now)
+        self._sessionLog = TokenBucket(20.0, 200.0, now)
         rate = self.config.strangerRate
         self._strangerBudget = TokenBucket(rate, rate, now) if rate > 0 else None
         if self.authority is not None:
@@ -727,10 +730,15 @@ class Front:
         session.alive = False
         if reason != "bye":
             self.sendTo(session, protocol.BYE, {"reason": reason})
-        log.info(
-            "{role} {peer} ({inc}) left: {reason}",
-            role=session.role, peer=session.nodeId, inc=session.incarnation, reason=reason,
-        )
+        if self._sessionLog.take(self.reactor.seconds()) == 0.0:
+            log.info(
+                "{role} {peer} ({inc}) left: {reason}",
+                role=session.role, peer=session.nodeId, inc=session.incarnation, reason=reason,
+            )
+        else:
+            # Thousands leaving at once (a partition, a restart) must not
+            # cost a log line each; presence events and counters say it.
+            self.counters["unlogged"] += 1
         try:
             self.owner.peerLeft(session, reason)
         except Exception:

@@ -58,6 +58,6 @@ def _build(options):
     cloud = Cloud(
         options.nodeConfig(), options["listen"], options["pub"], options["sub"], peers=options["peers"]
     )
-    cloud.presence.addObserver(PresenceLog())
+    cloud.presence.addObserver(PresenceLog(clock=cloud.reactor))
     return options.attachMetrics(cloud)
 

@@ -72,6 +72,6 @@ def _build(options):
     proxy = Proxy(
         options.nodeConfig(), options["listen"], options["pub"], options["sub"], options["clouds"] or None
     )
-    proxy.presence.addObserver(PresenceLog())
+    proxy.presence.addObserver(PresenceLog(clock=proxy.reactor))
     options.attachDiscovery(proxy)
     return options.attachMetrics(proxy)

@@ -113,6 +113,6 @@ def _build(options):
     server.handler = app
     if IService.providedBy(app):
         app.setServiceParent(server)
-    server.presence.addObserver(PresenceLog())
+    server.presence.addObserver(PresenceLog(clock=server.reactor))
     options.attachDiscovery(server)
     return options.attachMetrics(server)
