@@ -246,6 +246,12 @@ class CloudFailoverTests(TestCase):
         """
         await self.failover(2, "term")
 
+    async def test_threeCloudsStop(self):
+        """
+        3 clouds, one SIGSTOPped past liveness then SIGCONTed: the same.
+        """
+        await self.failover(3, "stop")
+
     async def test_threeCloudsKill(self):
         """
         3 clouds, one SIGKILLed then restarted: the same.
