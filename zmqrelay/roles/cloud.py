@@ -17,10 +17,9 @@ It is made of:
     cloud.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
-
-from twisted.internet.defer import Deferred
 
 from zmqrelay.core import presence, protocol
 from zmqrelay.core.presence import PresenceView
@@ -123,8 +122,9 @@ class Cloud(RelayNode):
         if self._readyTimer is not None and self._readyTimer.active():
             self._readyTimer.cancel()
         self._readyTimer = None
-        log.info("cloud presence complete ({why}): {clients} clients known",
-                 why=why, clients=len(self.presence.connectedClients()))
+        if why != "stopping":
+            log.info("cloud presence complete ({why}): {clients} clients known",
+                     why=why, clients=len(self.presence.connectedClients()))
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
             d.callback(None)

@@ -25,6 +25,7 @@ from zmqrelay.core.errors import Rejected
 from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IProxy
 from zmqrelay.edge.link import UpstreamLink
 from zmqrelay.roles.hop import advertised, noRoute, requestId, requestTtl, sendError
+from zmqrelay.roles.cloud import moveGrace
 from zmqrelay.roles.node import RelayNode
 from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
 from zmqrelay.core.routing import AWAY, Route, RouteTable
@@ -60,8 +61,6 @@ class Proxy(RelayNode):
         # the one C{cloud} path our servers see.
         self.cloudView = None
         if len(self.cloudAddresses) > 1:
-            from zmqrelay.roles.cloud import moveGrace
-
             self.cloudView = PresenceView(self.reactor, moveGrace(config))
             self.cloudView.addObserver(_CloudPath(self))
         self.presenceSource = MapSource("presence")
