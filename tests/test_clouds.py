@@ -268,6 +268,44 @@ class ProxyOfCloudsTests(RoleTestCase):
         self.assertEqual(one.ofType(protocol.MESSAGE), [])
         two.receive(protocol.encode(protocol.REPLY, {"id": forwarded.header["id"]}))
 
+    def test_messageSentAgainWhenItsCloudIsLost(self):
+        """
+        A message in flight through a cloud node that is lost goes again through another that holds the client.
+        """
+        self.start(self.proxy)
+        router = self.router()
+        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
+        one, two = self.links()
+        for link, epoch, since in ((one, "e1", 5.0), (two, "e2", 6.0)):
+            link.receive(protocol.encode(
+                protocol.PRESENCE, *presenceMap("snapshot", epoch, 0, [(("c9", "cloud"), ["c9i", since])])
+            ))
+        router.receive([b"s"] + protocol.encode(protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 3000}, b"m"))
+        self.assertEqual(len(two.ofType(protocol.MESSAGE)), 1)
+        two.receive(protocol.encode(protocol.BYE, {}))
+        [again] = one.ofType(protocol.MESSAGE)
+        self.assertEqual((again.header["to"], again.payload), ("c9", b"m"))
+        self.assertEqual(self.sentTo(router, b"s", protocol.ERROR), [])
+        one.receive(protocol.encode(protocol.REPLY, {"id": again.header["id"]}))
+        [ack] = self.sentTo(router, b"s", protocol.REPLY)
+        self.assertEqual(ack.header["id"], 4)
+
+    def test_messageFailsWhenNoCloudIsLeft(self):
+        """
+        With no other node holding the client, the server gets the error.
+        """
+        self.start(self.proxy)
+        router = self.router()
+        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
+        one, two = self.links()
+        two.receive(protocol.encode(
+            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 6.0])])
+        ))
+        router.receive([b"s"] + protocol.encode(protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 3000}, b"m"))
+        two.receive(protocol.encode(protocol.BYE, {}))
+        [error] = self.sentTo(router, b"s", protocol.ERROR)
+        self.assertEqual((error.header["id"], error.header["code"]), (4, protocol.E_TARGET_LOST))
+
     def test_publishesToEveryCloud(self):
         """
         Notifications go upstream to every cloud.

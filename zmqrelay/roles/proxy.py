@@ -187,7 +187,11 @@ class Proxy(RelayNode):
             if client is not None and client.role == protocol.CLIENT:
                 self.forwarder.forward(session, message, client, stamps)
             elif self._cloudOf(to) is not None:
-                self.forwarder.forward(session, message, self._cloudOf(to), stamps)
+                link = self._cloudOf(to)
+                origin = session
+                if len(self.cloudLinks) > 1:
+                    origin = _MessageOrigin(self, session, message, stamps, link)
+                self.forwarder.forward(origin, message, link, stamps)
             else:
                 sendError(session, requestId(header), protocol.E_NO_ROUTE, f"client {to!r} is not connected")
         elif msgtype == protocol.SYNC and session.role == protocol.SERVER:
@@ -266,8 +270,9 @@ class Proxy(RelayNode):
 
     # Presence
 
-    def _cloudOf(self, clientId):
+    def _cloudOf(self, clientId, exclude=()):
         """
+        @param exclude: links not to choose (tried already).
         @return: the live link of a cloud that holds C{clientId} now (the
             one it attached to last), or C{None}.
         """
@@ -275,7 +280,7 @@ class Proxy(RelayNode):
         best = None
         for link, replica in self._cloudReplicas.items():
             entry = replica.entries.get((clientId, presence.CLOUD))
-            if not link.alive or entry is None:
+            if not link.alive or entry is None or link in exclude:
                 continue
             # A node heard from within a heartbeat and not draining first: a
             # node that just died (not yet known) would lose the message.
@@ -363,6 +368,55 @@ class Proxy(RelayNode):
         for link in self.cloudLinks:
             if link.alive:
                 link.send(msgtype, *message)
+
+
+class _MessageOrigin:
+    """
+    The server a directed message came from, as the L{Forwarder} sees it
+    when it goes through one of several cloud nodes: if that node is lost
+    with the message (ERR C{target-lost}) or no longer holds the client
+    (ERR C{no-route}), the message goes again through another node that
+    holds the client, within its deadline; only when none is left does the
+    server get the error.  (A node lost after it delivered the message, but
+    before the acknowledgement came back, makes the client get it twice.)
+
+    Everything else is the server's session.
+    """
+
+    def __init__(self, proxy, session, message, stamps, link):
+        self._proxy = proxy
+        self._session = session
+        self._message = message
+        self._stamps = stamps
+        self._tried = {link}
+        ttl = protocol.field(message.header, "ttl", int, int(proxy.config.requestTimeout * 1000))
+        self._deadline = proxy.reactor.seconds() + ttl / 1000.0
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def send(self, msgtype, header, payload=b""):
+        proxy = self._proxy
+        if (
+            msgtype == protocol.ERROR
+            and header.get("code") in (protocol.E_TARGET_LOST, protocol.E_NO_ROUTE)
+            and proxy.running
+        ):
+            left = int((self._deadline - proxy.reactor.seconds()) * 1000)
+            to = self._message.header.get("to")
+            link = proxy._cloudOf(to, self._tried) if left > 0 else None
+            if link is not None:
+                self._tried.add(link)
+                proxy.counters["messages-resent"] = proxy.counters.get("messages-resent", 0) + 1
+                log.info("message to {client} sent again through {cloud}: {why}",
+                         client=to, cloud=link.nodeId, why=header.get("msg"))
+                again = protocol.Message(
+                    self._message.version, self._message.type,
+                    dict(self._message.header, ttl=left), self._message.payload,
+                )
+                proxy.forwarder.forward(self, again, link, self._stamps)
+                return True
+        return self._session.send(msgtype, header, payload)
 
 
 class _CloudPath:
