@@ -318,3 +318,57 @@ class CurveCloudsTests(CurveTestCase):
             return msgpack.unpackb(answer, raw=False).get("alice", {}).get("paths") == ["cloud@cloud2"]
 
         await until(reactor, lambda: defer.ensureDeferred(aliceAtCloud1()), 10, "alice known at cloud1")
+
+
+class DemoTests(TestCase):
+    """
+    C{make demo}, the README's first command, shows what issue 10 promises.
+    """
+
+    timeout = 90
+
+    async def test_demo(self):
+        """
+        The demo kills one of its two cloud nodes halfway: no request fails and the servers see no client leave.
+        """
+        import sys
+
+        from twisted.internet import reactor
+
+        from tests.integration.helpers import _Output, childEnvironment
+        from zmqrelay.tools.launcher import ROOT
+
+        proto = _Output()
+        argv = [sys.executable, "-m", "zmqrelay.tools.demo", "--seconds", "8"]
+        transport = reactor.spawnProcess(proto, sys.executable, argv, env=childEnvironment(), path=ROOT)
+
+        def interrupt(signal):
+            # SIGINT first: the demo then stops its nodes itself.
+            if proto.result is None and transport.pid is not None:
+                try:
+                    transport.signalProcess(signal)
+                except Exception:
+                    pass
+
+        interrupting = reactor.callLater(60, interrupt, "INT")
+        killing = reactor.callLater(75, interrupt, "KILL")
+
+        def cleanup():
+            for call in (interrupting, killing):
+                if call.active():
+                    call.cancel()
+            interrupt("INT")
+            return proto.whenEnded()
+
+        self.addCleanup(cleanup)
+        code, out, err = await proto.ended
+        text = out.decode() if isinstance(out, bytes) else out
+        self.assertEqual(code, 0, text[-2000:])
+        self.assertIn("== killing cloud1", text)
+        self.assertIn("far: ", text)
+        summary = [line for line in text.splitlines() if line.startswith("== after the kill")]
+        self.assertEqual(len(summary), 3, text[-2000:])
+        for line in summary[:2]:
+            self.assertRegex(line, r": [1-9]\d* replies, 0 failed requests$")
+        self.assertTrue(summary[2].endswith("presence unchanged: yes)"), summary[2])
+        self.assertIn("== done", text)
