@@ -512,7 +512,10 @@ class ForeignClientTests(unittest.TestCase):
         self.assertEqual(unpack(frames[2]), {"id": 7, "to": "echo", "ttl": 5000})
         client.sendFrames(frames)
         answer = yield client.answer(7)
-        self.assertEqual((answer.type, answer.header, answer.payload), (REP, {"id": 7}, b"hello"))
+        # Section 10.2: the answer names the server that ran it (server, sinc).
+        self.assertEqual((answer.type, answer.header["id"], answer.payload), (REP, 7, b"hello"))
+        self.assertEqual(answer.header["server"], "srv-f")
+        self.assertIsInstance(answer.header["sinc"], str)
 
         # Section 10.4: the attach node's stamps overwrite the client's claims.
         answer = yield client.call(
