@@ -25,12 +25,14 @@ proxy again).
 
 Where a notification can be lost, it is counted or bounded:
 
-  - the inner PUB and the upstream XPUB never drop (C{XPUB_NODROP}): a full
-    queue makes their thread wait, so the intake reads no more and TCP
-    pushes back on the publisher, whose own send then fails (the server
-    tells the application: L{zmqrelay.roles.server.Server.publish}); a wait
-    longer than L{SEND_WAIT} drops that one notification, counted in
-    C{dropped};
+  - the inner PUB never drops (C{XPUB_NODROP}): a full queue makes the
+    intake wait, so it reads no more and TCP pushes back on the publisher,
+    whose own send then fails (the server tells the application:
+    L{zmqrelay.roles.server.Server.publish}); a wait longer than
+    L{SEND_WAIT} drops that one notification, counted in C{dropped};
+  - an upstream XPUB drops at once, counted in C{dropped}, when its queue
+    toward a slow or stopped upstream relay is full (L{UPSTREAM_WAIT}): a
+    stalled cloud must not stall the intake;
   - the subscribers' XPUB drops for a subscriber whose queue is full (its
     sequence numbers show the gap and it asks the server to replay), so
     that one subscriber that does not read costs the others nothing.
@@ -53,6 +55,15 @@ log = Logger()
 #: How long a thread waits (ms) for room in a queue that never drops
 #: before it drops the notification it holds (counted).
 SEND_WAIT = 100
+
+#: How long an upstream thread waits (ms) for room toward its upstream
+#: relay: not at all.  Its inner XSUB is fed by the intake's PUB, which never
+#: drops: an upstream thread that waited would fill that pipe and stall the
+#: intake, so one stopped or slow cloud would slow every local subscriber
+#: (and every other cloud) to one notification per wait.  A full upstream
+#: queue drops the notification at once instead, counted in C{dropped}; the
+#: upstream's subscribers see the gap and ask for a replay.
+UPSTREAM_WAIT = 0
 
 #: How long the reactor waits (s) for a proxy thread to answer a command.
 COMMAND_WAIT = 2.0
@@ -308,7 +319,7 @@ class NotificationPlane:
         xpub = self._socket(zmq.XPUB, options or self.options)
         xpub.setsockopt(zmq.SNDHWM, self.options.hwm)
         xpub.setsockopt(zmq.XPUB_NODROP, 1)
-        xpub.setsockopt(zmq.SNDTIMEO, SEND_WAIT)
+        xpub.setsockopt(zmq.SNDTIMEO, UPSTREAM_WAIT)
         xpub.connect(endpoint)
         self._upstreamEndpoint = endpoint
         self.upstream = ProxyThread(self.context, "upstream", self._inner(), xpub)
@@ -343,7 +354,7 @@ class NotificationPlane:
         xpub = self._socket(zmq.XPUB, options or self.options)
         xpub.setsockopt(zmq.SNDHWM, self.options.hwm)
         xpub.setsockopt(zmq.XPUB_NODROP, 1)
-        xpub.setsockopt(zmq.SNDTIMEO, SEND_WAIT)
+        xpub.setsockopt(zmq.SNDTIMEO, UPSTREAM_WAIT)
         xpub.connect(endpoint)
         thread = ProxyThread(self.context, f"upstream-{len(self._more)}", self._inner(), xpub)
         self._more[key] = (endpoint, thread)
