@@ -413,6 +413,32 @@ class StarvationTests(FrontTestCase):
         self.clock.pump([0.5] * 6)
         self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
 
+    def test_requestsQueuedBeforeALongStallDropped(self):
+        """
+        After a stall longer than a peer's liveness window, the requests read
+        before the next tick (sent before the peer gave up on us) are dropped,
+        not run; later ones are served.
+        """
+        self.hello(b"r1", "c1")
+        self.clock.advance(0.5)
+        self.clock.advance(5.0)
+        self.receive(b"r1", self.request(rid=1))
+        self.assertEqual(self.owner.received, [])
+        self.assertEqual(self.front.counters["stale"], 1)
+        self.clock.advance(0.5)
+        self.receive(b"r1", self.request(rid=2))
+        self.assertEqual([m.header["id"] for _, m in self.owner.received], [2])
+
+    def test_shortStallKeepsRequests(self):
+        """
+        A stall within the liveness window drops nothing.
+        """
+        self.hello(b"r1", "c1")
+        self.clock.advance(0.5)
+        self.clock.advance(2.0)
+        self.receive(b"r1", self.request(rid=1))
+        self.assertEqual([m.header["id"] for _, m in self.owner.received], [1])
+
     def test_queuedHeartbeatReadBeforeExpelling(self):
         """
         Before declaring a peer gone, the front reads what its socket holds: a waiting HB keeps the peer.

@@ -229,11 +229,28 @@ class SessionTests(LinkTestCase):
         """
         self.connect()
         self.clock.advance(0.5)
-        self.clock.advance(5.0)
+        self.clock.advance(2.5)
         self.assertEqual(self.owner.downs, [])
         self.assertEqual(self.link.counters["stalls"], 1)
         self.clock.pump([0.5] * 7)
         self.assertEqual(self.owner.downs, [(self.link, "heartbeat-timeout")])
+
+    def test_longStallStartsAFreshSession(self):
+        """
+        After a stall longer than the upstream's liveness window (it has
+        ended our session and failed what it had sent us), the link drops
+        its socket, with whatever waits in it, and says HELLO again at once
+        on a new one.
+        """
+        first = self.connect()
+        self.clock.advance(0.5)
+        self.clock.advance(5.0)
+        self.assertEqual(self.owner.downs, [(self.link, "stalled")])
+        self.assertTrue(first.closed)
+        self.clock.advance(0)
+        fresh = self.factory.sockets[-1]
+        self.assertIsNot(fresh, first)
+        self.assertEqual([m.type for m in fresh.messages()], [protocol.HELLO])
 
     def test_queuedMessageReadBeforeGivingUp(self):
         """

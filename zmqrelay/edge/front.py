@@ -79,6 +79,9 @@ class PeerSession:
         the next tick drops it.
     @ivar userId: with CURVE, the node id bound to its key; else C{None}.
     @ivar fd: the descriptor of its connection (C{-1} if unknown).
+    @ivar stale: C{True} from a stall of ours longer than its liveness
+        window to the next tick: its requests read meanwhile were sent
+        before it gave up on us, and are dropped.
     """
 
     def __init__(self, front, routingId, nodeId, role, incarnation, version, hello, now):
@@ -101,6 +104,7 @@ class PeerSession:
         self.draining = False
         self.userId = None
         self.fd = -1
+        self.stale = False
 
     def resume(self, routingId, version, hello, now):
         """
@@ -113,6 +117,7 @@ class PeerSession:
         self.maxSize = protocol.announcedMax(hello, self.front.config.maxMessageSize)
         self.lastSeen = now
         self.gone = False
+        self.stale = False
 
     def send(self, msgtype, header, payload=b""):
         """
@@ -193,6 +198,8 @@ class Front:
         self._byFd = {}
         # Role -> node id -> session (what peers(role) answers).
         self._byRole = {}
+        # Sessions whose requests are stale until the next tick.
+        self._stale = []
         # Descriptors of ended sessions to cut on the next tick, with the
         # counter that counts the cut.
         self._dying = {}
@@ -369,6 +376,12 @@ class Front:
             return
         if msgtype == protocol.REQUEST:
             self.counters["requests"] += 1
+            if session.stale:
+                # Sent before our stall, by a peer that has since given up on
+                # us and retried elsewhere: running it now could run it twice.
+                # If the peer did not give up, its own retry comes back here.
+                self.counters["stale"] = self.counters.get("stale", 0) + 1
+                return
         try:
             self.owner.peerMessage(session, message)
         except protocol.ProtocolError as e:
@@ -750,6 +763,11 @@ class Front:
         now = self.reactor.seconds()
         interval = self.config.heartbeat / 2.0
         last, self._lastTick = self._lastTick, now
+        # What a stall left queued was read before this tick (the reactor
+        # reads its sockets between two ticks): from now on it is fresh.
+        for session in self._stale:
+            session.stale = False
+        self._stale = []
         if last is not None and now - last - interval > interval:
             # This process did not run for a while (CPU starved, stopped):
             # its peers' silence over that time is ours, not theirs.
@@ -757,6 +775,12 @@ class Front:
             self.counters["stalls"] = self.counters.get("stalls", 0) + 1
             for session in self.sessions.values():
                 session.lastSeen += stall
+                if stall > session.heartbeat * session.liveness:
+                    # We were silent toward it past its liveness window: it
+                    # has given up on us, and what it sent before must not
+                    # run now (see _onMessage).
+                    session.stale = True
+                    self._stale.append(session)
         if any(now - s.lastSeen > s.heartbeat * s.liveness for s in self.sessions.values()):
             # What they sent may be waiting, unread, in our socket.
             read = getattr(self._socket, "doRead", None)

@@ -362,6 +362,14 @@ class UpstreamLink:
             # This process did not run for a while (CPU starved, stopped):
             # the peer's silence over that time is ours, not its.
             self.counters["stalls"] += 1
+            if self.state == CONNECTED and stall > self.heartbeat * self.liveness:
+                # But we were silent toward it for longer than its liveness
+                # window: it has ended our session, failed what it had sent
+                # us, and the senders retried elsewhere.  What waits in our
+                # socket from then must not run here now: a fresh socket and
+                # HELLO at once (a resume, if it kept the session after all).
+                self._lost("stalled", delay=0)
+                return
             self.lastSeen += stall
         if now - self.lastSeen > self.heartbeat * self.liveness:
             # What the peer sent may be waiting, unread, in our socket.
