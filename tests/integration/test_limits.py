@@ -210,13 +210,17 @@ class LimitTests(unittest.TestCase):
         struck = time.monotonic()
         answers = []
         byes = []
-        yield _sleep(0.5)
-        while peer.socket.poll(0):
-            message = protocol.decode(peer.socket.recv_multipart())
-            if message.type in (protocol.REPLY, protocol.ERROR):
-                answers.append(message)
-            elif message.type == protocol.BYE:
-                byes.append(message.header.get("reason"))
+        # Everything is answered by the BYE that ends it (no fixed wait: a
+        # loaded machine may take a while).
+        deadline = time.monotonic() + 10.0
+        while not byes and time.monotonic() < deadline:
+            yield _sleep(0.05)
+            while peer.socket.poll(0):
+                message = protocol.decode(peer.socket.recv_multipart())
+                if message.type in (protocol.REPLY, protocol.ERROR):
+                    answers.append(message)
+                elif message.type == protocol.BYE:
+                    byes.append(message.header.get("reason"))
         pongs = [m for m in answers if m.type == protocol.REPLY]
         refusals = [
             m for m in answers
