@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-flood venv clean
+.PHONY: demo test bench bench-flood bench-idle bench-all venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ bench: $(STAMP)
 bench-flood: $(STAMP)
 	$(PY) bench/floodbench.py --write docs/FLOOD.md
 	$(PY) bench/attacks.py --write docs/FLOOD.md
+
+# docs/BENCHMARKS.md: ten thousand idle clients on one cloud (about 2 minutes).
+bench-idle: $(STAMP)
+	$(PY) bench/idleclients.py --clients 10000 --write docs/BENCHMARKS.md
+
+# Every benchmark: relays, floods and attacks, idle clients.
+bench-all: bench bench-flood bench-idle
 
 clean:
 	rm -rf $(VENV) _trial_temp* build *.egg-info twisted/plugins/dropin.cache
