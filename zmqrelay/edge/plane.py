@@ -48,7 +48,7 @@ import zmq
 from twisted.logger import Logger
 
 from zmqrelay.core import protocol
-from zmqrelay.edge._zmq import applyOptions
+from zmqrelay.edge.sockopts import applyOptions
 
 log = Logger()
 

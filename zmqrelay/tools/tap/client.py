@@ -106,14 +106,14 @@ class Options(ConnectOptions):
 
 def makeService(options):
     """
-    @return: a L{zmqrelay.roles.client.Client} with a L{zmqrelay.tools.cli.Chatter}.
+    @return: a L{zmqrelay.roles.client.Client} with a L{zmqrelay.tools.chatter.Chatter}.
     """
     return twistdService(_build, options)
 
 
 def _build(options):
     from zmqrelay.roles.client import Client
-    from zmqrelay.tools.cli import Chatter
+    from zmqrelay.tools.chatter import Chatter
 
     client = Client(
         options.clientConfig(), options["clouds"] or None, options["proxy"], options["servers"],
