@@ -191,6 +191,7 @@ class FakePlane:
 
     @ivar sent: the (un)subscription frames sent upstream, one L{list} per
         message, as a fake socket records them.
+    @ivar calls: how many times L{subscribe} was called (one batch each).
     @ivar upstream: (endpoint, options) of the upstream it publishes to.
     @ivar figures: what L{counters} reports.
     """
@@ -203,6 +204,7 @@ class FakePlane:
         self.subscriberHwm = subscriberHwm
         self.subscriberSndbuf = subscriberSndbuf
         self.sent = []
+        self.calls = 0
         self.upstream = None
         # Several upstreams (a proxy of several clouds): key -> (endpoint, options).
         self.more = {}
@@ -216,6 +218,7 @@ class FakePlane:
                 pubAddress.replace("*", str(next(self.ports))))
 
     def subscribe(self, frames):
+        self.calls += 1
         self.sent.extend([f] for f in frames)
 
     def connectUpstream(self, endpoint, options=None):

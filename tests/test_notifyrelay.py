@@ -597,3 +597,39 @@ class RelayOptionsTests(SynchronousTestCase):
 
         for name in ("--max-subscriptions", "--sub-hwm"):
             self.assertRaises(UsageError, cloud.Options().parseOptions, [name, "0"])
+
+
+class SubscriptionBatchTests(SynchronousTestCase):
+    """
+    With a reactor, subscriptions go upstream in one batch per reactor turn.
+    """
+
+    def test_oneBatchPerTurn(self):
+        """
+        Many (un)subscriptions read in one turn reach the plane as one call,
+        in order, once the turn is over; stopping drops a pending batch and
+        leaves no timer.
+        """
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        factory = FakeSocketFactory()
+        relay = NotificationRelay(
+            factory, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", None, NodeConfig("r"), reactor=clock
+        )
+        relay.start()
+        [xpub] = factory.ofKind("xpub")
+        [plane] = factory.planes
+        for i in range(100):
+            xpub.receive([b"\x01t%d" % i])
+        xpub.receive([b"\x00t0"])
+        self.assertEqual(plane.sent, [])
+        clock.advance(0)
+        self.assertEqual(plane.calls, 1)
+        self.assertEqual(plane.sent[:2], [[b"\x01t0"], [b"\x01t1"]])
+        self.assertEqual(plane.sent[-1], [b"\x00t0"])
+        self.assertEqual(len(plane.sent), 101)
+        xpub.receive([b"\x01late"])
+        relay.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(plane.calls, 1)

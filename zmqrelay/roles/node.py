@@ -267,7 +267,8 @@ class RelayNode(PresenceViewMixin, Node):
         config = self.config
         self.front = Front(self, config, self.reactor, self.socketFactory, self.listenAddress)
         self.relay = NotificationRelay(
-            self.socketFactory, self.subAddress, self.pubAddress, config.maxMessageSize, config
+            self.socketFactory, self.subAddress, self.pubAddress, config.maxMessageSize, config,
+            reactor=self.reactor,
         )
         sub, pub = self.relay.start()
         self._endpoints.update(control=self.front.start(), pub=pub, sub=sub)
