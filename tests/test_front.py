@@ -476,8 +476,9 @@ class RateLimitTests(FrontTestCase):
         Over the rate: ERR over-limit with retry; the refusal that crosses the
         strike limit says so, with the cooldown as retry, and the client is
         disconnected (BYE over-limit, its presence ends, its connection is
-        cut on the next tick); HELLOs are refused with what is left of the
-        cooldown; after it, the client is served again.  (The HELLO itself
+        cut once it has held no session for the handshake timeout); HELLOs
+        are refused with what is left of the cooldown; after it, the client
+        is served again.  (The HELLO itself
         took one token of the burst.)
         """
         self.socket.onEvent("accepted", 7, ("127.0.0.1", 50007))
@@ -499,10 +500,14 @@ class RateLimitTests(FrontTestCase):
         self.assertEqual(bye.header["reason"], "over-limit")
         self.assertFalse(session.alive)
         self.assertEqual(self.owner.left, [(session, "over-limit")])
+        # Its last answers and BYE get time to leave: the connection, now
+        # without a session, is cut after the handshake timeout (or at once
+        # if it goes on flooding: AbusiveStrangerTests).
         self.clock.advance(0.5)
+        self.assertEqual(self.socket.cuts, [])
+        self.clock.advance(4.5)
         self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
         # In cooldown: a new hello is refused with what is left of it.
-        self.clock.advance(4.5)
         self.receive(b"r2", helloFrames("c1", "inc-2"))
         [reject] = self.sentTo(b"r2", protocol.REJECT)
         self.assertEqual((reject.header["code"], reject.header["retry"]), (protocol.E_OVER_LIMIT, 5.0))
@@ -812,20 +817,24 @@ class AbusiveStrangerTests(FrontTestCase):
 
     def test_floodingStrangerCut(self):
         """
-        Past its own budget, a stranger's connection is cut once (what it
-        queued is never read); another stranger is untouched.
+        Past its own budget, a stranger's connection is cut once, on the next
+        tick (so what it was answered can leave; what it queued is never
+        read); another stranger is untouched.
         """
         self.socket.onEvent("accepted", 7, ("127.0.0.1", 50007))
         self.socket.onEvent("accepted", 8, ("127.0.0.1", 50008))
         for rid in range(40):
             self.socket.receive([b"x1"] + list(self.request(rid=rid)), fd=7)
         self.socket.receive([b"x2"] + list(self.request(rid=1)), fd=8)
+        self.assertEqual(self.socket.cuts, [])
+        self.clock.advance(0.5)
         self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
         self.assertEqual(self.front.counters["cut-abusive"], 1)
         self.socket.onEvent("closed", 7, None)
         self.socket.onEvent("accepted", 7, ("127.0.0.1", 50107))
         for rid in range(40):
             self.socket.receive([b"x3"] + list(self.request(rid=rid)), fd=7)
+        self.clock.advance(0.5)
         self.assertEqual(self.front.counters["cut-abusive"], 2)
 
     def test_unknownConnectionNotCut(self):

@@ -85,6 +85,17 @@ class PendingConnections:
             return
         self._waiting[fd] = (now, address)
 
+    def expireSoon(self, fd, now):
+        """
+        Let the connection on C{fd} be taken by the next L{expired}, whether
+        it waited or held a session (its session has ended).
+        """
+        address = self._open.get(fd)
+        if address is None:
+            return
+        self._waiting[fd] = (now - self.timeout, address)
+        self._waiting.move_to_end(fd, last=False)
+
     def address(self, fd):
         """
         @return: the peer address recorded when C{fd} was accepted, or

@@ -55,8 +55,12 @@ _MAX_HEADER = 4096
 STRANGER_RATE = 5.0
 STRANGER_BURST = 20.0
 
-#: Why a session ended, when its connection is cut too (with the counter).
-_CUT_REASONS = {"heartbeat-timeout": "cut-dead", "over-limit": "cut-abusive"}
+#: Why a session ended, when its connection is cut on the next tick (with
+#: the counter).  A client struck out (C{over-limit}) is not among them: its
+#: last answers and its BYE must get the time to leave; if it goes on
+#: sending, its connection, now without a session, is cut as a stranger's
+#: over its budget, else after the handshake timeout.
+_CUT_REASONS = {"heartbeat-timeout": "cut-dead"}
 
 #: Monitor events (as L{zmqrelay.edge._zmq} names them).
 _ACCEPTED = "accepted"
@@ -325,8 +329,8 @@ class Front:
                     self._refuse(session, frames, wait)
                     if guard.ignoredUntil > now:
                         # Past the strike limit: disconnected for the
-                        # cooldown.  Its connection is cut, so what it has
-                        # queued and goes on sending costs us nothing.
+                        # cooldown.  What it goes on sending comes without a
+                        # session: a few messages, then its connection is cut.
                         self.drop(session, "over-limit")
                     return
         if size > self.config.maxMessageSize:
@@ -443,11 +447,14 @@ class Front:
         fd = self._socket.sourceFd()
         if fd < 0 or fd in self._byFd or fd in self._cutFds:
             return
-        address = self._pending.address(fd)
-        if address is None:
+        if self._pending.address(fd) is None:
             return
+        # On the next tick, not now: what we answered it (hello-first, and a
+        # BYE if it was just struck out) gets the time to leave; meanwhile
+        # what it sends is dropped unread.
         self._cutFds.add(fd)
-        self._cutWaiting(fd, address, "cut-abusive")
+        self._dying[fd] = "cut-abusive"
+        self._pending.expireSoon(fd, self.reactor.seconds())
 
     def _onDiscard(self, frames, reason, size):
         """
@@ -725,9 +732,9 @@ class Front:
         """
         Forget a session (it said bye, went silent, or was replaced).
         """
-        # A connection silent for the liveness window (it may be half-open),
-        # or of a client struck out, is cut on the next tick; any other waits
-        # out the handshake timeout for a HELLO.
+        # A connection silent for the liveness window (it may be half-open)
+        # is cut on the next tick; any other waits out the handshake timeout
+        # for a HELLO.
         self._detach(session, self.reactor.seconds(), cut=_CUT_REASONS.get(reason))
         if self.sessions.get(session.routingId) is session:
             del self.sessions[session.routingId]
