@@ -265,3 +265,99 @@ class InFlightStrikeTests(SynchronousTestCase):
             message = protocol.Message(1, protocol.REQUEST, {"id": rid, "to": "s"}, b"q")
             forwarder.forward(client, message, target)
         self.assertEqual(client.strikes, 3)
+
+
+class ParkedTests(SynchronousTestCase):
+    """
+    A request for a target that exists but has no reachable instance is
+    held at the relay until a route appears (an event), or its ttl ends.
+    """
+
+    def setUp(self):
+        from zmqrelay.core.routing import Route, RouteTable
+
+        self.Route = Route
+        self.clock = Clock()
+        self.forwarder = Forwarder(self.clock, NodeConfig("r"))
+        self.routes = RouteTable()
+        self.old = _Hop("old-hop")
+        self.routes.add(Route("s1", self.old, "inc-1", ("echo",)))
+        self.routes.remove("s1", clean=False)
+        self.client = _Client("c")
+        self.client.incarnation = "c-inc"
+        self.addCleanup(self.forwarder.stop)
+
+    def ask(self, rid=7, ttl=3000, to="echo"):
+        message = protocol.Message(1, protocol.REQUEST, {"id": rid, "to": to, "ttl": ttl}, b"q")
+        self.forwarder.clientRequest(self.client, message, self.routes, "cloud")
+
+    def test_heldUntilARouteAppears(self):
+        """
+        Nothing is answered while no instance is reachable; the route's
+        arrival sends the request on, with what is left of its ttl.
+        """
+        self.ask()
+        self.assertEqual(self.client.sent, [])
+        self.assertEqual(self.forwarder.parked(), 1)
+        self.clock.advance(1.0)
+        new = _Hop("new-hop")
+        self.routes.add(self.Route("s2", new, "inc-2", ("echo",)))
+        [(msgtype, header, _)] = new.sent
+        self.assertEqual((msgtype, header["creq"], header["ttl"]), (protocol.REQUEST, 7, 2000))
+        self.assertEqual(self.forwarder.parked(), 0)
+
+    def test_answeredNoRouteAtItsDeadline(self):
+        """
+        If no route appears within its ttl, the request is answered ERR
+        no-route with known: true.
+        """
+        self.ask(ttl=1000)
+        self.clock.advance(0.85)
+        self.assertEqual(self.client.sent, [])
+        # A tenth of the ttl (at most 0.1 s) before it ends: the answer must
+        # reach the client within its own deadline.
+        self.clock.advance(0.05)
+        [(msgtype, header, _)] = self.client.sent
+        self.assertEqual((msgtype, header["code"], header.get("known")), (protocol.ERROR, protocol.E_NO_ROUTE, True))
+        self.assertEqual(self.forwarder.parked(), 0)
+
+    def test_holdFalseAnsweredAtOnce(self):
+        """
+        A request that says hold: false (a fail-fast client) is answered
+        no-route, known, at once.
+        """
+        message = protocol.Message(
+            1, protocol.REQUEST, {"id": 8, "to": "echo", "ttl": 3000, "hold": False}, b"q"
+        )
+        self.forwarder.clientRequest(self.client, message, self.routes, "cloud")
+        [(msgtype, header, _)] = self.client.sent
+        self.assertEqual((header["code"], header.get("known")), (protocol.E_NO_ROUTE, True))
+        self.assertEqual(self.forwarder.parked(), 0)
+
+    def test_unknownTargetAnsweredAtOnce(self):
+        """
+        A target nobody ever offered is answered no-route at once.
+        """
+        self.ask(to="nothing")
+        [(msgtype, header, _)] = self.client.sent
+        self.assertEqual((header["code"], header.get("known")), (protocol.E_NO_ROUTE, None))
+
+    def test_noTimerLeft(self):
+        """
+        Once nothing is held, no timer is left.
+        """
+        self.ask()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.routes.add(self.Route("s2", _Hop("new"), "inc-2", ("echo",)))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_originGoneForgetsHeld(self):
+        """
+        A client that goes takes its held requests with it.
+        """
+        self.ask()
+        self.forwarder.peerGone(self.client, "bye")
+        self.assertEqual(self.forwarder.parked(), 0)
+        new = _Hop("new-hop")
+        self.routes.add(self.Route("s2", new, "inc-2", ("echo",)))
+        self.assertEqual(new.sent, [])

@@ -120,6 +120,7 @@ class RouteTable:
     memory = 10000
 
     def __init__(self, stickyLimit=100000):
+        self._listeners = []
         self._servers = {}
         self._services = {}
         self._draining = set()
@@ -142,10 +143,22 @@ class RouteTable:
         """
         return self._servers.get(serverId)
 
+    def whenAdded(self, listener):
+        """
+        Call C{listener()} after every route added (or replaced): whoever
+        holds requests for targets that had no route can try them again.
+        """
+        self._listeners.append(listener)
+
     def add(self, route):
         """
         Add or replace the route of C{route.serverId}.
         """
+        self._add(route)
+        for listener in list(self._listeners):
+            listener()
+
+    def _add(self, route):
         old = self.remove(route.serverId)
         if old is None or old.incarnation != route.incarnation:
             self._draining.discard(route.serverId)

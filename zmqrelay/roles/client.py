@@ -159,6 +159,10 @@ class _Attempts:
         header = {"id": self.rid, "to": self.target, "ttl": max(1, int(ttl * 1000))}
         if self.sys is not None:
             header["sys"] = self.sys
+        if self.failFast:
+            # Relays answer no-route at once instead of holding the request
+            # until a route appears (PROTOCOL.md 10.1).
+            header["hold"] = False
         if link.role == protocol.SERVER and self.server is None and not self.failFast:
             self.server = (link.nodeId, link.incarnation)
         elif link.role != protocol.SERVER and self.server is not None:

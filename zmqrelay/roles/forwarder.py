@@ -22,6 +22,10 @@ from zmqrelay.roles.hop import MAX_TTL_MS, noRoute, requestId, requestTtl, sendE
 
 log = Logger()
 
+#: How long before its time to live ends a request held for a route is
+#: answered (seconds, at most a tenth of the ttl).
+HOLD_MARGIN = 0.1
+
 
 class Forwarder:
     """
@@ -45,7 +49,7 @@ class Forwarder:
         self.inflight = InFlight()
         self.counters = {
             "forwarded": 0, "answered": 0, "late": 0, "lost": 0, "expired": 0,
-            "queued": 0, "queue-expired": 0,
+            "queued": 0, "queue-expired": 0, "parked": 0,
         }
         self._sweeper = None
         # Requests counted against a window: forward id -> next hop.
@@ -55,6 +59,11 @@ class Forwarder:
         self._waiting = {}
         # Origin -> how many of its requests wait (they count as in flight).
         self._waitingFrom = {}
+        # Requests held for a route: (origin, message, routes, path,
+        # deadline, hold until); and the route tables we listen to.
+        self._parked = []
+        self._parkTimer = None
+        self._watched = set()
 
     def start(self):
         """
@@ -76,6 +85,8 @@ class Forwarder:
         self._outstanding.clear()
         self._waiting.clear()
         self._waitingFrom.clear()
+        self._parked = []
+        self._armParkTimer()
 
     def forward(self, origin, message, target, stamps=None):
         """
@@ -175,7 +186,15 @@ class Forwarder:
             protocol.field(header, "server", str), protocol.field(header, "sinc", str),
         )
         if route is None or route is AWAY:
-            noRoute(session, rid, target, path, route is AWAY or routes.isKnown(target))
+            known = route is AWAY or routes.isKnown(target)
+            if known and header.get("hold", True) is not False and self._park(
+                session, message, routes, path
+            ):
+                # Known, but no instance reachable now: held until a route
+                # appears (an event, not the client asking again) or its
+                # time to live ends.
+                return
+            noRoute(session, rid, target, path, known)
             return
         self.forward(
             session,
@@ -189,6 +208,102 @@ class Forwarder:
                 "server": route.serverId,
             },
         )
+
+    #: Requests held for a route at once, at most.
+    parkLimit = 10000
+
+    def _park(self, session, message, routes, path):
+        """
+        Hold a client's request for a target that exists but has no
+        reachable instance, until a route is added to C{routes}.
+
+        @return: C{False} if it cannot be held (too many held already, or
+            its origin has too many in flight): answer it now.
+        """
+        if len(self._parked) >= self.parkLimit:
+            return False
+        if (self.inflight.countFrom(session) + self._waitingFrom.get(session, 0)
+                >= self.config.maxInFlight):
+            return False
+        ttl = requestTtl(message.header, self.config)
+        # Answered a little before its time to live ends, so that the client
+        # hears "no route, known" (Unavailable) rather than its own timeout.
+        now = self.reactor.seconds()
+        deadline = now + ttl
+        holdUntil = deadline - min(HOLD_MARGIN, ttl / 10.0)
+        if id(routes) not in self._watched:
+            self._watched.add(id(routes))
+            routes.whenAdded(lambda: self._unpark(routes))
+        self._parked.append((session, message, routes, path, deadline, holdUntil))
+        self._armParkTimer()
+        self._waitingFrom[session] = self._waitingFrom.get(session, 0) + 1
+        self.counters["parked"] += 1
+        return True
+
+    def _unpark(self, routes):
+        """
+        A route was added: try again every request held for C{routes}.
+        """
+        held = [item for item in self._parked if item[2] is routes]
+        if not held:
+            return
+        self._parked = [item for item in self._parked if item[2] is not routes]
+        self._armParkTimer()
+        now = self.reactor.seconds()
+        for session, message, routes, path, deadline, _ in held:
+            self._unwait((session,))
+            if not getattr(session, "alive", True):
+                continue
+            if deadline <= now:
+                self.counters["queue-expired"] += 1
+                continue
+            header = dict(message.header)
+            header["ttl"] = max(1, int((deadline - now) * 1000))
+            self.clientRequest(
+                session, protocol.Message(message.version, message.type, header, message.payload),
+                routes, path,
+            )
+
+    def _expireParked(self, now):
+        """
+        Answer the held requests whose time to live ended: still no route.
+        """
+        kept = []
+        for item in self._parked:
+            session, message, routes, path, deadline, holdUntil = item
+            if holdUntil > now:
+                kept.append(item)
+                continue
+            self._unwait((session,))
+            if getattr(session, "alive", True):
+                target = message.header.get("to")
+                noRoute(session, message.header.get("id"), target, path, True)
+        self._parked = kept
+
+    def _armParkTimer(self):
+        """
+        Wake up when the earliest held request is due (the periodic sweep is
+        too coarse: its answer must reach the client within its deadline).
+        """
+        if self._parkTimer is not None and self._parkTimer.active():
+            self._parkTimer.cancel()
+        self._parkTimer = None
+        if not self._parked:
+            return
+        due = min(item[5] for item in self._parked)
+        delay = max(0.0, due - self.reactor.seconds())
+        self._parkTimer = self.reactor.callLater(delay, self._parkTimerFired)
+
+    def _parkTimerFired(self):
+        self._parkTimer = None
+        self._expireParked(self.reactor.seconds())
+        self._armParkTimer()
+
+    def parked(self):
+        """
+        @return: how many requests are held for a route.
+        """
+        return len(self._parked)
 
     def answer(self, peer, message):
         """
@@ -234,6 +349,14 @@ class Forwarder:
                 sendError(origin, rid, protocol.E_NO_ROUTE, f"{peer.role} {peer.nodeId} is gone")
         for pending in forgotten:
             self._release(pending.forwardId)
+        if self._parked:
+            kept = []
+            for item in self._parked:
+                if item[0] is peer:
+                    self._unwait(item)
+                else:
+                    kept.append(item)
+            self._parked = kept
         if peer in self._waitingFrom:
             for target, waiting in list(self._waiting.items()):
                 for item in waiting.remove(lambda item: item[0] is peer):
@@ -248,6 +371,7 @@ class Forwarder:
         now = self.reactor.seconds()
         expired = self.inflight.expire(now)
         self.counters["expired"] += len(expired)
+        self._expireParked(now)
         for target, queue in list(self._waiting.items()):
             for item in queue.remove(lambda item: item[5] <= now):
                 self._unwait(item)
