@@ -1177,19 +1177,35 @@ def report(figures, params, options):
     return "\n".join(lines)
 
 
+def replaceBetween(path, begin, end, block):
+    """
+    Put C{block} between the markers C{begin} and C{end} of the file at
+    C{path}, if it has them.
+
+    @return: C{True} if it had them (and was rewritten).
+    """
+    with open(path) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{begin}\n{block}\n{end}{tail}")
+    return True
+
+
 def writeInto(path, attack, block):
     """
     Replace the section of C{attack} in C{path} (between its markers); add
     it before the C{attacks:end} marker if it has none yet.
     """
     begin, end = f"<!-- attack:{attack}:begin -->", f"<!-- attack:{attack}:end -->"
+    if replaceBetween(path, begin, end, block):
+        return
     with open(path) as f:
         text = f.read()
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{block}\n{end}{tail}"
-    elif "<!-- attacks:end -->" in text:
+    if "<!-- attacks:end -->" in text:
         head, tail = text.split("<!-- attacks:end -->", 1)
         text = f"{head}{begin}\n{block}\n{end}\n\n<!-- attacks:end -->{tail}"
     else:

@@ -266,14 +266,11 @@ def _report(figures, args):
 
 def _write(path, block):
     begin, end = "<!-- bench:idle:begin -->", "<!-- bench:idle:end -->"
+    if attacks.replaceBetween(path, begin, end, block):
+        return
     with open(path) as f:
         text = f.read()
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{block}\n{end}{tail}"
-    else:
-        text = text.rstrip() + f"\n\n## Ten thousand idle clients on one cloud\n\n{begin}\n{block}\n{end}\n"
+    text = text.rstrip() + f"\n\n## Ten thousand idle clients on one cloud\n\n{begin}\n{block}\n{end}\n"
     with open(path, "w") as f:
         f.write(text)
 

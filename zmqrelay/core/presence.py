@@ -394,28 +394,16 @@ class PresenceLog:
             self.unlogged = 0
         self.log.info(text, **fields)
 
-    def clientConnected(self, event):
+    def _emitEvent(self, text, event):
         self._emit(
-            "client {client} ({inc}) connected via {path}",
-            client=event.clientId,
-            inc=event.incarnation,
-            path=event.path,
+            text, client=event.clientId, inc=event.incarnation, path=event.path, reason=event.reason,
         )
+
+    def clientConnected(self, event):
+        self._emitEvent("client {client} ({inc}) connected via {path}", event)
 
     def clientMoved(self, event):
-        self._emit(
-            "client {client} ({inc}) moved to {path} (lost: {reason})",
-            client=event.clientId,
-            inc=event.incarnation,
-            path=event.path,
-            reason=event.reason,
-        )
+        self._emitEvent("client {client} ({inc}) moved to {path} (lost: {reason})", event)
 
     def clientDisconnected(self, event):
-        self._emit(
-            "client {client} ({inc}) disconnected via {path}: {reason}",
-            client=event.clientId,
-            inc=event.incarnation,
-            path=event.path,
-            reason=event.reason,
-        )
+        self._emitEvent("client {client} ({inc}) disconnected via {path}: {reason}", event)

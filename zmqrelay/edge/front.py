@@ -66,6 +66,19 @@ _CUT_REASONS = {"heartbeat-timeout": "cut-dead"}
 _ACCEPTED = "accepted"
 
 
+def _peekHeader(frames):
+    """
+    @return: the header of a routed message if its header frame is small
+        and decodes (to name the request in an ERR), else C{None}.
+    """
+    if len(frames) > 3 and len(frames[3]) <= _MAX_HEADER:
+        try:
+            return protocol.decodeHeader(frames[3])
+        except protocol.ProtocolError:
+            pass
+    return None
+
+
 class PeerSession:
     """
     One node attached to our ROUTER, after HELLO.
@@ -337,12 +350,7 @@ class Front:
             self.counters["too-large"] += 1
             # Read just the header (small) so the ERR names the request and
             # the sender fails it at once instead of timing out.
-            header = None
-            if len(frames) > 3 and len(frames[3]) <= _MAX_HEADER:
-                try:
-                    header = protocol.decodeHeader(frames[3])
-                except protocol.ProtocolError:
-                    pass
+            header = _peekHeader(frames)
             self._error(
                 routingId, session, header, protocol.E_TOO_LARGE,
                 f"message of {size} bytes, limit {self.config.maxMessageSize}",
@@ -472,12 +480,7 @@ class Front:
         elif session.guard is not None and session.guard.check(now, size) is None:
             self.counters["ignored"] += 1
             return
-        header = None
-        if len(frames) > 3 and len(frames[3]) <= _MAX_HEADER:
-            try:
-                header = protocol.decodeHeader(frames[3])
-            except protocol.ProtocolError:
-                pass
+        header = _peekHeader(frames)
         if reason == "too-large":
             self.counters["too-large"] += 1
             self._error(
