@@ -36,5 +36,5 @@ class WheelTests(SynchronousTestCase):
         self.assertIn("twisted/plugins/zmqrelay_plugins.py", names)
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
-        self.assertIn("zmqrelay/tap/cloud.py", names)
+        self.assertIn("zmqrelay/tools/tap/cloud.py", names)
         self.assertIn("zmqrelay/interfaces.py", names)
