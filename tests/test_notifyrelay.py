@@ -14,7 +14,7 @@ from tests.fakes import FakeSocketFactory
 
 from tests.test_zmq import FakeReactor
 from zmqrelay.core import protocol
-from zmqrelay.edge import plane, security
+from zmqrelay.edge import security
 from zmqrelay.roles import notifyrelay
 from zmqrelay.edge._zmq import SocketFactory, SocketOptions
 from zmqrelay.core.config import NodeConfig
