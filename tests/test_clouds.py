@@ -31,6 +31,16 @@ def advance(clock, seconds, step=0.1):
         clock.advance(step)
 
 
+
+def _snapshot(link, epoch, inc, since):
+    """
+    The node at the other end of C{link} sends a snapshot: client c9
+    (incarnation C{inc}, since C{since}) is attached to it.
+    """
+    link.receive(protocol.encode(
+        protocol.PRESENCE, *presenceMap("snapshot", epoch, 0, [(("c9", "cloud"), [inc, since])])
+    ))
+
 class _MoveRecorder(PresenceRecorder):
     def clientMoved(self, event):
         self.events.append(("moved", event.clientId, event.incarnation, event.path))
@@ -95,9 +105,7 @@ class CloudPeeringTests(RoleTestCase):
         dealer = self.peerLink()
         self.welcome(dealer)
         self.assertFalse(self.cloud.ready)
-        dealer.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 5.0])])
-        ))
+        _snapshot(dealer, "e2", "c9i", 5.0)
         self.assertTrue(self.cloud.ready)
         self.assertEqual(sorted(self.cloud.presence.get("c9").paths), ["cloud@cloud2"])
 
@@ -112,9 +120,7 @@ class CloudPeeringTests(RoleTestCase):
         self.assertEqual(self.sentTo(router, b"r1", protocol.REPLY), [])
         dealer = self.peerLink()
         self.welcome(dealer)
-        dealer.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 5.0])])
-        ))
+        _snapshot(dealer, "e2", "c9i", 5.0)
         [reply] = self.sentTo(router, b"r1", protocol.REPLY)
         self.assertEqual(sorted(msgpack.unpackb(reply.payload)), ["asker", "c9"])
 
@@ -160,9 +166,7 @@ class CloudPeeringTests(RoleTestCase):
         self.cloud.addObserver(recorder)
         dealer = self.peerLink()
         self.welcome(dealer)
-        dealer.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 5.0])])
-        ))
+        _snapshot(dealer, "e2", "c9i", 5.0)
         # The peer goes silent: lost after the liveness window.
         advance(self.clock, 3.6)
         self.assertIsNone(self.cloud.presence.get("c9").paths.get("cloud@cloud2"))
@@ -181,9 +185,7 @@ class CloudPeeringTests(RoleTestCase):
         self.cloud.addObserver(recorder)
         dealer = self.peerLink()
         self.welcome(dealer)
-        dealer.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 5.0])])
-        ))
+        _snapshot(dealer, "e2", "c9i", 5.0)
         advance(self.clock, 3.6 + moveGrace(self.cloud.config) + 1)
         self.assertFalse(self.cloud.isConnected("c9"))
         self.assertEqual(recorder.events[-1][:2], ("disconnected", "c9"))
@@ -207,6 +209,18 @@ class ProxyOfCloudsTests(RoleTestCase):
         two.receive(welcomeFrames("cloud2", role=protocol.CLOUD, sub="inproc://c2-sub"))
         return one, two
 
+    def started(self):
+        """
+        Start the proxy, attach server s1 and welcome both cloud links.
+
+        @return: (the proxy's router, the link to cloud1, the one to cloud2).
+        """
+        self.start(self.proxy)
+        router = self.router()
+        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
+        one, two = self.links()
+        return router, one, two
+
     def test_routesToEveryCloud(self):
         """
         A server's route goes to every cloud.
@@ -221,13 +235,8 @@ class ProxyOfCloudsTests(RoleTestCase):
         """
         A client lost with its cloud and seen on the other within the grace is never disconnected at the proxy or its servers.
         """
-        self.start(self.proxy)
-        router = self.router()
-        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
-        one, two = self.links()
-        one.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e1", 0, [(("c9", "cloud"), ["c9i", 5.0])])
-        ))
+        router, one, two = self.started()
+        _snapshot(one, "e1", "c9i", 5.0)
         self.assertTrue(self.proxy.isConnected("c9"))
         recorder = _MoveRecorder()
         self.proxy.addObserver(recorder)
@@ -240,9 +249,7 @@ class ProxyOfCloudsTests(RoleTestCase):
         self.assertFalse(self.proxy.cloudLinks[0].alive)
         self.assertTrue(self.proxy.isConnected("c9"))
         # ... and cloud2 reports the client soon after.
-        two.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 5.0])])
-        ))
+        _snapshot(two, "e2", "c9i", 5.0)
         for _ in range(int((moveGrace(self.proxy.config) + 1) / 0.1)):
             two.receive(protocol.encode(protocol.HEARTBEAT, {}))
             self.clock.advance(0.1)
@@ -256,13 +263,8 @@ class ProxyOfCloudsTests(RoleTestCase):
         """
         A server's message to a client goes through the cloud that holds it.
         """
-        self.start(self.proxy)
-        router = self.router()
-        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
-        one, two = self.links()
-        two.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 5.0])])
-        ))
+        router, one, two = self.started()
+        _snapshot(two, "e2", "c9i", 5.0)
         router.receive([b"s"] + protocol.encode(protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 1000}, b"m"))
         [forwarded] = two.ofType(protocol.MESSAGE)
         self.assertEqual(one.ofType(protocol.MESSAGE), [])
@@ -272,14 +274,9 @@ class ProxyOfCloudsTests(RoleTestCase):
         """
         A message in flight through a cloud node that is lost goes again through another that holds the client.
         """
-        self.start(self.proxy)
-        router = self.router()
-        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
-        one, two = self.links()
+        router, one, two = self.started()
         for link, epoch, since in ((one, "e1", 5.0), (two, "e2", 6.0)):
-            link.receive(protocol.encode(
-                protocol.PRESENCE, *presenceMap("snapshot", epoch, 0, [(("c9", "cloud"), ["c9i", since])])
-            ))
+            _snapshot(link, epoch, "c9i", since)
         router.receive([b"s"] + protocol.encode(protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 3000}, b"m"))
         self.assertEqual(len(two.ofType(protocol.MESSAGE)), 1)
         two.receive(protocol.encode(protocol.BYE, {}))
@@ -294,13 +291,8 @@ class ProxyOfCloudsTests(RoleTestCase):
         """
         With no other node holding the client, the server gets the error.
         """
-        self.start(self.proxy)
-        router = self.router()
-        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
-        one, two = self.links()
-        two.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["c9i", 6.0])])
-        ))
+        router, one, two = self.started()
+        _snapshot(two, "e2", "c9i", 6.0)
         router.receive([b"s"] + protocol.encode(protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 3000}, b"m"))
         two.receive(protocol.encode(protocol.BYE, {}))
         [error] = self.sentTo(router, b"s", protocol.ERROR)
@@ -320,16 +312,9 @@ class ProxyOfCloudsTests(RoleTestCase):
         """
         Two incarnations of one id on two cloud nodes: the newer (by since) wins, whichever node reports last.
         """
-        self.start(self.proxy)
-        router = self.router()
-        router.receive([b"s"] + helloFrames("s1", "si", role="server"))
-        one, two = self.links()
-        two.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [(("c9", "cloud"), ["new", 6.0])])
-        ))
-        one.receive(protocol.encode(
-            protocol.PRESENCE, *presenceMap("snapshot", "e1", 0, [(("c9", "cloud"), ["old", 5.0])])
-        ))
+        router, one, two = self.started()
+        _snapshot(two, "e2", "new", 6.0)
+        _snapshot(one, "e1", "old", 5.0)
         self.assertEqual(self.proxy.presence.get("c9").incarnation, "new")
         # What the servers hold says the same.
         self.assertEqual(self.proxy.presenceSource.entries[("c9", "cloud")][0], "new")
