@@ -137,6 +137,29 @@ class AdapterTests(SynchronousTestCase):
         self.reactor.advance(0)
         self.assertEqual([f[1:] for f in self.received], [[b"hello"]])
 
+    def test_sendsShareOneCheck(self):
+        """
+        Successful sends may consume the edge too; the adapter looks at
+        ZMQ_EVENTS once after the turn's sends (not once per send) and reads
+        what arrived meanwhile.
+        """
+        router, peer = self.pair()
+        peer.send_multipart([b"hello"])
+        for _ in range(20):
+            self.reactor.advance(0)
+            if self.received:
+                break
+            router.doRead()
+        self.assertEqual(len(self.received), 1)
+        identity = self.received[0][0]
+        peer.send_multipart([b"again"])
+        for i in range(5):
+            self.assertTrue(router.send([identity, b"%d" % i]))
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.advance(0)
+        self.assertEqual([f[1:] for f in self.received], [[b"hello"], [b"again"]])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
     def test_tooManyFramesDiscarded(self):
         """
         A message of more than maxFrames frames is discarded as it is read:

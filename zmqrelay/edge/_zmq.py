@@ -114,6 +114,7 @@ class ZmqSocket(ZmqConnection):
         self.maxBytes = options.maxMessageSize if options.maxMessageSize >= 0 else float("inf")
         self.reactor = factory.reactor
         self._readLater = None
+        self._checkLater = None
         self._reading = False
         self._lastFrame = None
         self._monitor = None
@@ -258,6 +259,12 @@ class ZmqSocket(ZmqConnection):
             self._readLater = None
             if later.active():
                 later.cancel()
+        later = self._checkLater
+        if later is not None:
+            # Reading until EAGAIN leaves nothing for the check to find.
+            self._checkLater = None
+            if later.active():
+                later.cancel()
         sock = self.socket
         if sock is None:
             return
@@ -371,23 +378,38 @@ class ZmqSocket(ZmqConnection):
             # A failed send touched the socket too: it may have consumed the
             # edge for input that arrived meanwhile (a node that missed it
             # would stay deaf until some other event woke it).
-            if not self._reading and self._readLater is None:
-                self.checkReadable()
+            if not self._reading and self._readLater is None and self._checkLater is None:
+                self._checkLater = self.reactor.callLater(0, self._recheck)
             return False
         self.sent += 1
-        if not self._reading and self._readLater is None:
-            if sock.get(_EVENTS) & _POLLIN:
-                self._readLater = self.reactor.callLater(0, self.doRead)
+        if not self._reading and self._readLater is None and self._checkLater is None:
+            # Look at ZMQ_EVENTS once, after this reactor turn's sends, not
+            # after each (a getsockopt costs as much as sending a frame).
+            self._checkLater = self.reactor.callLater(0, self._recheck)
         return True
+
+    def _recheck(self):
+        """
+        After this turn's sends: read now if ZeroMQ holds input for us.
+        """
+        self._checkLater = None
+        if self._reading or self._readLater is not None or self.socket is None:
+            return
+        try:
+            events = self.socket.get(_EVENTS)
+        except zmq.ZMQError:
+            return
+        if events & _POLLIN:
+            self.doRead()
 
     def close(self):
         """
         Close the socket now (linger 0); safe to call twice.
         """
-        if self._readLater is not None:
-            if self._readLater.active():
-                self._readLater.cancel()
-            self._readLater = None
+        for later in (self._readLater, self._checkLater):
+            if later is not None and later.active():
+                later.cancel()
+        self._readLater = self._checkLater = None
         if self._monitor is not None:
             monitor, self._monitor = self._monitor, None
             if self.socket is not None:
