@@ -5,8 +5,9 @@ their interfaces, a clean start and stop, and a few behaviours.
 """
 
 import msgpack
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -644,6 +645,35 @@ class ServerTests(RoleTestCase):
         [error] = dealer.ofType(protocol.ERROR)
         self.assertEqual(error.header["code"], protocol.E_HANDLER)
         self.assertIn("nope", error.header["msg"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_handlerResultKinds(self):
+        """
+        Bytes, a coroutine, a Deferred and a returned Failure are all answers
+        (a REP, or ERR handler-error); anything else is ERR handler-error;
+        each is timed in the handler histogram.
+        """
+        async def coroutine(request):
+            return b"from a coroutine"
+
+        results = {
+            101: lambda request: b"at once",
+            102: coroutine,
+            103: lambda request: succeed(b"from a Deferred"),
+            104: lambda request: Failure(ValueError("returned failure")),
+            105: lambda request: "text, not bytes",
+        }
+        self.handler.answers = lambda request: results[request.requestId](request)
+        self.start(self.server)
+        dealer = self.linkUp()
+        for rid in sorted(results):
+            dealer.receive(self.proxied(rid, creq=rid))
+        replies = {m.header["id"]: m.payload for m in dealer.ofType(protocol.REPLY)}
+        self.assertEqual(replies, {101: b"at once", 102: b"from a coroutine", 103: b"from a Deferred"})
+        errors_ = {m.header["id"]: m.header["code"] for m in dealer.ofType(protocol.ERROR)}
+        self.assertEqual(errors_, {104: protocol.E_HANDLER, 105: protocol.E_HANDLER})
+        self.assertEqual(self.server.timings["handler"].count, 5)
+        self.assertEqual(self.server._running, {})
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_publish(self):

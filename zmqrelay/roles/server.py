@@ -12,10 +12,13 @@ It is made of:
   - L{Calls} for messages it sends to clients.
 """
 
+from inspect import iscoroutine
+
 import msgpack
 import zmq
 from twisted.internet import defer
-from twisted.internet.defer import fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -85,8 +88,8 @@ class Server(PresenceViewMixin, Node):
         self.proxyPresence = MapReplica("presence", presence.checkPresenceEntry)
         # Our direct clients, reported up to the proxy and on to the cloud.
         self.localSource = MapSource("local")
-        self.replies = ReplyCache(config.replyCacheSize)
-        self.history = NotificationHistory(config.historySize)
+        self.replies = ReplyCache(config.replyCacheSize, config.replyCacheBytes)
+        self.history = NotificationHistory(config.historySize, maxBytes=config.historyBytes)
         self.calls = Calls(self.reactor)
         self._waiting = {}
         self._running = {}
@@ -113,6 +116,10 @@ class Server(PresenceViewMixin, Node):
     def stats(self):
         result = Node.stats(self)
         result["cache.hits"] = self.replies.hits
+        result["cache.bytes"] = self.replies.bytes
+        result["cache.evicted"] = self.replies.evicted
+        result["history.bytes"] = self.history.bytes
+        result["history.evicted"] = self.history.evicted
         result["calls.late"] = self.calls.late
         return result
 
@@ -416,7 +423,25 @@ class Server(PresenceViewMixin, Node):
         # The peer's incarnation goes with the waiter: an answer must not go
         # to a restarted proxy that reuses the forward id for another request.
         self.replies.begin(key).waiters.append((peer, rid, peer.incarnation))
-        d = maybeDeferred(self.handler.handleRequest, request)
+        try:
+            result = self.handler.handleRequest(request)
+        except BaseException:
+            result = Failure()
+        if result.__class__ is bytes:
+            # The common case of a handler that answers at once: no Deferred,
+            # no timer.
+            self.timings["handler"].observe(0.0)
+            self._handled(result, key)
+            return
+        if isinstance(result, Failure):
+            d = fail(result)
+        elif isinstance(result, Deferred):
+            d = result
+        elif iscoroutine(result):
+            d = Deferred.fromCoroutine(result)
+        else:
+            # Not bytes: _handled answers ERR handler.
+            d = succeed(result)
         self.timings["handler"].timeDeferred(d, self.reactor)
         if d.called:
             d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
