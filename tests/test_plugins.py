@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from zmqrelay.interfaces import ICloud, IClient, IProxy, IRequestHandler, IServer
+from zmqrelay.tools import tac
 from zmqrelay.tools.tap._common import parseEndpoint
 from zmqrelay.tools.tap import client as clientTap
 from zmqrelay.tools.tap import cloud as cloudTap
@@ -231,6 +232,8 @@ class ServerOptionsTests(OptionsTestCase):
             ["--tick", "-1"],
             ["--reply-cache", "-1"],
             ["--history", "-1"],
+            ["--reply-cache-bytes", "-1"],
+            ["--history-bytes", "lots"],
             ["--app", "no.such.module.factory"],
         ):
             self.assertUsageError(serverTap, argv)
@@ -246,6 +249,32 @@ class ServerOptionsTests(OptionsTestCase):
         self.assertEqual(service.serviceNames, ("echo",))
         self.assertIsNotNone(service.handler)
         self.assertFalse(service.running)
+
+    def test_memoryBoundsReachTheServer(self):
+        """
+        --reply-cache, --reply-cache-bytes, --history and --history-bytes
+        reach the config and bound the server's reply cache and history, and
+        a .tac file reads them from ZMQRELAY_REPLY_CACHE_BYTES and
+        ZMQRELAY_HISTORY_BYTES.
+        """
+        service = serverTap.makeService(self.parse(serverTap, [
+            "--id", "s", "--proxy", "tcp://p:1", "--reply-cache", "7", "--reply-cache-bytes", "70000",
+            "--history", "5", "--history-bytes", "50000",
+        ]))
+        config = service.config
+        self.assertEqual(
+            (config.replyCacheSize, config.replyCacheBytes, config.historySize, config.historyBytes),
+            (7, 70000, 5, 50000),
+        )
+        self.assertEqual((service.replies.size, service.replies.maxBytes), (7, 70000))
+        self.assertEqual((service.history.size, service.history.maxBytes), (5, 50000))
+        defaults = serverTap.makeService(self.parse(serverTap, ["--id", "s", "--proxy", "tcp://p:1"]))
+        self.assertEqual((defaults.replies.maxBytes, defaults.history.maxBytes), (32 * 2**20, 16 * 2**20))
+        argv = tac.argumentsFromEnvironment(serverTap.Options, {
+            "ZMQRELAY_REPLY_CACHE_BYTES": "123", "ZMQRELAY_HISTORY_BYTES": "456",
+        })
+        options = self.parse(serverTap, argv)
+        self.assertEqual((options["reply-cache-bytes"], options["history-bytes"]), (123, 456))
 
     def test_appOptions(self):
         """

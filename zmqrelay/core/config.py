@@ -60,7 +60,11 @@ class NodeConfig:
     @ivar drainTimeout: seconds a stopping server, proxy or cloud lets the
         work in flight finish before it goes (0: stop at once).
     @ivar historySize: notifications a server keeps per topic for replay.
+    @ivar historyBytes: bytes a server's replay history may take, all
+        topics together (the oldest notifications are forgotten first).
     @ivar replyCacheSize: replies a server keeps for retried requests.
+    @ivar replyCacheBytes: bytes a server's kept replies may take (the
+        oldest are forgotten first).
     @ivar curve: C{None}, or the CURVE settings: a
         L{zmqrelay.edge.security.CurveConfig}.
     @ivar maxSubscriptions: distinct subscription prefixes a relay forwards
@@ -98,7 +102,9 @@ class NodeConfig:
         self.attempts = kw.pop("attempts", 3)
         self.drainTimeout = kw.pop("drainTimeout", 10.0)
         self.historySize = kw.pop("historySize", 1000)
+        self.historyBytes = kw.pop("historyBytes", 16 * 1024 * 1024)
         self.replyCacheSize = kw.pop("replyCacheSize", 10000)
+        self.replyCacheBytes = kw.pop("replyCacheBytes", 32 * 1024 * 1024)
         self.curve = kw.pop("curve", None)
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
         self.subHwm = kw.pop("subHwm", 1000)

@@ -30,7 +30,12 @@ class Options(NodeOptions):
         ["tick", None, 0.0, "Seconds between tick notifications of the example app (0: none); "
          "the same as --app-option tick=SECONDS.", _nonNegative(float)],
         ["reply-cache", None, 10000, "Replies kept to answer retried requests.", _nonNegative(int)],
+        ["reply-cache-bytes", None, 32 * 1024 * 1024,
+         "Bytes the kept replies may take; the oldest are forgotten first.", _nonNegative(int)],
         ["history", None, 1000, "Notifications kept per topic for replay.", _nonNegative(int)],
+        ["history-bytes", None, 16 * 1024 * 1024,
+         "Bytes the kept notifications may take, all topics together; the oldest are "
+         "forgotten first.", _nonNegative(int)],
         ["drain-timeout", None, 10.0, "Seconds a stop lets the work in flight finish (0: stop at once).",
          _nonNegative(float)],
     ]
@@ -90,7 +95,8 @@ def _build(options):
     from zmqrelay.roles.server import Server
 
     config = options.nodeConfig(
-        replyCacheSize=options["reply-cache"], historySize=options["history"]
+        replyCacheSize=options["reply-cache"], replyCacheBytes=options["reply-cache-bytes"],
+        historySize=options["history"], historyBytes=options["history-bytes"],
     )
     server = Server(
         config, None, options["services"], options["listen"] or None,
