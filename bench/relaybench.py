@@ -1,12 +1,17 @@
 """
 The relay benchmark: zmqrelay's three paths against a plain pyzmq relay
-chain, on loopback, in one run.
+chain, pyzmq's compiled frame I/O and libzmq's own proxy, on loopback, in
+one run; then the one-relay path against majortomo's Majordomo broker.
 
 What it starts (every process by pid, every one killed at the end)::
 
-    zmqrelay:   cloud <- proxy <- server       (real twistd -n processes)
-    pyzmq:      relay1 -> relay2 -> echo       (bench/baseline.py processes)
-    pyzmq-raw:  relay1 -> relay2 -> echo       (bench/baseline.py --raw)
+    zmqrelay:      cloud <- proxy <- server     (real twistd -n processes)
+    pyzmq:         relay1 -> relay2 -> echo     (bench/baseline.py processes)
+    pyzmq-raw:     relay1 -> relay2 -> echo     (bench/baseline.py --raw)
+    libzmq proxy:  relay1 -> relay2 -> echo     (bench/baseline.py --libzmq:
+                                                 zmq.proxy in every process)
+    majortomo:     broker <- worker             (bench/baseline.py mdbroker,
+                                                 mdworker; if installed)
 
 and what it measures, from this process acting as the client (a raw pyzmq
 DEALER speaking the zmqrelay protocol, so the client is not the bottleneck):
@@ -17,6 +22,13 @@ DEALER speaking the zmqrelay protocol, so the client is not the bottleneck):
     from C{/proc/<pid>/stat}, all threads), divided by the requests: the
     cost of one request (and its reply) at each hop;
   - a large-message run (1 MiB payloads) on the longest path;
+  - how the cost grows with message size: the cloud path pipelined with
+    larger payloads (C{--sizes}), requests/s and CPU per relay hop;
+  - against majortomo, client -> broker -> worker next to client -> proxy
+    -> server: requests/s one at a time, with 16 clients of one request
+    each, and with C{--window} outstanding from one client;
+  - the targets of issue 13, each a ratio between two figures of this run,
+    with "met" or "not met";
   - the cloud path with a cloud of 1 and of 2 nodes (issue 10): one load
     client per cloud node, all asking the same server through one proxy
     that dials every cloud; requests/s in all and CPU per request of each
@@ -34,6 +46,7 @@ Usage::
     python bench/relaybench.py --write docs/BENCHMARKS.md
     python bench/relaybench.py --profile /tmp/prof   # cProfile the relays
     python bench/relaybench.py --clouds-only --write docs/BENCHMARKS.md
+    python bench/relaybench.py --quick               # one short round (~1 min)
 
 With C{--write}, only the part of the file between the C{bench:begin} and
 C{bench:end} markers is replaced; the hand-written notes around it stay.
@@ -53,7 +66,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from zmqrelay.core import protocol# noqa: E402
+from zmqrelay.core import protocol  # noqa: E402
+from baseline import MDP_CLIENT, MDP_FINAL, MDP_REQUEST  # noqa: E402
 from children import BenchError, Children  # noqa: E402
 
 BEGIN = "<!-- bench:begin -->"
@@ -322,24 +336,33 @@ def startZmqrelay(children, profileDir=None):
     )
 
 
-def startBaseline(children, raw=False):
-    """
-    Start an echo worker and two plain pyzmq relays in front of it.
+#: The baseline chains: kind to (system name, process name prefix,
+#: C{bench/baseline.py} flags).
+BASELINES = {
+    "pyzmq": ("pyzmq", "", []),
+    "raw": ("pyzmq-raw", "raw-", ["--raw"]),
+    "libzmq": ("libzmq proxy", "lz-", ["--libzmq"]),
+}
 
-    @param raw: the C{--raw} variant (compiled frame I/O).
+
+def startBaseline(children, kind="pyzmq"):
+    """
+    Start an echo worker and two relays in front of it.
+
+    @param kind: a key of L{BASELINES}: plain pyzmq, the C{--raw} variant
+        (compiled frame I/O) or the C{--libzmq} one (C{zmq.proxy}).
     """
     local = "tcp://127.0.0.1:*"
-    flag = ["--raw"] if raw else []
-    prefix = "raw-" if raw else ""
+    name, prefix, flag = BASELINES[kind]
     echo = baselineProcess(children, prefix + "echo", ["echo", "--bind", local] + flag)
-    relay2 = baselineProcess(children, 
-        prefix + "relay2", ["relay", "--bind", local, "--connect", echo["endpoint"]] + flag
+    relay2 = baselineProcess(
+        children, prefix + "relay2", ["relay", "--bind", local, "--connect", echo["endpoint"]] + flag
     )
-    relay1 = baselineProcess(children, 
-        prefix + "relay1", ["relay", "--bind", local, "--connect", relay2["endpoint"]] + flag
+    relay1 = baselineProcess(
+        children, prefix + "relay1", ["relay", "--bind", local, "--connect", relay2["endpoint"]] + flag
     )
     return System(
-        "pyzmq-raw" if raw else "pyzmq", False,
+        name, False,
         {"direct": echo["endpoint"], "proxy": relay2["endpoint"], "cloud": relay1["endpoint"]},
         {"direct": [], "proxy": [prefix + "relay2"], "cloud": [prefix + "relay1", prefix + "relay2"]},
         prefix + "echo",
@@ -411,6 +434,124 @@ def combine(runs):
     )
 
 
+# Against majortomo (a Majordomo broker in Python): the one-relay path.
+
+#: The MDP service the worker registers and the clients ask for.
+MDP_SERVICE = b"echo"
+
+#: Clients of one request each in the "concurrent clients" run.
+CROWD = 16
+
+
+class MdpClient(LoadClient):
+    """
+    An MDP/0.2 client of majortomo's broker, driven like L{LoadClient}.
+
+    A request is C{[b"", MDPC02, REQUEST, service, id, payload]}; the worker
+    sends the body back, so the broker's C{[b"", MDPC02, FINAL, id,
+    payload]} carries the request id.
+    """
+
+    def __init__(self, context, endpoint, service=MDP_SERVICE):
+        self.service = service
+        super().__init__(context, endpoint, None, hello=False)
+
+    def close(self):
+        self.sock.close()
+
+    def _frames(self, rid, payload):
+        return [b"", MDP_CLIENT, MDP_REQUEST, self.service, b"%d" % rid, payload]
+
+    def _answer(self, frames):
+        if len(frames) >= 4 and frames[2] == MDP_FINAL:
+            return int(frames[3])
+        return None
+
+
+def startMajortomo(children):
+    """
+    Start majortomo's broker and one worker behind it.
+
+    @return: (the broker's endpoint, C{None}), or (C{None}, why not) if
+        majortomo is not installed or does not start.
+    """
+    try:
+        import majortomo.broker  # noqa: F401
+    except ImportError as e:
+        return None, f"majortomo is not installed here ({e}); `pip install -e '.[bench]'` adds it"
+    try:
+        broker = baselineProcess(children, "md-broker", ["mdbroker", "--bind", "tcp://127.0.0.1:*"])
+        baselineProcess(children, "md-worker",
+                        ["mdworker", "--connect", broker["endpoint"],
+                         "--service", MDP_SERVICE.decode("ascii")])
+    except BenchError as e:
+        return None, f"majortomo did not start: {e}"
+    return broker["endpoint"], None
+
+
+def runVersus(context, children, makeClient, names, args, payload):
+    """
+    One round of the one-relay comparison for one system: one request at a
+    time, L{CROWD} clients of one request each, then C{args.window}
+    outstanding from one client (with the CPU of the processes C{names}).
+
+    @param makeClient: a callable of a name returning a connected client.
+    @return: a L{dict}: req/s of each run, p50 one at a time, CPU
+        us/request per process, errors.
+    """
+    main = makeClient("vs")
+    crowd = []
+    try:
+        main.ready()
+        main.pipelined(args.window, 0.3, max(args.window * 5, 20), payload)
+        times = main.latency(args.latency_count, args.latency_seconds, payload)
+        crowd = [makeClient(f"vs{i}") for i in range(CROWD)]
+        for c in crowd:
+            c.ready()
+        pipelinedMany(crowd, CROWD, 0.2, CROWD * 5, payload)
+        done, elapsed = pipelinedMany(crowd, CROWD, args.seconds, args.max_requests, payload)
+        crowdRate = done / elapsed
+        pids = {n: children.pid(n) for n in names}
+        before = {n: cpuSeconds(p) for n, p in pids.items()}
+        done, elapsed = main.pipelined(args.window, args.seconds, args.max_requests, payload)
+        after = {n: cpuSeconds(p) for n, p in pids.items()}
+        errors = {}
+        for c in [main] + crowd:
+            for code, k in c.errors.items():
+                errors[code] = errors.get(code, 0) + k
+    finally:
+        for c in [main] + crowd:
+            c.close()
+    return {
+        "one": len(times) / sum(times),
+        "times": times,
+        "crowd": crowdRate,
+        "window": done / elapsed,
+        "cpu": {n: (after[n] - before[n]) / done * 1e6 for n in names},
+        "errors": errors,
+    }
+
+
+def combineVersus(runs):
+    """
+    Merge the rounds of one system's L{runVersus}: medians of the rates and
+    CPU costs, the p50 over every one-at-a-time round trip.
+    """
+    times = sorted(t for r in runs for t in r["times"])
+    errors = {}
+    for r in runs:
+        for code, n in r["errors"].items():
+            errors[code] = errors.get(code, 0) + n
+    return {
+        "one": median([r["one"] for r in runs]),
+        "p50": percentile(times, 50) * 1e6,
+        "crowd": median([r["crowd"] for r in runs]),
+        "window": median([r["window"] for r in runs]),
+        "cpu": {n: median([r["cpu"][n] for r in runs]) for n in runs[0]["cpu"]},
+        "errors": errors,
+    }
+
+
 def machine():
     """
     @return: a L{dict} describing this machine and the software measured.
@@ -449,11 +590,225 @@ def _line(r):
             + f" client={r['client']:.1f}" + (f"  errors {r['errors']}" if r["errors"] else ""))
 
 
-def report(results, large, names, info, command, args):
+PATHS = [("direct", 0), ("proxy", 1), ("cloud", 2)]
+
+
+def hopCosts(results, names):
+    """
+    The CPU cost of one relay hop and of the end, per system: the means of
+    the relay rows and of the end rows over the paths every system in
+    C{names} was measured on.
+
+    @return: system name to (relay us/request or C{None}, end us/request
+        or C{None}).
+    """
+    relay = {n: [] for n in names}
+    end = {n: [] for n in names}
+    for path, _ in PATHS:
+        rows = {n: results.get((n, path)) for n in names}
+        if None in rows.values():
+            continue
+        for n, r in rows.items():
+            relay[n].extend(r["cpu"][hop] for hop in r["hops"])
+            end[n].append(r["cpu"][r["end"]])
+
+    def mean(values):
+        return sum(values) / len(values) if values else None
+
+    return {n: (mean(relay[n]), mean(end[n])) for n in names}
+
+
+def addedLatency(results, name):
+    """
+    The latency one relay hop adds, one request at a time, for system
+    C{name}: (p50 of the cloud path - p50 of the direct path) / 2, the
+    cloud path having two relays more than the direct one.
+
+    @return: microseconds, or C{None} if either path was not measured.
+    """
+    cloud = results.get((name, "cloud"))
+    direct = results.get((name, "direct"))
+    if not cloud or not direct or cloud["p50"] is None or direct["p50"] is None:
+        return None
+    return (cloud["p50"] - direct["p50"]) / 2.0
+
+
+def target(label, ours, theirs, unit, goal, atMost):
+    """
+    One row of the targets table: the ratio C{ours / theirs} against
+    C{goal}.
+
+    @param ours: (text, value) of zmqrelay's figure; value C{None} if not
+        measured.
+    @param theirs: (text, value) of the baseline's figure.
+    @param atMost: C{True} if the ratio must be at most C{goal}, C{False}
+        if at least.
+    @return: a Markdown table row.
+    """
+    sign = "<=" if atMost else ">="
+    (oursText, a), (theirsText, b) = ours, theirs
+    if a is None or b is None:
+        oursText += unit if a is not None else ""
+        theirsText += unit if b is not None else ""
+        return f"| {label} | {oursText} | {theirsText} | - | {sign} {goal:g}x | not measured |"
+    if b <= 0:
+        return (f"| {label} | {oursText}{unit} | {theirsText}{unit} | - | {sign} {goal:g}x | "
+                "not measurable (the baseline's figure is not positive) |")
+    ratio = a / b
+    met = ratio <= goal if atMost else ratio >= goal
+    return (f"| {label} | {oursText}{unit} | {theirsText}{unit} | {ratio:.2f}x | {sign} {goal:g}x | "
+            + ("met" if met else "**not met**") + " |")
+
+
+def targetsReport(results, names, versus, args):
+    """
+    @return: the Markdown lines of the issue 13 targets, each a ratio of
+        two figures of this run.
+    """
+    ref = names[0]
+    costs = hopCosts(results, names)
+    out = [
+        "### Issue 13 targets, as ratios measured in this run",
+        "",
+        "| target | zmqrelay | against | ratio | goal | |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def figure(name, value, digits=1):
+        if name not in names and name != "majortomo":
+            return (f"- ({name} not run)", None)
+        if value is None:
+            return ("-", None)
+        return (f"{value:,.{digits}f}", value)
+
+    def cost(name, which):
+        return costs.get(name, (None, None))[which]
+
+    raw, lz = "pyzmq-raw", "libzmq proxy"
+    out.append(target(
+        "relay hop, CPU us per request and reply (mean of the relay rows)",
+        figure(ref, cost(ref, 0)), _labelled(raw, figure(raw, cost(raw, 0))),
+        " us", 1.25, True))
+    out.append(target(
+        "end, CPU us per request (server vs echo, mean of the end rows)",
+        figure(ref, cost(ref, 1)), _labelled(raw, figure(raw, cost(raw, 1))),
+        " us", 1.5, True))
+    out.append(target(
+        "added latency per relay hop, one at a time: (p50 cloud - p50 direct) / 2",
+        figure(ref, addedLatency(results, ref), 0),
+        _labelled(lz, figure(lz, addedLatency(results, lz) if lz in names else None, 0)),
+        " us", 1.3, True))
+    if versus:
+        ours, theirs = versus["zmqrelay"], versus["majortomo"]
+        out.append(target(
+            "one request at a time, req/s: client -> proxy -> server vs client -> broker -> worker",
+            figure(ref, ours["one"], 0), _labelled("majortomo", figure("majortomo", theirs["one"], 0)),
+            "", 1.0, False))
+        out.append(target(
+            f"{args.window} outstanding, req/s: the same paths",
+            figure(ref, ours["window"], 0),
+            _labelled("majortomo", figure("majortomo", theirs["window"], 0)), "", 5.0, False))
+    else:
+        out.append("| one request at a time, req/s, vs majortomo | - | - | - | >= 1x | not measured |")
+        out.append(f"| {args.window} outstanding, req/s, vs majortomo | - | - | - | >= 5x | not measured |")
+    cloud = results.get((ref, "cloud"))
+    chain = results.get((lz, "cloud"))
+    out.append(target(
+        f"cloud path, req/s with {args.window} outstanding",
+        figure(ref, cloud["rate"] if cloud else None, 0),
+        _labelled("libzmq chain", figure(lz, chain["rate"] if chain else None, 0)),
+        "", 0.5, False))
+    return out
+
+
+def _labelled(name, fig):
+    """
+    @return: C{fig} with the baseline's name before its text.
+    """
+    text, value = fig
+    return (f"{name} {text}" if value is not None else text, value)
+
+
+def sizesReport(sizes, names, args):
+    """
+    @param sizes: payload bytes to system name to the combined cloud-path
+        result at that size.
+    @return: the Markdown lines of the message-size table.
+    """
+    base = "pyzmq-raw" if "pyzmq-raw" in names else names[-1]
+    out = [
+        f"### How the cost grows with message size (cloud path, {args.window} outstanding)",
+        "",
+        f"The {args.payload}-byte row is the pipelined cloud run above (medians of the rounds); the "
+        f"larger payloads are one run of {min(args.seconds, 1.0):g} s each. CPU per relay hop is the "
+        "mean of the two relays, per request and its reply (both carry the payload).",
+        "",
+        "| payload | " + " | ".join(f"{n} req/s" for n in names) + " | "
+        + " | ".join(f"{n} CPU us per hop" for n in names) + f" | zmqrelay / {base} per hop |",
+        "|---|" + "---|" * (2 * len(names) + 1),
+    ]
+    for size in sorted(sizes):
+        rows = sizes[size]
+        if any(n not in rows for n in names):
+            continue
+        hop = {n: sum(rows[n]["cpu"][h] for h in rows[n]["hops"]) / len(rows[n]["hops"]) for n in names}
+        out.append(f"| {_bytes(size)} | " + " | ".join(f"{rows[n]['rate']:,.0f}" for n in names) + " | "
+                   + " | ".join(f"{hop[n]:,.1f}" for n in names)
+                   + f" | {hop[names[0]] / hop[base]:.2f}x |")
+    return out
+
+
+def _bytes(size):
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size // 1024} KiB"
+    return f"{size} B"
+
+
+def versusReport(versus, note, args):
+    """
+    @param versus: C{{"zmqrelay": ..., "majortomo": ...}} of
+        L{combineVersus} results, or C{None}.
+    @param note: why majortomo was not measured, if it was not.
+    @return: the Markdown lines of the majortomo comparison.
+    """
+    out = ["### Against majortomo (one relay: client -> proxy -> server vs client -> broker -> worker)", ""]
+    if not versus:
+        out.append(f"Not measured: {note}.")
+        return out
+    z, m = versus["zmqrelay"], versus["majortomo"]
+    out += [
+        "majortomo's broker (MDP/0.2, Python, one `recv_multipart` per loop) with one worker of our "
+        "own that echoes the body (an MDP worker takes one request at a time); zmqrelay's proxy "
+        "path with the example server. Requests/s are medians over the rounds.",
+        "",
+        "| run | zmqrelay req/s | majortomo req/s | zmqrelay / majortomo |",
+        "|---|---|---|---|",
+        f"| one request at a time (p50 {z['p50']:,.0f} us vs {m['p50']:,.0f} us) | {z['one']:,.0f} | "
+        f"{m['one']:,.0f} | {z['one'] / m['one']:.2f}x |",
+        f"| {CROWD} clients, one request each | {z['crowd']:,.0f} | {m['crowd']:,.0f} | "
+        f"{z['crowd'] / m['crowd']:.2f}x |",
+        f"| one client, {args.window} outstanding | {z['window']:,.0f} | {m['window']:,.0f} | "
+        f"{z['window'] / m['window']:.2f}x |",
+        "",
+        f"CPU us per request in the {args.window}-outstanding run: zmqrelay "
+        + ", ".join(f"{n} {v:.1f}" for n, v in z["cpu"].items()) + "; majortomo "
+        + ", ".join(f"{n} {v:.1f}" for n, v in m["cpu"].items()) + ".",
+    ]
+    for name, r in versus.items():
+        if r["errors"]:
+            out.append(f"Errors answered ({name}): {r['errors']}.")
+    return out
+
+
+def report(results, large, names, info, command, args, sizes=None, versus=None, versusNote=None):
     """
     @param results: (system, path) to the combined result.
     @param large: the combined large-message results.
     @param names: the systems, in column order (zmqrelay first).
+    @param sizes: payload bytes to system name to the combined cloud-path
+        result (L{sizesReport}), or C{None}.
+    @param versus: the majortomo comparison (L{versusReport}), or C{None}.
+    @param versusNote: why it is C{None}.
     @return: the Markdown of one run.
     """
     out = []
@@ -469,7 +824,7 @@ def report(results, large, names, info, command, args):
         f"{args.latency_count} one-at-a-time round trips per path and system; rates and CPU "
         "costs are medians over the rounds, latency percentiles are over all round trips.")
     add("")
-    paths = [("direct", 0), ("proxy", 1), ("cloud", 2)]
+    paths = PATHS
     add("### Throughput and latency")
     add("")
     add("| path | relays | " + " | ".join(f"{n} req/s" for n in names) + " | "
@@ -527,7 +882,20 @@ def report(results, large, names, info, command, args):
             hops = ", ".join(f"{h} {r['cpu'][h]:,.0f}" for h in r["hops"])
             add(f"| {r['system']} | {r['requests']} | {r['rate']:,.0f} | "
                 f"{r['rate'] * r['payload'] / MiB:,.0f} | {hops} | {r['cpu'][r['end']]:,.0f} |")
-    errors = [r for r in list(results.values()) + large if r["errors"]]
+    sizeRuns = []
+    if sizes and len(sizes) > 1:
+        add("")
+        out.extend(sizesReport(sizes, names, args))
+        sizeRuns = [r for size, rows in sizes.items() if size != args.payload for r in rows.values()]
+    add("")
+    out.extend(versusReport(versus, versusNote, args))
+    add("")
+    out.extend(targetsReport(results, names, versus, args))
+    add("")
+    add("Added latency per relay hop: " + "; ".join(
+        f"{n} {_us(addedLatency(results, n))} us" for n in names) + " ((p50 of the cloud path - "
+        "p50 of the direct path) / 2, one request at a time: the cloud path has two relays more).")
+    errors = [r for r in list(results.values()) + large + sizeRuns if r["errors"]]
     add("")
     if errors:
         add("Errors answered during the runs: " + "; ".join(
@@ -772,12 +1140,28 @@ def main(argv=None):
     parser.add_argument("--large-count", type=int, default=200, help="1 MiB requests (0: skip)")
     parser.add_argument("--large-window", type=int, default=4, help="1 MiB requests outstanding")
     parser.add_argument("--no-raw", action="store_true", help="skip the pyzmq-raw baseline")
+    parser.add_argument("--no-libzmq", action="store_true", help="skip the libzmq proxy baseline")
+    parser.add_argument("--no-majortomo", action="store_true", help="skip the majortomo comparison")
+    parser.add_argument("--sizes", default="10240,102400",
+                        help="larger payloads for the cloud path, bytes, comma separated ('': none)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one short round: --rounds 1 --seconds 1 --latency-seconds 0.5, "
+                        "at most 50 1 MiB requests")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the zmqrelay nodes instead")
     parser.add_argument("--profile-lines", type=int, default=30)
     parser.add_argument("--clouds-only", action="store_true",
                         help="measure only the cloud path with 1 and 2 cloud nodes")
     parser.add_argument("--no-clouds", action="store_true", help="skip the 1 and 2 cloud nodes runs")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 1
+        args.seconds = min(args.seconds, 1.0)
+        args.latency_seconds = min(args.latency_seconds, 0.5)
+        args.large_count = min(args.large_count, 50)
+    try:
+        extraSizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--sizes: not a list of byte counts: {args.sizes!r}")
 
     def terminated(signum, frame):
         raise KeyboardInterrupt()
@@ -798,9 +1182,24 @@ def main(argv=None):
             return 0
         systems = [startZmqrelay(children), startBaseline(children)]
         if not args.no_raw:
-            systems.append(startBaseline(children, raw=True))
+            systems.append(startBaseline(children, "raw"))
+        if not args.no_libzmq:
+            systems.append(startBaseline(children, "libzmq"))
+        zmqrelay = systems[0]
+        broker, versusNote = None, "skipped (--no-majortomo)"
+        if not args.no_majortomo:
+            broker, versusNote = startMajortomo(children)
+            if versusNote:
+                print(f"majortomo: {versusNote}", flush=True)
+        versusClients = {
+            "zmqrelay": (lambda name: LoadClient(context, zmqrelay.paths["proxy"], SERVER_ID,
+                                                 name=name),
+                         zmqrelay.hops["proxy"] + [zmqrelay.end]),
+            "majortomo": (lambda name: MdpClient(context, broker), ["md-broker", "md-worker"]),
+        }
         payload = b"x" * args.payload
         runs = {}
+        versusRuns = {}
         for n in range(args.rounds):
             print(f"round {n + 1} of {args.rounds}", flush=True)
             for path in ("direct", "proxy", "cloud"):
@@ -810,7 +1209,22 @@ def main(argv=None):
                                 args.latency_seconds)
                     runs.setdefault((system.name, path), []).append(r)
                     print("  " + _line(combine([r])), flush=True)
+            if broker:
+                for name, (makeClient, names) in versusClients.items():
+                    r = runVersus(context, children, makeClient, names, args, payload)
+                    versusRuns.setdefault(name, []).append(r)
+                    print(f"  {name:9} vs     one at a time {r['one']:,.0f} req/s, {CROWD} clients "
+                          f"{r['crowd']:,.0f} req/s, {args.window} outstanding {r['window']:,.0f} req/s"
+                          + (f"  errors {r['errors']}" if r["errors"] else ""), flush=True)
         results = {key: combine(value) for key, value in runs.items()}
+        versus = {k: combineVersus(v) for k, v in versusRuns.items()} or None
+        sizes = {args.payload: {s.name: results[(s.name, "cloud")] for s in systems}}
+        for size in extraSizes:
+            for system in systems:
+                r = combine([runPath(context, children, system, "cloud", b"s" * size, args.window,
+                                     min(args.seconds, 1.0), args.max_requests, 0, 0)])
+                sizes.setdefault(size, {})[system.name] = r
+                print(f"  {_bytes(size)}: " + _line(r), flush=True)
         large = []
         if args.large_count:
             for system in systems:
@@ -820,7 +1234,8 @@ def main(argv=None):
                 print("  1 MiB: " + _line(large[-1]), flush=True)
         info = machine()
         info["load"] = loadBefore
-        text = report(results, large, [s.name for s in systems], info, command, args)
+        text = report(results, large, [s.name for s in systems], info, command, args,
+                      sizes, versus, versusNote)
         print()
         print(text)
         if args.write:

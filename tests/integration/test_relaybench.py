@@ -1,0 +1,146 @@
+"""
+Tests of C{bench/relaybench.py}: one tiny run over every system it starts
+(zmqrelay, the pyzmq, pyzmq-raw and libzmq proxy chains, majortomo when it
+is installed) prints the report blocks of issue 13 and writes them between
+its markers.
+"""
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from zmqrelay.tools.launcher import ROOT
+
+BENCH = os.path.join(ROOT, "bench")
+
+
+def _loadRelaybench():
+    """
+    @return: the C{bench/relaybench.py} module (the bench directory is not a
+        package: it imports its neighbours by path, as when run as a script).
+    """
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location("relaybench", os.path.join(BENCH, "relaybench.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _majortomoInstalled():
+    try:
+        import majortomo.broker  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TargetTests(SynchronousTestCase):
+    """
+    A target row compares the ratio of two figures with its goal.
+    """
+
+    def setUp(self):
+        self.relaybench = _loadRelaybench()
+
+    def test_atMostMetAndNotMet(self):
+        """
+        An "at most" goal is met at or below it and not met above.
+        """
+        target = self.relaybench.target
+        self.assertIn("| 1.25x | <= 1.25x | met |", target("t", ("25", 25.0), ("20", 20.0), "", 1.25, True))
+        self.assertIn("| 1.30x | <= 1.25x | **not met** |",
+                      target("t", ("26", 26.0), ("20", 20.0), "", 1.25, True))
+
+    def test_atLeastMetAndNotMet(self):
+        """
+        An "at least" goal is met at or above it and not met below.
+        """
+        target = self.relaybench.target
+        self.assertIn("| 5.00x | >= 5x | met |", target("t", ("50", 50.0), ("10", 10.0), "", 5.0, False))
+        self.assertIn("| 0.90x | >= 1x | **not met** |", target("t", ("9", 9.0), ("10", 10.0), "", 1.0, False))
+
+    def test_notMeasured(self):
+        """
+        A figure missing on either side makes the row "not measured", never met.
+        """
+        row = self.relaybench.target("t", ("-", None), ("x 3", 3.0), "", 1.0, False)
+        self.assertTrue(row.endswith("| not measured |"))
+
+    def test_addedLatency(self):
+        """
+        The added latency per hop is half the p50 difference of cloud and direct.
+        """
+        results = {("s", "cloud"): {"p50": 900.0}, ("s", "direct"): {"p50": 300.0}}
+        self.assertEqual(self.relaybench.addedLatency(results, "s"), 300.0)
+        self.assertIsNone(self.relaybench.addedLatency(results, "other"))
+
+
+class TinyRunTests(SynchronousTestCase):
+    """
+    C{relaybench.py} with tiny figures runs every system and reports them.
+    """
+
+    def test_tinyRun(self):
+        """
+        A one-round run of 0.3 s writes the throughput, CPU, message-size,
+        majortomo and targets tables into the marked block of a file and
+        leaves the text around the markers alone.
+        """
+        directory = tempfile.mkdtemp(prefix="relaybench-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "BENCH.md")
+        with open(path, "w") as f:
+            f.write("# head\n\n<!-- bench:begin -->\nold figures\n<!-- bench:end -->\n\ntail text\n")
+        bench = subprocess.Popen(
+            [sys.executable, os.path.join(BENCH, "relaybench.py"), "--rounds", "1", "--seconds", "0.3",
+             "--latency-count", "50", "--large-count", "0", "--no-clouds", "--sizes", "10240",
+             "--write", path],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+
+        def stop():
+            # SIGTERM first: the benchmark then ends every process it started.
+            if bench.poll() is None:
+                bench.send_signal(signal.SIGTERM)
+                try:
+                    bench.wait(20)
+                except subprocess.TimeoutExpired:
+                    bench.kill()
+                    bench.wait()
+
+        self.addCleanup(stop)
+        try:
+            output, _ = bench.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            stop()
+            self.fail("relaybench still running after 90 s")
+        self.assertEqual(bench.returncode, 0, output)
+        with open(path) as f:
+            text = f.read()
+        self.assertTrue(text.startswith("# head\n\n<!-- bench:begin -->\nMeasured "), text[:200])
+        self.assertTrue(text.endswith("<!-- bench:end -->\n\ntail text\n"), text[-200:])
+        self.assertNotIn("old figures", text)
+        for row in ("| cloud | 2 |", "libzmq proxy req/s", "| cloud | relay: proxy |",
+                    "### How the cost grows with message size", "| 10 KiB |",
+                    "### Issue 13 targets", "| relay hop, CPU us per request and reply",
+                    "| end, CPU us per request", "| added latency per relay hop",
+                    "| cloud path, req/s with 100 outstanding", "Added latency per relay hop: zmqrelay"):
+            self.assertIn(row, text)
+        # Both CPU ratios against pyzmq-raw and the latency and rate ratios
+        # against libzmq were computed (a ratio and a verdict on each row).
+        verdicts = re.findall(r"\| [0-9.]+x \| [<>]= [0-9.]+x \| (met|\*\*not met\*\*) \|", text)
+        if _majortomoInstalled():
+            self.assertIn("| 16 clients, one request each |", text)
+            self.assertIn("| one client, 100 outstanding |", text)
+            self.assertEqual(len(verdicts), 6, text)
+        else:
+            self.assertIn("Not measured: majortomo is not installed here", text)
+            self.assertEqual(len(verdicts), 4, text)
