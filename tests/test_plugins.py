@@ -269,7 +269,7 @@ class ServerOptionsTests(OptionsTestCase):
         self.assertEqual((service.replies.size, service.replies.maxBytes), (7, 70000))
         self.assertEqual((service.history.size, service.history.maxBytes), (5, 50000))
         defaults = serverTap.makeService(self.parse(serverTap, ["--id", "s", "--proxy", "tcp://p:1"]))
-        self.assertEqual((defaults.replies.maxBytes, defaults.history.maxBytes), (32 * 2**20, 16 * 2**20))
+        self.assertEqual((defaults.replies.maxBytes, defaults.history.maxBytes), (16 * 2**20, 16 * 2**20))
         argv = tac.argumentsFromEnvironment(serverTap.Options, {
             "ZMQRELAY_REPLY_CACHE_BYTES": "123", "ZMQRELAY_HISTORY_BYTES": "456",
         })

@@ -104,7 +104,7 @@ class NodeConfig:
         self.historySize = kw.pop("historySize", 1000)
         self.historyBytes = kw.pop("historyBytes", 16 * 1024 * 1024)
         self.replyCacheSize = kw.pop("replyCacheSize", 10000)
-        self.replyCacheBytes = kw.pop("replyCacheBytes", 32 * 1024 * 1024)
+        self.replyCacheBytes = kw.pop("replyCacheBytes", 16 * 1024 * 1024)
         self.curve = kw.pop("curve", None)
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
         self.subHwm = kw.pop("subHwm", 1000)

@@ -74,7 +74,7 @@ class ReplyCache:
     @ivar evicted: answers forgotten to stay within C{maxBytes}.
     """
 
-    def __init__(self, size=10000, maxBytes=32 * 1024 * 1024):
+    def __init__(self, size=10000, maxBytes=16 * 1024 * 1024):
         self.size = size
         self.maxBytes = maxBytes
         self.bytes = 0

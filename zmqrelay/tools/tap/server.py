@@ -30,7 +30,7 @@ class Options(NodeOptions):
         ["tick", None, 0.0, "Seconds between tick notifications of the example app (0: none); "
          "the same as --app-option tick=SECONDS.", _nonNegative(float)],
         ["reply-cache", None, 10000, "Replies kept to answer retried requests.", _nonNegative(int)],
-        ["reply-cache-bytes", None, 32 * 1024 * 1024,
+        ["reply-cache-bytes", None, 16 * 1024 * 1024,
          "Bytes the kept replies may take; the oldest are forgotten first.", _nonNegative(int)],
         ["history", None, 1000, "Notifications kept per topic for replay.", _nonNegative(int)],
         ["history-bytes", None, 16 * 1024 * 1024,
