@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zmqrelay.core import protocol
 from zmqrelay.core.config import NodeConfig
 from zmqrelay.core.errors import Rejected
-from zmqrelay.edge.front import Front
+from zmqrelay.edge.front import CUT_GRACE, Front
 
 from tests.fakes import FakeSocketFactory, FrontOwner, helloFrames
 
@@ -817,8 +817,8 @@ class AbusiveStrangerTests(FrontTestCase):
 
     def test_floodingStrangerCut(self):
         """
-        Past its own budget, a stranger's connection is cut once, on the next
-        tick (so what it was answered can leave; what it queued is never
+        Past its own budget, a stranger's connection is cut once, CUT_GRACE
+        later (so what it was answered can leave; what it queued is never
         read); another stranger is untouched.
         """
         self.socket.onEvent("accepted", 7, ("127.0.0.1", 50007))
@@ -827,6 +827,10 @@ class AbusiveStrangerTests(FrontTestCase):
             self.socket.receive([b"x1"] + list(self.request(rid=rid)), fd=7)
         self.socket.receive([b"x2"] + list(self.request(rid=1)), fd=8)
         self.assertEqual(self.socket.cuts, [])
+        self.clock.advance(CUT_GRACE * 0.9)
+        self.assertEqual(self.socket.cuts, [])
+        self.clock.advance(CUT_GRACE * 0.1)
+        self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
         self.clock.advance(0.5)
         self.assertEqual(self.socket.cuts, [(7, ("127.0.0.1", 50007))])
         self.assertEqual(self.front.counters["cut-abusive"], 1)

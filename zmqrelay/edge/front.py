@@ -55,6 +55,11 @@ _MAX_HEADER = 4096
 STRANGER_RATE = 5.0
 STRANGER_BURST = 20.0
 
+#: Seconds between deciding to cut a connection flooding without a session
+#: and cutting it: what it was answered gets the time to leave, and what it
+#: sends meanwhile is read and dropped (the reason to keep this short).
+CUT_GRACE = 0.05
+
 #: Why a session ended, when its connection is cut on the next tick (with
 #: the counter).  A client struck out (C{over-limit}) is not among them: its
 #: last answers and its BYE must get the time to leave; if it goes on
@@ -222,6 +227,7 @@ class Front:
         self._dying = {}
         # Descriptors cut for abuse, until the monitor says they closed.
         self._cutFds = set()
+        self._cutTimer = None
 
     def start(self):
         """
@@ -259,6 +265,9 @@ class Front:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         self._ticker = None
+        if self._cutTimer is not None and self._cutTimer.active():
+            self._cutTimer.cancel()
+        self._cutTimer = None
         for session in list(self.sessions.values()):
             self.sendTo(session, protocol.BYE, {"reason": "shutdown"})
             session.alive = False
@@ -457,12 +466,26 @@ class Front:
             return
         if self._pending.address(fd) is None:
             return
-        # On the next tick, not now: what we answered it (hello-first, and a
-        # BYE if it was just struck out) gets the time to leave; meanwhile
-        # what it sends is dropped unread.
+        # Soon, not now: what we answered it (hello-first, and a BYE if it
+        # was just struck out) gets the time to leave; meanwhile what it
+        # sends is dropped unread.
         self._cutFds.add(fd)
         self._dying[fd] = "cut-abusive"
         self._pending.expireSoon(fd, self.reactor.seconds())
+        if self._cutTimer is None:
+            self._cutTimer = self.reactor.callLater(CUT_GRACE, self._cutExpired)
+
+    def _cutExpired(self):
+        """
+        Cut the connections whose time is up (those marked by
+        L{_cutStranger}, and any silent one past the handshake timeout).
+        """
+        self._cutTimer = None
+        self._cutDue()
+
+    def _cutDue(self):
+        for fd, address in self._pending.expired(self.reactor.seconds()):
+            self._cutWaiting(fd, address, self._dying.pop(fd, "cut-silent"))
 
     def _onDiscard(self, frames, reason, size):
         """
@@ -796,8 +819,7 @@ class Front:
             read = getattr(self._socket, "doRead", None)
             if read is not None:
                 read()
-        for fd, address in self._pending.expired(now):
-            self._cutWaiting(fd, address, self._dying.pop(fd, "cut-silent"))
+        self._cutDue()
         for session in list(self.sessions.values()):
             if session.gone:
                 self.drop(session, "connection-lost")
