@@ -79,20 +79,25 @@ class NotificationHistory:
 
         @return: the sequence number (1 for a topic's first).
         """
-        seq = self._seqs.pop(topic, 0) + 1
-        self._seqs[topic] = seq
-        if len(self._seqs) > self.counters:
-            self._seqs.popitem(last=False)
-        kept = self._kept.pop(topic, None)
+        seqs = self._seqs
+        seq = seqs.get(topic, 0) + 1
+        if seq > 1:
+            seqs.move_to_end(topic)
+        seqs[topic] = seq
+        if len(seqs) > self.counters:
+            seqs.popitem(last=False)
+        kept = self._kept.get(topic)
         if kept is not None and kept.last != seq - 1:
             # Its counter was forgotten and restarted: what was kept
             # belongs to the old numbering.
+            del self._kept[topic]
             self._dropTopic(kept)
             kept = None
         if kept is None:
-            kept = _Kept(topic, seq)
+            kept = self._kept[topic] = _Kept(topic, seq)
             self.bytes += len(topic) + TOPIC_OVERHEAD
-        self._kept[topic] = kept
+        else:
+            self._kept.move_to_end(topic)
         self._items[(kept.topic, seq)] = payload
         kept.last = seq
         self.bytes += len(payload) + ITEM_OVERHEAD
