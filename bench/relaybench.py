@@ -1201,7 +1201,7 @@ def main(argv=None):
         runs = {}
         versusRuns = {}
         for n in range(args.rounds):
-            print(f"round {n + 1} of {args.rounds}", flush=True)
+            print(f"round {n + 1} of {args.rounds} (at {time.monotonic() - started:.0f}s)", flush=True)
             for path in ("direct", "proxy", "cloud"):
                 for system in systems:
                     r = runPath(context, children, system, path, payload, args.window,
@@ -1232,6 +1232,7 @@ def main(argv=None):
                             args.large_window, 60.0, args.large_count, 0, 0)
                 large.append(combine([r]))
                 print("  1 MiB: " + _line(large[-1]), flush=True)
+        print(f"  (at {time.monotonic() - started:.0f}s)", flush=True)
         info = machine()
         info["load"] = loadBefore
         text = report(results, large, [s.name for s in systems], info, command, args,
