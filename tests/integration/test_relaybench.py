@@ -90,9 +90,7 @@ class TinyRunTests(SynchronousTestCase):
 
     def test_tinyRun(self):
         """
-        A one-round run of 0.3 s writes the throughput, CPU, message-size,
-        majortomo and targets tables into the marked block of a file and
-        leaves the text around the markers alone.
+        A tiny run writes every issue 13 table between the markers, leaving the text around them.
         """
         directory = tempfile.mkdtemp(prefix="relaybench-test-")
         self.addCleanup(shutil.rmtree, directory, True)
