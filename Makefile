@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-flood bench-idle bench-all venv clean
+.PHONY: demo test bench bench-flood bench-idle bench-notify bench-all venv clean
 
 venv: $(STAMP)
 
@@ -42,8 +42,12 @@ bench-flood: $(STAMP)
 bench-idle: $(STAMP)
 	$(PY) bench/idleclients.py --clients 10000 --write docs/BENCHMARKS.md
 
-# Every benchmark: relays, floods and attacks, idle clients.
-bench-all: bench bench-flood bench-idle
+# docs/BENCHMARKS.md: notifications through proxy and cloud vs libzmq's proxies (about a minute).
+bench-notify: $(STAMP)
+	$(PY) bench/notifybench.py --write docs/BENCHMARKS.md
+
+# Every benchmark: relays, floods and attacks, idle clients, notifications.
+bench-all: bench bench-flood bench-idle bench-notify
 
 clean:
 	rm -rf $(VENV) _trial_temp* build *.egg-info twisted/plugins/dropin.cache
