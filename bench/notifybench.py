@@ -16,10 +16,12 @@ The subscribers are raw pyzmq SUB sockets, one per process (this file's
 "subscriber"), subscribed to the benchmark's topic (PROTOCOL.md 14.2: a
 subscriber needs no session, only the cloud's pub endpoint).  They count
 what they receive per run and the gaps in the sequence numbers
-(PROTOCOL.md 14.1), which both publishers send; they queue without bound on
-their side (C{RCVHWM} 0) and read at a low priority, so a loss is a relay's
-or a publisher's, not a slow reader's, and their Python work takes as
-little CPU as possible from the processes measured.  CPU is read from
+(PROTOCOL.md 14.1), which both publishers send.  They queue without bound
+on their side (C{RCVHWM} 0) and, unless C{--read-while-publishing}, read
+nothing until the publisher is done (libzmq's I/O thread still takes every
+notification off TCP as it comes), so a loss is a relay's or a publisher's,
+not a slow reader's, and their Python work takes no CPU from the processes
+measured while they publish.  CPU is read from
 C{/proc/<pid>/stat} (all threads) over each run, drain included.  Every
 process it starts is ended by pid, also on a failure or Ctrl-C.
 """
@@ -59,9 +61,15 @@ TARGET_CPU_US = 3.0
 TARGET_RATE = 100000
 
 #: The baseline relays' queues, as zmqrelay's defaults: 10,000 toward the
-#: next relay, 1,000 per subscriber (C{--sub-hwm}).
+#: next relay, 1,000 per subscriber (C{--sub-hwm}) and a kernel send buffer
+#: of 256 KiB per subscriber (L{zmqrelay.roles.notifyrelay.SUBSCRIBER_SNDBUF}).
 HWM = 10000
 SUB_HWM = 1000
+SUB_SNDBUF = 256 * 1024
+
+#: Seconds between two batches of publishes: each publishes what is due by
+#: then (at 100k/s, 100 notifications per batch).
+TICK = 0.001
 
 _sessions = itertools.count(1)
 
@@ -97,7 +105,9 @@ def subscriber(args):
     One subscriber: a SUB socket on C{args.endpoint}; a DEALER to the
     benchmark's control socket, which says C{start} (count afresh) and
     C{stop <expected>} (report once that many came, or nothing came for
-    L{IDLE} seconds).
+    L{IDLE} seconds).  With C{args.hold}, it reads nothing between the two:
+    libzmq's I/O thread takes the notifications off TCP into a queue without
+    bound, and Python counts them once the publisher is done.
     """
     ctx = zmq.Context()
     data = ctx.socket(zmq.SUB)
@@ -124,6 +134,7 @@ def subscriber(args):
     received = gaps = older = bad = 0
     first = last = None
     expected = None
+    holding = False
     lastData = time.monotonic()
     while True:
         timeout = 50 if expected is not None else 1000
@@ -156,10 +167,16 @@ def subscriber(args):
                 received = gaps = older = bad = 0
                 first = last = None
                 expected = None
+                if args.hold and not holding:
+                    poller.unregister(data)
+                    holding = True
                 control.send(b"started")
             elif command[0] == b"stop":
                 expected = int(command[1])
                 lastData = max(lastData, time.monotonic())
+                if holding:
+                    poller.register(data, zmq.POLLIN)
+                    holding = False
             elif command[0] == b"quit":
                 break
         if expected is not None and (
@@ -194,6 +211,7 @@ def relay(args):
         pub = "-"
     else:
         xpub.setsockopt(zmq.SNDHWM, SUB_HWM)
+        xpub.setsockopt(zmq.SNDBUF, SUB_SNDBUF)
         pub = f"tcp://127.0.0.1:{xpub.bind_to_random_port('tcp://127.0.0.1')}"
     print(f"ready: baseline {args.name} sub=tcp://127.0.0.1:{subPort} pub={pub}", flush=True)
     zmq.proxy(xsub, xpub)
@@ -343,7 +361,7 @@ class Subscribers:
     The subscriber processes of one system, steered over one ROUTER.
     """
 
-    def __init__(self, children, context, endpoint, count, prefix):
+    def __init__(self, children, context, endpoint, count, prefix, hold=True):
         self.control = context.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         port = self.control.bind_to_random_port("tcp://127.0.0.1")
@@ -352,7 +370,7 @@ class Subscribers:
             children.spawn(name.decode(), [
                 sys.executable, os.path.abspath(__file__), "subscriber", endpoint,
                 "--control", f"tcp://127.0.0.1:{port}", "--name", name.decode(),
-            ])
+            ] + (["--hold"] if hold else []))
         self._collect(b"hello", 30.0, lambda name: f"{name} did not start")
 
     def _collect(self, expect, timeout, why):
@@ -460,9 +478,10 @@ class Zmqrelay(System):
         self.server = children.twistd("server", "zmqrelay-server", [
             "--id", SERVER_ID, "--proxy", self.proxy["control"], "--listen", local, "--pub", "",
             "--app", "bench.publisher.publisher", "--app-option", f"topic={TOPIC.decode()}",
-            "--app-option", f"size={args.size}"])
+            "--app-option", f"size={args.size}", "--app-option", f"tick={args.tick}"])
         self.pids = {name: children.pid(name) for name in ("proxy", "cloud", "server")}
-        self.subs = Subscribers(children, self.context, self.cloud["pub"], SUBSCRIBERS, "zr")
+        self.subs = Subscribers(children, self.context, self.cloud["pub"], SUBSCRIBERS, "zr",
+                                not args.read_while_publishing)
         self.asker = Asker(self.context, self.server["control"])
 
     def publish(self, rate, seconds):
@@ -497,9 +516,11 @@ class Libzmq(System):
         cloud = children.start("cloud", me + ["relay", "--name", "cloud"])
         proxy = children.start("proxy", me + ["relay", "--name", "proxy", "--upstream", cloud["sub"]])
         pub = children.start("publisher", me + [
-            "publisher", "--upstream", proxy["sub"], "--size", str(args.size)])
+            "publisher", "--upstream", proxy["sub"], "--size", str(args.size),
+            "--tick", str(args.tick)])
         self.pids = {name: children.pid(name) for name in ("proxy", "cloud", "publisher")}
-        self.subs = Subscribers(children, self.context, cloud["pub"], SUBSCRIBERS, "zmq")
+        self.subs = Subscribers(children, self.context, cloud["pub"], SUBSCRIBERS, "zmq",
+                                not args.read_while_publishing)
         self.req = self.context.socket(zmq.REQ)
         self.req.setsockopt(zmq.LINGER, 0)
         self.req.connect(pub["control"])
@@ -767,6 +788,7 @@ def main(argv=None):
     p.add_argument("--control", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--idle", type=float, default=IDLE)
+    p.add_argument("--hold", action="store_true")
     p = sub.add_parser("relay")
     p.add_argument("--name", required=True)
     p.add_argument("--upstream")
@@ -778,6 +800,11 @@ def main(argv=None):
                         help="offered notifications/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per rate")
     parser.add_argument("--size", type=int, default=64, help="payload bytes")
+    parser.add_argument("--tick", type=float, default=TICK,
+                        help="seconds between two batches of the publishers")
+    parser.add_argument("--read-while-publishing", action="store_true",
+                        help="subscribers read as notifications come (at a low priority) instead "
+                        "of holding them in libzmq until the publisher is done")
     parser.add_argument("--json", help="write the figures here too")
     parser.add_argument("--write", help="write the report into this file's notify block")
     args = parser.parse_args(argv)
