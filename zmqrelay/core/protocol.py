@@ -86,6 +86,7 @@ E_AUTH = "auth"
 E_SHUTDOWN = "shutdown"
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+_unpackb = msgpack.unpackb
 
 #: Bytes of a message's limit kept for its signature, type and header: a
 #: payload fits a peer if it is at most the peer's C{max} less this.
@@ -208,28 +209,32 @@ def encode(msgtype, header, payload=b"", version=CURRENT_VERSION):
     return [_SIG[version], msgtype, _packb(header), payload]
 
 
-def decode(frames):
+def decode(frames, start=0):
     """
-    Parse the frames of a control message (routing frames already removed).
+    Parse the frames of a control message.
 
     Tolerant reader: frames after the payload are ignored and a missing
     payload frame reads as empty.
 
     @param frames: a L{list} of L{bytes}.
+    @param start: where the message starts in C{frames} (C{1} after a
+        ROUTER's routing-id frame).
     @rtype: L{Message}
     @raise ProtocolError: if the frames are not a control message.
     """
-    if len(frames) < 3:
-        raise ProtocolError(E_BAD_MESSAGE, f"{len(frames)} frames, need 3 or more")
-    sig = frames[0]
+    count = len(frames) - start
+    if count < 3:
+        raise ProtocolError(E_BAD_MESSAGE, f"{count} frames, need 3 or more")
+    sig = frames[start]
     if len(sig) != 5 or sig[:4] != SIGNATURE:
         raise ProtocolError(E_BAD_MESSAGE, "bad signature frame")
-    return Message(
-        sig[4],
-        frames[1],
-        decodeHeader(frames[2]),
-        frames[3] if len(frames) > 3 else b"",
-    )
+    try:
+        header = _unpackb(frames[start + 2], raw=False, strict_map_key=False)
+    except Exception as e:
+        raise ProtocolError(E_BAD_MESSAGE, f"header is not msgpack: {e}")
+    if header.__class__ is not dict:
+        raise ProtocolError(E_BAD_MESSAGE, "header is not a map")
+    return Message(sig[4], frames[start + 1], header, frames[start + 3] if count > 3 else b"")
 
 
 def encodeNotification(topic, header, payload, version=CURRENT_VERSION):

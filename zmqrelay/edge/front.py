@@ -67,6 +67,9 @@ CUT_GRACE = 0.05
 #: over its budget, else after the handshake timeout.
 _CUT_REASONS = {"heartbeat-timeout": "cut-dead"}
 
+_REQUEST = protocol.REQUEST
+_REPLY = protocol.REPLY
+
 #: Monitor events (as L{zmqrelay.edge._zmq} names them).
 _ACCEPTED = "accepted"
 
@@ -330,9 +333,7 @@ class Front:
             # not that session.
             self.counters["wrong-key"] += 1
             session = None
-        size = 0
-        for f in frames:
-            size += len(f)
+        size = sum(map(len, frames))
         now = self.reactor.seconds()
         if session is None:
             if not self._strangerMayTalk(routingId, now):
@@ -366,7 +367,7 @@ class Front:
             )
             return
         try:
-            message = protocol.decode(frames[1:])
+            message = protocol.decode(frames, 1)
         except protocol.ProtocolError as e:
             self.counters["malformed"] += 1
             self._error(routingId, session, None, e.code, e.message)
@@ -381,21 +382,7 @@ class Front:
                     "no session: send HELLO first",
                 )
             return
-        if msgtype == protocol.HEARTBEAT:
-            if message.header.get("drain") is True and not session.draining:
-                # The peer is draining (PROTOCOL.md 7.1).
-                session.draining = True
-                hook = getattr(self.owner, "peerDraining", None)
-                if hook is not None:
-                    hook(session)
-            return
-        if msgtype == protocol.HELLO:
-            self._hello(routingId, message, now, userId)
-            return
-        if msgtype == protocol.BYE:
-            self.drop(session, "bye")
-            return
-        if msgtype == protocol.REQUEST:
+        if msgtype == _REQUEST:
             self.counters["requests"] += 1
             if session.stale:
                 # Sent before our stall, by a peer that has since given up on
@@ -403,6 +390,22 @@ class Front:
                 # If the peer did not give up, its own retry comes back here.
                 self.counters["stale"] = self.counters.get("stale", 0) + 1
                 return
+        elif msgtype == _REPLY:
+            pass
+        elif msgtype == protocol.HEARTBEAT:
+            if message.header.get("drain") is True and not session.draining:
+                # The peer is draining (PROTOCOL.md 7.1).
+                session.draining = True
+                hook = getattr(self.owner, "peerDraining", None)
+                if hook is not None:
+                    hook(session)
+            return
+        elif msgtype == protocol.HELLO:
+            self._hello(routingId, message, now, userId)
+            return
+        elif msgtype == protocol.BYE:
+            self.drop(session, "bye")
+            return
         try:
             self.owner.peerMessage(session, message)
         except protocol.ProtocolError as e:

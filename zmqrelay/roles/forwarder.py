@@ -88,22 +88,27 @@ class Forwarder:
         self._parked = []
         self._armParkTimer()
 
-    def forward(self, origin, message, target, stamps=None):
+    def forward(self, origin, message, target, stamps=None, rid=None, now=None):
         """
         Forward a REQ or MSG from C{origin} to C{target}.
 
         @param stamps: header fields to set (who asked, by which path), which
             overwrite whatever the origin claimed.
+        @param rid: the message's C{id}, if the caller read it already.
+        @param now: the reactor's time, if the caller read it already.
         """
         header = message.header
-        rid = requestId(header)
-        ttl = min(
-            protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000)), MAX_TTL_MS
-        )
+        if rid is None:
+            rid = requestId(header)
+        ttl = header.get("ttl")
+        if ttl.__class__ is not int:
+            ttl = protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000))
+        if ttl > MAX_TTL_MS:
+            ttl = MAX_TTL_MS
         if ttl <= 0:
             sendError(origin, rid, protocol.E_TIMEOUT, "deadline passed before forwarding")
             return
-        if not protocol.fits(target, message.payload):
+        if len(message.payload) > target.maxSize - protocol.HEADROOM:
             sendError(
                 origin, rid, protocol.E_TOO_LARGE,
                 f"{len(message.payload)} bytes is more than {target.nodeId} accepts "
@@ -124,7 +129,8 @@ class Forwarder:
             if strike is not None:
                 strike()
             return
-        now = self.reactor.seconds()
+        if now is None:
+            now = self.reactor.seconds()
         deadline = now + ttl / 1000.0
         windowed = self.window > 0 and message.type == protocol.REQUEST
         if windowed and (
@@ -142,22 +148,23 @@ class Forwarder:
         self._send(origin, message, target, stamps, rid, ttl, deadline, windowed)
 
     def _send(self, origin, message, target, stamps, rid, ttl, deadline, windowed):
-        header = message.header
         pending = self.inflight.add(origin, rid, target, deadline)
         if pending is None:
             sendError(origin, rid, protocol.E_OVER_LIMIT, "relay in-flight table full", 0.1)
             return
-        forwarded = dict(header)
+        forwardId = pending.forwardId
+        forwarded = message.header.copy()
         if stamps:
             forwarded.update(stamps)
-        forwarded["id"] = pending.forwardId
+        forwarded["id"] = forwardId
         forwarded["ttl"] = ttl
         if windowed:
-            self._windowed[pending.forwardId] = target
-            self._outstanding[target] = self._outstanding.get(target, 0) + 1
+            self._windowed[forwardId] = target
+            outstanding = self._outstanding
+            outstanding[target] = outstanding.get(target, 0) + 1
         if not target.send(message.type, forwarded, message.payload):
-            self.inflight.pop(pending.forwardId)
-            self._release(pending.forwardId, pump=False)
+            self.inflight.pop(forwardId)
+            self._release(forwardId, pump=False)
             if getattr(target, "gone", False):
                 # Its connection is gone; it is dropped on the next tick.
                 sendError(origin, rid, protocol.E_NO_ROUTE, f"{target.role} {target.nodeId} is gone")
@@ -179,11 +186,18 @@ class Forwarder:
         """
         header = message.header
         rid = requestId(header)
-        target = protocol.field(header, "to", str, required=True)
+        target = header.get("to")
+        if target.__class__ is not str:
+            target = protocol.field(header, "to", str, required=True)
+        now = self.reactor.seconds()
+        if "server" in header or "sinc" in header:
+            prefer = protocol.field(header, "server", str)
+            preferInc = protocol.field(header, "sinc", str)
+        else:
+            prefer = preferInc = None
         route = routes.choose(
-            target, (session.nodeId, session.incarnation, rid), self.reactor.seconds(),
-            self.reactor.seconds() + requestTtl(header, self.config),
-            protocol.field(header, "server", str), protocol.field(header, "sinc", str),
+            target, (session.nodeId, session.incarnation, rid), now,
+            now + requestTtl(header, self.config), prefer, preferInc,
         )
         if route is None or route is AWAY:
             known = route is AWAY or routes.isKnown(target)
@@ -207,6 +221,8 @@ class Forwarder:
                 "path": path,
                 "server": route.serverId,
             },
+            rid,
+            now,
         )
 
     #: Requests held for a route at once, at most.
@@ -309,22 +325,28 @@ class Forwarder:
         """
         Send a REP or ERR that C{peer} sent back to whoever asked.
         """
-        pending = self.inflight.pop(requestId(message.header), peer)
+        header = message.header
+        rid = header.get("id")
+        if rid.__class__ is not int:
+            rid = requestId(header)
+        pending = self.inflight.pop(rid, peer)
         if pending is None:
             self.counters["late"] += 1
             return
         self.counters["answered"] += 1
-        self._release(pending.forwardId)
+        if self._windowed:
+            self._release(pending.forwardId)
         origin = pending.origin
-        if not protocol.fits(origin, message.payload):
+        payload = message.payload
+        if len(payload) > origin.maxSize - protocol.HEADROOM:
             sendError(
                 origin, pending.originId, protocol.E_TOO_LARGE,
-                f"the answer of {len(message.payload)} bytes is more than you accept",
+                f"the answer of {len(payload)} bytes is more than you accept",
             )
             return
-        header = dict(message.header)
+        header = header.copy()
         header["id"] = pending.originId
-        origin.send(message.type, header, message.payload)
+        origin.send(message.type, header, payload)
 
     def peerGone(self, peer, reason):
         """
