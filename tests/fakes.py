@@ -87,6 +87,7 @@ class FakeSocket:
         self.cuts = []
         self.cutResult = True
         self._fd = -1
+        self.inputLimit = None
 
     def bind(self, address):
         """
@@ -119,6 +120,9 @@ class FakeSocket:
 
     def close(self):
         self.closed = True
+
+    def limitInput(self, messages):
+        self.inputLimit = messages
 
     def useCurve(self, curve):
         self.curves.append(curve)

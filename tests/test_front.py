@@ -810,6 +810,20 @@ class DiscardTests(FrontTestCase):
         self.assertEqual(self.front.counters["malformed"], 1)
 
 
+class InputLimitTests(FrontTestCase):
+    """
+    What one connection may have queued unread at the Front.
+    """
+
+    settings = {"inputHwm": 321}
+
+    def test_inputLimitedBeforeBind(self):
+        """
+        The ROUTER's receive high-water mark is the config's inputHwm.
+        """
+        self.assertEqual(self.socket.inputLimit, 321)
+
+
 class AbusiveStrangerTests(FrontTestCase):
     """
     A connection that floods without a session is cut.

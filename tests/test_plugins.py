@@ -250,6 +250,18 @@ class ServerOptionsTests(OptionsTestCase):
         self.assertIsNotNone(service.handler)
         self.assertFalse(service.running)
 
+    def test_inputHwm(self):
+        """
+        --input-hwm (default 1000) reaches the config of every role, and a
+        .tac file reads it from ZMQRELAY_INPUT_HWM.
+        """
+        self.assertEqual(self.parse(cloudTap, []).nodeConfig().inputHwm, 1000)
+        options = self.parse(proxyTap, ["--cloud", "tcp://c:1", "--input-hwm", "50"])
+        self.assertEqual(options.nodeConfig().inputHwm, 50)
+        self.assertUsageError(cloudTap, ["--input-hwm", "0"])
+        argv = tac.argumentsFromEnvironment(serverTap.Options, {"ZMQRELAY_INPUT_HWM": "77"})
+        self.assertEqual(self.parse(serverTap, argv + ["--proxy", "tcp://p:1"])["input-hwm"], 77)
+
     def test_memoryBoundsReachTheServer(self):
         """
         --reply-cache, --reply-cache-bytes, --history and --history-bytes

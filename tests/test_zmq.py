@@ -66,6 +66,15 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(sock.getsockopt(zmq.BACKLOG), 4096)
         self.assertEqual(sock.getsockopt(zmq.LINGER), 0)
 
+    def test_limitInput(self):
+        """
+        limitInput sets the receive high-water mark alone.
+        """
+        router, _ = self.pair()
+        router.limitInput(7)
+        self.assertEqual(router.socket.getsockopt(zmq.RCVHWM), 7)
+        self.assertEqual(router.socket.getsockopt(zmq.SNDHWM), 50)
+
     def test_readBudgetYields(self):
         """
         A read takes at most readBudget messages, then schedules itself

@@ -405,6 +405,13 @@ class ISocket(Interface):
             ROUTER) no connection has that routing id.
         """
 
+    def limitInput(messages):
+        """
+        Hold at most C{messages} unread messages per connection (ZeroMQ's
+        receive high-water mark; set before L{bind}): past it, ZeroMQ stops
+        reading that connection, and TCP pushes back on its sender.
+        """
+
     def useCurve(curve):
         """
         Secure the binds and connects that follow with CURVE.

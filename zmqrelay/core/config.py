@@ -74,6 +74,10 @@ class NodeConfig:
         hop at most; more wait, round-robin over client ids (0: no window).
     @ivar subHwm: notifications a relay queues for one subscriber before
         dropping for it (the XPUB's send high-water mark).
+    @ivar inputHwm: messages one connection may have queued unread at the
+        node's listening (ROUTER) socket: its receive high-water mark.  Past
+        it ZeroMQ stops reading that connection (TCP pushes back), so a
+        flooding peer holds at most this much memory and backlog here.
     """
 
     def __init__(self, nodeId, **kw):
@@ -108,6 +112,7 @@ class NodeConfig:
         self.curve = kw.pop("curve", None)
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
         self.subHwm = kw.pop("subHwm", 1000)
+        self.inputHwm = kw.pop("inputHwm", 1000)
         self.forwardWindow = kw.pop("forwardWindow", 32)
         if kw:
             raise TypeError(f"unknown settings: {', '.join(sorted(kw))}")

@@ -132,6 +132,13 @@ class ZmqSocket(ZmqConnection):
             sock.setsockopt(zmq.XPUB_NODROP, 0)
         applyOptions(sock, options)
 
+    def limitInput(self, messages):
+        """
+        Set the receive high-water mark (before L{bind}): see
+        L{zmqrelay.interfaces.ISocket.limitInput}.
+        """
+        self.socket.setsockopt(zmq.RCVHWM, messages)
+
     def useCurve(self, curve):
         """
         Set the security of the binds and connects that follow (libzmq copies

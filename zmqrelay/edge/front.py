@@ -250,6 +250,9 @@ class Front:
         else:
             self._socket = self.socketFactory.socket("router", self._onMessage, self.options)
         self._socket.onDiscard = self._onDiscard
+        # Peers write into this socket: what one connection may have queued
+        # unread here is bounded apart from the send side's --hwm.
+        self._socket.limitInput(self.config.inputHwm)
         self.endpoint = self._socket.bind(self.address)
         if not self.endpoint.startswith("inproc:"):
             # Connections by descriptor, so those that hold no session can

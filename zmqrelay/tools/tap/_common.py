@@ -233,6 +233,9 @@ class NodeOptions(CheckedOptions):
         ["liveness", None, 3, "Heartbeats missed before a peer counts as gone.", _positive(int)],
         ["max-message-size", None, 4 * 1024 * 1024, "Largest message accepted, in bytes.", _positive(int)],
         ["hwm", None, 10000, "High-water mark of every socket, in messages.", _positive(int)],
+        ["input-hwm", None, 1000, "Messages one connection may have queued unread at a "
+         "listening socket (its receive high-water mark); past it ZeroMQ stops reading that "
+         "connection.", _positive(int)],
         ["max-in-flight", None, 1000, "Requests one client may have in flight here.", _positive(int)],
         ["rate", None, 20000.0, "Messages a second one client may send (0: no limit).", _nonNegative(float)],
         ["burst", None, 2000.0, "Messages one client may send at once above --rate.", _positive(float)],
@@ -399,6 +402,7 @@ class NodeOptions(CheckedOptions):
             liveness=self["liveness"],
             maxMessageSize=self["max-message-size"],
             hwm=self["hwm"],
+            inputHwm=self["input-hwm"],
             maxInFlight=self["max-in-flight"],
             rate=self["rate"],
             burst=self["burst"],
