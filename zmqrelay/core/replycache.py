@@ -33,10 +33,12 @@ def answerSize(key, header, payload):
     @return: the bytes an answer is counted for in a L{ReplyCache}.
     """
     size = ENTRY_OVERHEAD + len(payload)
-    if isinstance(key, tuple):
-        size += sum(_length(part) for part in key)
+    if key.__class__ is tuple:
+        for part in key:
+            size += len(part) if part.__class__ is str or part.__class__ is bytes else 8
     if header:
-        size += sum(_length(k) + _length(v) for k, v in header.items())
+        for k, v in header.items():
+            size += _length(k) + _length(v)
     return size
 
 
