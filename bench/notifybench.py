@@ -823,7 +823,12 @@ def main(argv=None):
         raise KeyboardInterrupt()
 
     signal.signal(signal.SIGTERM, terminated)
-    command = " ".join(sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--json" in given:
+        # Where this run kept its figures is no part of how to reproduce it.
+        at = given.index("--json")
+        del given[at:at + 2]
+    command = " ".join(given)
     loadBefore = os.getloadavg()[0]
     context = zmq.Context()
     try:
