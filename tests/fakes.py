@@ -297,8 +297,12 @@ class FrontOwner:
         self.left = []
         self.resumed = []
         self.received = []
+        self.undeliveredMessages = []
         self.reject = None
         self.messageError = None
+
+    def undelivered(self, session, msgtype, header):
+        self.undeliveredMessages.append((session, msgtype, header))
 
     def peerHello(self, session):
         self.hellos.append(session)
@@ -334,7 +338,11 @@ class LinkOwner:
         self.ups = []
         self.downs = []
         self.received = []
+        self.undeliveredMessages = []
         self.messageError = None
+
+    def undelivered(self, link, msgtype, header):
+        self.undeliveredMessages.append((link, msgtype, header))
 
     def helloExtras(self, link):
         return {"services": ["svc"]}

@@ -262,6 +262,14 @@ class ServerOptionsTests(OptionsTestCase):
         argv = tac.argumentsFromEnvironment(serverTap.Options, {"ZMQRELAY_INPUT_HWM": "77"})
         self.assertEqual(self.parse(serverTap, argv + ["--proxy", "tcp://p:1"])["input-hwm"], 77)
 
+    def test_batch(self):
+        """
+        --batch (default 64) reaches the config; 0 switches batches off.
+        """
+        self.assertEqual(self.parse(cloudTap, []).nodeConfig().batch, 64)
+        self.assertEqual(self.parse(cloudTap, ["--batch", "0"]).nodeConfig().batch, 0)
+        self.assertUsageError(cloudTap, ["--batch", "-1"])
+
     def test_memoryBoundsReachTheServer(self):
         """
         --reply-cache, --reply-cache-bytes, --history and --history-bytes

@@ -44,6 +44,7 @@ REQ = b"REQ"
 REP = b"REP"
 ERR = b"ERR"
 MSG = b"MSG"
+BATCH = b"BATCH"
 PRESENCE = b"PRESENCE"
 
 CLOUD_ID = "cloud-f"
@@ -211,6 +212,7 @@ class ForeignClient:
         self.ids = itertools.count(1000)
         self.welcome = None
         self.heartbeats = 0
+        self.batches = 0
         self.inbox = []
         self.lastSent = reactor.seconds()
         self.sub = None
@@ -349,10 +351,17 @@ class ForeignClient:
             except zmq.Again:
                 return
             message = decode(frames)
-            if message.type == HB:
-                self.heartbeats += 1
+            if message.type == BATCH:
+                # Section 3.3: [type, header, payload] items, in order.
+                self.batches += 1
+                messages = [Message(message.version, t, h, p) for t, h, p in unpack(message.payload)]
             else:
-                self.inbox.append(message)
+                messages = [message]
+            for message in messages:
+                if message.type == HB:
+                    self.heartbeats += 1
+                else:
+                    self.inbox.append(message)
 
     def receive(self, wanted, timeout=10.0, what="message"):
         """
@@ -857,6 +866,29 @@ class ForeignClientTests(unittest.TestCase):
         self.assertEqual(answer.payload, f"bob b2 cloud {SERVER_ID}".encode())
         answer = yield alice.call(None, sys="ping")
         self.assertEqual(answer.payload, b"pong")
+
+    @defer.inlineCallbacks
+    def test_batches(self):
+        """
+        Section 3.3: a client that announced batch gets its answers in BATCHes (read item by item), one that did not gets none; a client may not send one (ERR bad-message), and the WELCOME offers it none.
+        """
+        cloud, server = yield self.system()
+        plain = ForeignClient(self, self.context, cloud.endpoints["control"], "plain", "p1")
+        batched = ForeignClient(self, self.context, cloud.endpoints["control"], "batched", "b1")
+        yield plain.connect()
+        welcome = yield batched.connect(batch=16)
+        self.assertNotIn("batch", welcome)
+        for client in (plain, batched):
+            rids = [client.request(SERVER_ID, b"n%d" % i) for i in range(60)]
+            for i, rid in enumerate(rids):
+                answer = yield client.answer(rid)
+                self.assertEqual((answer.type, answer.payload), (REP, b"n%d" % i))
+        self.assertEqual(plain.batches, 0)
+        self.assertGreater(batched.batches, 0)
+        items = [[REQ, {"id": 1, "to": SERVER_ID, "ttl": 5000}, b"a"]] * 2
+        batched.send(BATCH, {"n": 2}, msgpack.packb(items, use_bin_type=True))
+        answer = yield batched.receive(lambda m: m.type == ERR)
+        self.assertEqual(answer.header["code"], "bad-message")
 
     @defer.inlineCallbacks
     def test_inFlightCountsOnlyRequests(self):

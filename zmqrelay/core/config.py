@@ -74,6 +74,9 @@ class NodeConfig:
         hop at most; more wait, round-robin over client ids (0: no window).
     @ivar subHwm: notifications a relay queues for one subscriber before
         dropping for it (the XPUB's send high-water mark).
+    @ivar batch: the most messages this node takes in one BATCH from a
+        relay or server (PROTOCOL.md 3.3), announced in HELLO and WELCOME;
+        below 2, none (and it sends none to peers that announced none).
     @ivar inputHwm: messages one connection may have queued unread at the
         node's listening (ROUTER) socket: its receive high-water mark.  Past
         it ZeroMQ stops reading that connection (TCP pushes back), so a
@@ -113,6 +116,7 @@ class NodeConfig:
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
         self.subHwm = kw.pop("subHwm", 1000)
         self.inputHwm = kw.pop("inputHwm", 1000)
+        self.batch = kw.pop("batch", 64)
         self.forwardWindow = kw.pop("forwardWindow", 32)
         if kw:
             raise TypeError(f"unknown settings: {', '.join(sorted(kw))}")

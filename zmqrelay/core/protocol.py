@@ -44,6 +44,15 @@ MESSAGE = b"MSG"
 PRESENCE = b"PRESENCE"
 ROUTES = b"ROUTES"
 SYNC = b"SYNC"
+#: Several messages in one (section 3.3), to a peer that announced C{batch}.
+BATCH = b"BATCH"
+
+#: Types that never travel inside a BATCH.
+UNBATCHED = frozenset([HELLO, WELCOME, REJECT, BATCH])
+
+#: Bytes counted for each item of a BATCH besides its payload when a sender
+#: sizes a batch (its type and header, generously).
+BATCH_ITEM_ALLOWANCE = 512
 
 #: Every message type this version understands.
 KNOWN_TYPES = frozenset(
@@ -60,6 +69,7 @@ KNOWN_TYPES = frozenset(
         PRESENCE,
         ROUTES,
         SYNC,
+        BATCH,
     ]
 )
 
@@ -235,6 +245,66 @@ def decode(frames, start=0):
     if header.__class__ is not dict:
         raise ProtocolError(E_BAD_MESSAGE, "header is not a map")
     return Message(sig[4], frames[start + 1], header, frames[start + 3] if count > 3 else b"")
+
+
+def encodeBatch(items, version=CURRENT_VERSION):
+    """
+    Build the frames of a BATCH: several messages for one peer in one.
+
+    @param items: a L{list} of C{(type, header, payload)}; no type of
+        L{UNBATCHED}.
+    @param version: the protocol version to write.
+    @return: a L{list} of four L{bytes} frames.
+    """
+    return [_SIG[version], BATCH, _packb({"n": len(items)}), _packb(items)]
+
+
+def decodeBatch(message, limit):
+    """
+    Take a BATCH apart.
+
+    @param message: the BATCH L{Message}.
+    @param limit: the most items accepted (what the reader announced).
+    @return: a L{list} of L{Message}, in order, each with the BATCH's
+        version.
+    @raise ProtocolError: if the payload is not a list of C{[type, header,
+        payload]} items (type bin, not one of L{UNBATCHED}; header map;
+        payload bin), or has more than C{limit} items.
+    """
+    try:
+        items = _unpackb(message.payload, raw=False, strict_map_key=False)
+    except Exception as e:
+        raise ProtocolError(E_BAD_MESSAGE, f"batch payload is not msgpack: {e}")
+    if items.__class__ is not list:
+        raise ProtocolError(E_BAD_MESSAGE, "batch payload is not a list")
+    if len(items) > limit:
+        raise ProtocolError(E_BAD_MESSAGE, f"batch of {len(items)} messages, at most {limit}")
+    version = message.version
+    messages = []
+    for item in items:
+        if item.__class__ is not list or len(item) != 3:
+            raise ProtocolError(E_BAD_MESSAGE, "batch item is not [type, header, payload]")
+        msgtype, header, payload = item
+        if msgtype.__class__ is not bytes or header.__class__ is not dict or (
+            payload.__class__ is not bytes
+        ):
+            raise ProtocolError(E_BAD_MESSAGE, "batch item is not [bin, map, bin]")
+        if msgtype in UNBATCHED:
+            raise ProtocolError(E_BAD_MESSAGE, f"{typeName(msgtype)} may not travel in a batch")
+        messages.append(Message(version, msgtype, header, payload))
+    return messages
+
+
+def batchLimit(header):
+    """
+    The C{batch} a peer announced in its HELLO or WELCOME.
+
+    @return: the most items it accepts in one BATCH (C{0}: it takes none).
+    """
+    value = header.get("batch")
+    if value.__class__ is int and value >= 2:
+        return value
+    return 0
 
 
 def encodeNotification(topic, header, payload, version=CURRENT_VERSION):

@@ -69,6 +69,9 @@ _CUT_REASONS = {"heartbeat-timeout": "cut-dead"}
 
 _REQUEST = protocol.REQUEST
 _REPLY = protocol.REPLY
+_BATCH = protocol.BATCH
+_UNBATCHED = protocol.UNBATCHED
+_ITEM_ALLOWANCE = protocol.BATCH_ITEM_ALLOWANCE
 
 #: Monitor events (as L{zmqrelay.edge._zmq} names them).
 _ACCEPTED = "accepted"
@@ -100,6 +103,10 @@ class PeerSession:
     @ivar lastSeen: when we last heard from it.
     @ivar lastSent: when we last sent to it.
     @ivar maxSize: the largest message it accepts (its HELLO's C{max}).
+    @ivar batchMax: the most messages it accepts in one BATCH (its HELLO's
+        C{batch}; C{0}: none).
+    @ivar outbox: what was sent to it this reactor turn and waits to go out
+        (as one BATCH if more than one), or C{None}.
     @ivar gone: C{True} once a send found no connection with its routing id:
         the next tick drops it.
     @ivar userId: with CURVE, the node id bound to its key; else C{None}.
@@ -118,6 +125,8 @@ class PeerSession:
         self.version = version
         self.hello = hello
         self.maxSize = protocol.announcedMax(hello, front.config.maxMessageSize)
+        self.batchMax = protocol.batchLimit(hello)
+        self.outbox = None
         self.since = now
         self.lastSeen = now
         self.lastSent = now
@@ -140,6 +149,7 @@ class PeerSession:
         self.version = version
         self.hello = hello
         self.maxSize = protocol.announcedMax(hello, self.front.config.maxMessageSize)
+        self.batchMax = protocol.batchLimit(hello)
         self.lastSeen = now
         self.gone = False
         self.stale = False
@@ -207,6 +217,11 @@ class Front:
             "cut-dead": 0,
             "cut-abusive": 0,
             "unlogged": 0,
+            "batches-in": 0,
+            "batched-in": 0,
+            "batches-out": 0,
+            "batched-out": 0,
+            "undelivered": 0,
         }
         # ERR answers sent, and hellos rejected, by error code.
         self.errors = {}
@@ -231,6 +246,9 @@ class Front:
         # Descriptors cut for abuse, until the monitor says they closed.
         self._cutFds = set()
         self._cutTimer = None
+        # Sessions with an outbox, and the call that sends them.
+        self._outgoing = []
+        self._flushTimer = None
 
     def start(self):
         """
@@ -277,6 +295,7 @@ class Front:
         for session in list(self.sessions.values()):
             self.sendTo(session, protocol.BYE, {"reason": "shutdown"})
             session.alive = False
+        self.flush()
         self.sessions.clear()
         self.byNode.clear()
         self._byRole.clear()
@@ -291,8 +310,100 @@ class Front:
         """
         Send one message to a session.
 
-        @return: C{True} if queued.
+        To a peer that takes batches (its HELLO's C{batch}) the message waits
+        in the session's outbox until the end of this reactor turn, and goes
+        out with whatever else was sent to that peer meanwhile as one BATCH
+        (PROTOCOL.md 3.3).  C{header} must not change after this call.  If
+        that send fails, the owner's C{undelivered(session, type, header)}
+        is called for each message of it.
+
+        @return: C{True} if queued (or waiting in the outbox).
         """
+        if self._socket is None:
+            return False
+        if session.batchMax and msgtype not in _UNBATCHED:
+            out = session.outbox
+            if out is None:
+                session.outbox = out = []
+                self._outgoing.append(session)
+                if self._flushTimer is None:
+                    self._flushTimer = self.reactor.callLater(0, self._flushLater)
+            out.append((msgtype, header, payload))
+            session.lastSent = self.reactor.seconds()
+            if msgtype == protocol.ERROR:
+                code = header.get("code")
+                self.errors[code] = self.errors.get(code, 0) + 1
+            return True
+        if session.outbox:
+            # What waits goes first: the peer sees our messages in order.
+            self._flushSession(session)
+        return self._sendNow(session, msgtype, header, payload)
+
+    def _flushLater(self):
+        self._flushTimer = None
+        self.flush()
+
+    def flush(self):
+        """
+        Send every outbox now.
+        """
+        if self._flushTimer is not None:
+            if self._flushTimer.active():
+                self._flushTimer.cancel()
+            self._flushTimer = None
+        outgoing, self._outgoing = self._outgoing, []
+        for session in outgoing:
+            self._flushSession(session)
+
+    def _flushSession(self, session):
+        items = session.outbox
+        session.outbox = None
+        if not items:
+            return
+        if len(items) == 1:
+            self._sendItems(session, items)
+            return
+        room = session.maxSize - protocol.HEADROOM
+        most = session.batchMax
+        chunk = []
+        size = 0
+        for item in items:
+            cost = len(item[2]) + _ITEM_ALLOWANCE
+            if chunk and (len(chunk) >= most or size + cost > room):
+                self._sendItems(session, chunk)
+                chunk = []
+                size = 0
+            chunk.append(item)
+            size += cost
+        self._sendItems(session, chunk)
+
+    def _sendItems(self, session, items):
+        if self._socket is None:
+            ok = False
+        elif len(items) == 1:
+            msgtype, header, payload = items[0]
+            ok = self._sendNow(session, msgtype, header, payload, counted=True)
+        else:
+            ok = self._socket.send(
+                [session.routingId] + protocol.encodeBatch(items, session.version)
+            )
+            if ok:
+                self.counters["batches-out"] += 1
+                self.counters["batched-out"] += len(items)
+            elif getattr(self._socket, "unroutable", False):
+                session.gone = True
+        if ok:
+            return
+        hook = getattr(self.owner, "undelivered", None)
+        for msgtype, header, _ in items:
+            self.counters["undelivered"] += 1
+            if hook is not None:
+                try:
+                    hook(session, msgtype, header)
+                except Exception:
+                    log.failure("handling an undelivered message to {peer} failed", peer=session)
+
+    def _sendNow(self, session, msgtype, header, payload, counted=False):
         if self._socket is None:
             return False
         ok = self._socket.send(
@@ -300,7 +411,7 @@ class Front:
         )
         if ok:
             session.lastSent = self.reactor.seconds()
-            if msgtype == protocol.ERROR:
+            if msgtype == protocol.ERROR and not counted:
                 code = header.get("code")
                 self.errors[code] = self.errors.get(code, 0) + 1
         elif getattr(self._socket, "unroutable", False):
@@ -375,6 +486,32 @@ class Front:
             self.counters["malformed"] += 1
             self._error(routingId, session, None, e.code, e.message)
             return
+        msgtype = message.type
+        if msgtype == _BATCH and session is not None:
+            self._batch(routingId, session, message, now, userId)
+            return
+        self._dispatch(routingId, session, message, now, userId)
+
+    def _batch(self, routingId, session, message, now, userId):
+        """
+        A BATCH from a peer we let send them: each of its messages as if it
+        had come alone.
+        """
+        limit = self.config.batch if session.role != protocol.CLIENT else 0
+        try:
+            items = protocol.decodeBatch(message, limit if limit >= 2 else 0)
+        except protocol.ProtocolError as e:
+            self.counters["malformed"] += 1
+            self._error(routingId, session, None, e.code, e.message)
+            return
+        self.counters["batches-in"] += 1
+        self.counters["batched-in"] += len(items)
+        for item in items:
+            if not session.alive:
+                return
+            self._dispatch(routingId, session, item, now, userId)
+
+    def _dispatch(self, routingId, session, message, now, userId):
         msgtype = message.type
         if session is None:
             if msgtype == protocol.HELLO:
@@ -736,6 +873,10 @@ class Front:
             "inflight": c.maxInFlight,
             "you": session.nodeId,
         }
+        if c.batch >= 2 and session.role != protocol.CLIENT:
+            # Relays and servers may send us batches; clients, whose every
+            # message is rate limited, may not.
+            header["batch"] = c.batch
         header.update(self.owner.welcomeExtras(session))
         self.sendTo(session, protocol.WELCOME, header)
 

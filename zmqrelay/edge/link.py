@@ -98,13 +98,19 @@ class UpstreamLink:
         self.lastSent = 0.0
         self.heartbeat = config.heartbeat
         self.maxSize = config.maxMessageSize
+        # The most messages the upstream takes in one BATCH (its WELCOME's
+        # batch; 0: none), and what waits to go out as one.
+        self.batchMax = 0
+        self._outbox = None
+        self._flushTimer = None
         self.liveness = config.liveness
         self.attempt = 0
         # The upstream said it is draining (HB with drain, PROTOCOL.md 7.1).
         self.draining = False
         self._lastTick = 0.0
         self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0, "unknown-type": 0,
-                         "stalls": 0}
+                         "stalls": 0, "batches-in": 0, "batched-in": 0, "batches-out": 0,
+                         "batched-out": 0, "undelivered": 0}
         # Bad input is counted always but logged at a bounded rate.
         self._logBucket = TokenBucket(1.0, 10.0, reactor.seconds())
         self._socket = None
@@ -135,6 +141,7 @@ class UpstreamLink:
         """
         if self.state == CONNECTED:
             self.send(protocol.BYE, {"reason": "shutdown"})
+            self.flush()
         wasUp = self.state == CONNECTED
         self.state = STOPPED
         self._cancelTimer()
@@ -176,19 +183,91 @@ class UpstreamLink:
         """
         Send one message upstream.
 
+        If the upstream takes batches (its WELCOME's C{batch}), the message
+        waits until the end of this reactor turn and goes out with whatever
+        else was sent upstream meanwhile as one BATCH (PROTOCOL.md 3.3);
+        C{header} must not change after this call.  If that send fails, the
+        owner's C{undelivered(link, type, header)} is called for each of its
+        messages.
+
         @return: C{True} if queued; C{False} if not connected or full.
         """
         if self.state != CONNECTED:
             return False
+        if self.batchMax and msgtype not in protocol.UNBATCHED:
+            out = self._outbox
+            if out is None:
+                self._outbox = out = []
+                if self._flushTimer is None:
+                    self._flushTimer = self.reactor.callLater(0, self._flushLater)
+            out.append((msgtype, header, payload))
+            self.lastSent = self.reactor.seconds()
+            return True
+        if self._outbox:
+            self.flush()
         ok = self._socket.send(protocol.encode(msgtype, header, payload, self.version))
         if ok:
             self.lastSent = self.reactor.seconds()
         return ok
 
+    def _flushLater(self):
+        self._flushTimer = None
+        self.flush()
+
+    def flush(self):
+        """
+        Send what waits in the outbox now.
+        """
+        if self._flushTimer is not None:
+            if self._flushTimer.active():
+                self._flushTimer.cancel()
+            self._flushTimer = None
+        items, self._outbox = self._outbox, None
+        if not items:
+            return
+        if self.state != CONNECTED or self._socket is None:
+            # The session ended this turn: the owner fails what went to it.
+            self.counters["undelivered"] += len(items)
+            return
+        room = self.maxSize - protocol.HEADROOM
+        chunk = []
+        size = 0
+        for item in items:
+            cost = len(item[2]) + protocol.BATCH_ITEM_ALLOWANCE
+            if chunk and (len(chunk) >= self.batchMax or size + cost > room):
+                self._sendItems(chunk)
+                chunk = []
+                size = 0
+            chunk.append(item)
+            size += cost
+        self._sendItems(chunk)
+
+    def _sendItems(self, items):
+        if len(items) == 1:
+            msgtype, header, payload = items[0]
+            ok = self._socket.send(protocol.encode(msgtype, header, payload, self.version))
+        else:
+            ok = self._socket.send(protocol.encodeBatch(items, self.version))
+            if ok:
+                self.counters["batches-out"] += 1
+                self.counters["batched-out"] += len(items)
+        if ok:
+            return
+        hook = getattr(self.owner, "undelivered", None)
+        for msgtype, header, _ in items:
+            self.counters["undelivered"] += 1
+            if hook is not None:
+                try:
+                    hook(self, msgtype, header)
+                except Exception:
+                    log.failure("{link}: handling an undelivered message failed", link=self.name)
+
     # The state machine
 
     def _connect(self):
         self.state = CONNECTING
+        self.batchMax = 0
+        self._outbox = None
         self.counters["connects"] += 1
         self._closeSocket()
         self._socket = self.socketFactory.socket("dealer", self._onMessage, self.options)
@@ -203,6 +282,8 @@ class UpstreamLink:
             "liveness": c.liveness,
             "max": c.maxMessageSize,
         }
+        if c.batch >= 2:
+            hello["batch"] = c.batch
         hello.update(self.owner.helloExtras(self))
         self._socket.send(protocol.encode(protocol.HELLO, hello, b"", max(c.versions)))
         self._timer = self.reactor.callLater(c.helloTimeout, self._helloTimedOut)
@@ -260,6 +341,25 @@ class UpstreamLink:
             return
         if self.state != CONNECTED:
             return
+        if msgtype == protocol.BATCH:
+            try:
+                items = protocol.decodeBatch(message, self.config.batch if self.config.batch >= 2 else 0)
+            except protocol.ProtocolError as e:
+                self.counters["malformed"] += 1
+                if self._logBucket.take(now) == 0.0:
+                    log.warn("{link}: bad batch: {error}", link=self.name, error=e)
+                return
+            self.counters["batches-in"] += 1
+            self.counters["batched-in"] += len(items)
+            for item in items:
+                if self.state != CONNECTED:
+                    return
+                self._dispatch(item, now)
+            return
+        self._dispatch(message, now)
+
+    def _dispatch(self, message, now):
+        msgtype = message.type
         if msgtype == protocol.HEARTBEAT:
             if message.header.get("drain") is True and not self.draining:
                 self.draining = True
@@ -323,6 +423,7 @@ class UpstreamLink:
         liveness = header.get("liveness")
         self.liveness = liveness if isinstance(liveness, int) and liveness > 0 else self.config.liveness
         self.maxSize = protocol.announcedMax(header, self.config.maxMessageSize)
+        self.batchMax = protocol.batchLimit(header)
         self.lastSent = now
         self.draining = False
         self._lastTick = now
@@ -395,6 +496,14 @@ class UpstreamLink:
             self._ticker = None
 
     def _closeSocket(self):
+        if self._flushTimer is not None:
+            if self._flushTimer.active():
+                self._flushTimer.cancel()
+            self._flushTimer = None
+        if self._outbox:
+            # The session is over: the owner fails what went to it.
+            self.counters["undelivered"] += len(self._outbox)
+        self._outbox = None
         if self._socket is not None:
             self._socket.close()
             self._socket = None

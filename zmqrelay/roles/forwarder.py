@@ -176,6 +176,26 @@ class Forwarder:
             return
         self.counters["forwarded"] += 1
 
+    def undelivered(self, target, msgtype, header):
+        """
+        What we forwarded to C{target} was accepted for sending, then could
+        not be queued (it went in a BATCH at the end of the reactor turn):
+        answer its origin as a refused send is answered.
+        """
+        if msgtype != protocol.REQUEST and msgtype != protocol.MESSAGE:
+            return
+        forwardId = header.get("id")
+        pending = self.inflight.pop(forwardId, target) if forwardId.__class__ is int else None
+        if pending is None:
+            return
+        self._release(forwardId, pump=False)
+        if getattr(target, "gone", False):
+            sendError(pending.origin, pending.originId, protocol.E_NO_ROUTE,
+                      f"{target.role} {target.nodeId} is gone")
+        else:
+            sendError(pending.origin, pending.originId, protocol.E_OVER_LIMIT,
+                      f"queue to {target.nodeId} is full", 0.1)
+
     def clientRequest(self, session, message, routes, path):
         """
         Forward a client's REQ to the server (or service) it names, stamping

@@ -305,6 +305,13 @@ class RelayNode(PresenceViewMixin, Node):
             lambda: bool(len(forwarder.inflight) or forwarder.waiting()),
         ).start()
 
+    def undelivered(self, peer, msgtype, header):
+        """
+        A message we sent C{peer} in a BATCH could not be queued (its queue
+        was full or its connection gone): fail what we forwarded in it.
+        """
+        self.forwarder.undelivered(peer, msgtype, header)
+
     def refuseWhileDraining(self, session, header):
         """
         @return: C{True} if this node is draining and answered a client's new

@@ -233,6 +233,8 @@ class NodeOptions(CheckedOptions):
         ["liveness", None, 3, "Heartbeats missed before a peer counts as gone.", _positive(int)],
         ["max-message-size", None, 4 * 1024 * 1024, "Largest message accepted, in bytes.", _positive(int)],
         ["hwm", None, 10000, "High-water mark of every socket, in messages.", _positive(int)],
+        ["batch", None, 64, "Most messages taken in one BATCH from a relay or server, and "
+         "announced in HELLO/WELCOME (below 2: no batches either way).", _nonNegative(int)],
         ["input-hwm", None, 1000, "Messages one connection may have queued unread at a "
          "listening socket (its receive high-water mark); past it ZeroMQ stops reading that "
          "connection.", _positive(int)],
@@ -403,6 +405,7 @@ class NodeOptions(CheckedOptions):
             maxMessageSize=self["max-message-size"],
             hwm=self["hwm"],
             inputHwm=self["input-hwm"],
+            batch=self["batch"],
             maxInFlight=self["max-in-flight"],
             rate=self["rate"],
             burst=self["burst"],
