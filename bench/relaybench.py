@@ -141,6 +141,8 @@ class LoadClient:
             "hb": 1000,
             "liveness": 3,
             "max": 4 * MiB,
+            # As zmqrelay's Client: answers may come in BATCHes (PROTOCOL 3.3).
+            "batch": 64,
         }))
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
@@ -158,6 +160,21 @@ class LoadClient:
             protocol._SIG[protocol.CURRENT_VERSION], protocol.REQUEST,
             msgpack.packb({"id": rid, "to": self.target, "ttl": 30000}), payload,
         ]
+
+    def _answers(self, frames):
+        """
+        @return: the request ids answered by the message C{frames} (a BATCH
+            may carry many; see L{_answer}).
+        """
+        if frames[1] == protocol.BATCH:
+            ids = []
+            for msgtype, header, payload in msgpack.unpackb(frames[3]):
+                rid = self._answer([frames[0], msgtype, msgpack.packb(header), payload])
+                if rid is not None:
+                    ids.append(rid)
+            return ids
+        rid = self._answer(frames)
+        return [] if rid is None else [rid]
 
     def _answer(self, frames):
         """
@@ -202,7 +219,7 @@ class LoadClient:
         send = sock.send_multipart
         recv = sock.recv_multipart
         frames = self._frames
-        answer = self._answer
+        answers = self._answers
         outstanding = set()
         done = 0
         sent = 0
@@ -231,10 +248,10 @@ class LoadClient:
                     got = recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                rid = answer(got)
-                if rid in outstanding:
-                    outstanding.discard(rid)
-                    done += 1
+                for rid in answers(got):
+                    if rid in outstanding:
+                        outstanding.discard(rid)
+                        done += 1
         return done, time.perf_counter() - start
 
     def latency(self, count, duration, payload, stall=10.0):
@@ -254,7 +271,7 @@ class LoadClient:
             while True:
                 if not sock.poll(stall * 1000):
                     raise BenchError(f"no answer for {stall}s")
-                if self._answer(sock.recv_multipart()) == rid:
+                if rid in self._answers(sock.recv_multipart()):
                     break
             t1 = time.perf_counter()
             times.append(t1 - t0)
@@ -1004,10 +1021,10 @@ def pipelinedMany(clients, window, duration, maxRequests, payload, stall=10.0):
                     got = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                rid = c._answer(got)
-                if rid in outstanding[c]:
-                    outstanding[c].discard(rid)
-                    done += 1
+                for rid in c._answers(got):
+                    if rid in outstanding[c]:
+                        outstanding[c].discard(rid)
+                        done += 1
     return done, time.perf_counter() - start
 
 
