@@ -262,6 +262,30 @@ class ServerOptionsTests(OptionsTestCase):
         argv = tac.argumentsFromEnvironment(serverTap.Options, {"ZMQRELAY_INPUT_HWM": "77"})
         self.assertEqual(self.parse(serverTap, argv + ["--proxy", "tcp://p:1"])["input-hwm"], 77)
 
+    def test_heapFrozenInOwnProcess(self):
+        """
+        A node started as a twistd subcommand or from a .tac file (runAs
+        set) leaves the objects that exist once it runs out of the garbage
+        collector's full passes; built by a program, it does not touch the
+        program's collector.
+        """
+        import gc
+
+        from zmqrelay.tools.tap._common import twistdService
+
+        class Service:
+            def startService(self):
+                pass
+
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        twistdService(lambda options: Service(), self.parse(cloudTap, [])).startService()
+        self.assertEqual(gc.get_freeze_count(), 0)
+        options = self.parse(cloudTap, [])
+        options.runAs = "zmqrelay-cloud"
+        twistdService(lambda options: Service(), options).startService()
+        self.assertGreater(gc.get_freeze_count(), 0)
+
     def test_batch(self):
         """
         --batch (default 64) reaches the config; 0 switches batches off.
