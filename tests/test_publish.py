@@ -32,6 +32,8 @@ class FakePublishTests(SynchronousTestCase):
         self.addCleanup(self.server.stopService)
         [self.xpub] = self.factory.ofKind("xpub")
         self.raw = self.xpub.socket
+        # A direct subscriber (publish skips the direct XPUB without one).
+        self.xpub.receive([b"\x01t"])
 
     def answers(self, *results):
         results = list(results)
@@ -72,6 +74,22 @@ class FakePublishTests(SynchronousTestCase):
         self.assertEqual(self.raw.options[zmq.XPUB_NODROP], 1)
         self.assertEqual(len(self.xpub.sent), 1)
         self.assertEqual(self.server.counters["slow-dropped"], 1)
+
+    def test_noDirectSubscriberNoSend(self):
+        """
+        The direct XPUB is sent to only while direct subscribers hold a
+        prefix (ZeroMQ's first subscription and last unsubscription count).
+        """
+        self.xpub.receive([b"\x01u"])
+        self.xpub.receive([b"\x00t"])
+        self.server.publish(b"t", b"1")
+        self.xpub.receive([b"\x00u"])
+        self.server.publish(b"t", b"2")
+        self.xpub.receive([b"\x00u"])
+        self.server.publish(b"t", b"3")
+        self.xpub.receive([b"\x01v"])
+        self.server.publish(b"t", b"4")
+        self.assertEqual([f[3] for f in self.xpub.sent], [b"1", b"4"])
 
 
 class RealPublishTests(SynchronousTestCase):

@@ -681,6 +681,8 @@ class ServerTests(RoleTestCase):
         publish() numbers notifications per topic and sends them on the XPUB.
         """
         self.start(self.server)
+        xpub = self.factory.ofKind("xpub")[0]
+        xpub.receive([b"\x01t"])
         self.assertEqual(self.server.publish(b"t", b"one"), 1)
         self.assertEqual(self.server.publish(b"t", b"two"), 2)
         xpub = self.factory.ofKind("xpub")[0]

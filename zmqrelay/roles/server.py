@@ -102,6 +102,8 @@ class Server(PresenceViewMixin, Node):
         self.front = None
         self.link = None
         self.xpub = None
+        # Prefixes direct subscribers hold on xpub (see _directSubscriptions).
+        self._directPrefixes = 0
         self.counters = {"requests": 0, "handled": 0, "failed": 0, "expired": 0,
                          "published": 0, "replays": 0, "messages": 0}
 
@@ -124,8 +126,9 @@ class Server(PresenceViewMixin, Node):
         return result
 
     def _start(self):
+        self._directPrefixes = 0
         self.xpub = self.socketFactory.socket(
-            "xpub", self._subscriptions, security.boundOptions(self.config, security.SUBSCRIBE)
+            "xpub", self._directSubscriptions, security.boundOptions(self.config, security.SUBSCRIBE)
         )
         # Direct subscribers: a full queue fails the send, which is then
         # made again dropping for the full ones only (see publish).
@@ -207,7 +210,9 @@ class Server(PresenceViewMixin, Node):
             topic, {"server": self.nodeId, "inc": self.incarnation, "seq": seq}, payload
         )
         xpub = self.xpub
-        if xpub is not None:
+        if xpub is not None and self._directPrefixes:
+            # Only while a direct subscriber subscribed to something: a send
+            # costs a pyzmq call per frame even when ZeroMQ then drops it.
             if not xpub.send(frames):
                 self._slowSubscriber(xpub, frames)
         up = self.upPub
@@ -535,6 +540,18 @@ class Server(PresenceViewMixin, Node):
             {"id": rid},
             msgpack.packb({"inc": self.incarnation, "items": items}, use_bin_type=True),
         )
+
+    def _directSubscriptions(self, frames):
+        # ZeroMQ passes on the first subscription to a prefix and the last
+        # unsubscription from it (also when a subscriber goes): their
+        # difference is how many prefixes direct subscribers hold.
+        if len(frames) == 1:
+            flag = frames[0][:1]
+            if flag == b"\x01":
+                self._directPrefixes += 1
+            elif flag == b"\x00" and self._directPrefixes > 0:
+                self._directPrefixes -= 1
+        self._subscriptions(frames)
 
     def _subscriptions(self, frames):
         # (Un)subscriptions arrive here; ZeroMQ filters for us, so only count.
