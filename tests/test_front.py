@@ -384,6 +384,25 @@ class HeartbeatTests(FrontTestCase):
             self.receive(b"r1", protocol.encode(protocol.HEARTBEAT, {}))
         self.assertEqual(self.owner.left, [])
 
+    def test_heartbeatForms(self):
+        """
+        A plain HB (the fast path), one with extra frames, and one with a
+        drain field all keep the session; an HB with a bad signature is
+        malformed; none reaches the owner.
+        """
+        session = self.hello(b"r1", "c1")
+        sig, hb, header, payload = protocol.encode(protocol.HEARTBEAT, {})
+        for frames in ([sig, hb, header, payload], [sig, hb, header, payload, b"extra"],
+                       [sig, hb, header]):
+            self.clock.advance(1.0)
+            self.receive(b"r1", frames)
+            self.assertEqual(session.lastSeen, self.clock.seconds())
+        self.receive(b"r1", [b"ZRLX\x01", hb, header, payload])
+        self.assertEqual(self.front.counters["malformed"], 1)
+        self.receive(b"r1", protocol.encode(protocol.HEARTBEAT, {"drain": True}))
+        self.assertTrue(session.draining)
+        self.assertEqual(self.owner.received, [])
+
     def test_peerHeartbeatRespected(self):
         """
         A peer announcing a slower heartbeat gets a longer timeout.

@@ -69,6 +69,10 @@ _CUT_REASONS = {"heartbeat-timeout": "cut-dead"}
 
 _REQUEST = protocol.REQUEST
 _REPLY = protocol.REPLY
+_HB = protocol.HEARTBEAT
+#: An HB's frames (signature, type, empty header, payload) per version.
+_HEARTBEATS = {v: protocol.encode(protocol.HEARTBEAT, {}, b"", v) for v in range(256)}
+_EMPTY_MAP = _HEARTBEATS[1][2]
 _BATCH = protocol.BATCH
 _UNBATCHED = protocol.UNBATCHED
 _ITEM_ALLOWANCE = protocol.BATCH_ITEM_ALLOWANCE
@@ -470,6 +474,12 @@ class Front:
                         # session: a few messages, then its connection is cut.
                         self.drop(session, "over-limit")
                     return
+        if session is not None and len(frames) > 3 and frames[2] == _HB and (
+            frames[3] == _EMPTY_MAP and frames[1][:4] == protocol.SIGNATURE and len(frames[1]) == 5
+        ):
+            # A plain heartbeat (ten thousand idle clients send ten thousand
+            # a second): it has done its work (lastSeen) already.
+            return
         if size > self.config.maxMessageSize:
             self.counters["too-large"] += 1
             # Read just the header (small) so the ERR names the request and
@@ -961,17 +971,48 @@ class Front:
                     # run now (see _onMessage).
                     session.stale = True
                     self._stale.append(session)
-        if any(now - s.lastSeen > s.heartbeat * s.liveness for s in self.sessions.values()):
+        # One pass over the sessions (ten thousand clients are ten thousand
+        # of them, twice a heartbeat): those that look gone, and those owed
+        # a heartbeat.
+        suspects = []
+        due = []
+        for session in self.sessions.values():
+            if session.gone or now - session.lastSeen > session.heartbeat * session.liveness:
+                suspects.append(session)
+            elif now - session.lastSent >= session.heartbeat:
+                due.append(session)
+        if suspects and not all(s.gone for s in suspects):
             # What they sent may be waiting, unread, in our socket.
             read = getattr(self._socket, "doRead", None)
             if read is not None:
                 read()
+        # Connections whose time is up; those of sessions dropped below go
+        # on the next tick, after their BYE.
         self._cutDue()
-        for session in list(self.sessions.values()):
-            if session.gone:
-                self.drop(session, "connection-lost")
-            elif now - session.lastSeen > session.heartbeat * session.liveness:
-                self.drop(session, "heartbeat-timeout")
-            elif now - session.lastSent >= session.heartbeat:
-                self.sendTo(session, protocol.HEARTBEAT, {})
+        if suspects:
+            for session in suspects:
+                if not session.alive:
+                    continue
+                if session.gone:
+                    self.drop(session, "connection-lost")
+                elif now - session.lastSeen > session.heartbeat * session.liveness:
+                    self.drop(session, "heartbeat-timeout")
+                elif now - session.lastSent >= session.heartbeat:
+                    due.append(session)
+        for session in due:
+            if session.alive:
+                self._heartbeat(session)
+
+    def _heartbeat(self, session):
+        """
+        Send C{session} a heartbeat (pre-encoded: a cloud sends one to every
+        idle client every heartbeat).
+        """
+        if session.batchMax or self._socket is None:
+            self.sendTo(session, protocol.HEARTBEAT, {})
+            return
+        if self._socket.send([session.routingId] + _HEARTBEATS[session.version]):
+            session.lastSent = self.reactor.seconds()
+        elif getattr(self._socket, "unroutable", False):
+            session.gone = True
 
