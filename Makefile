@@ -32,11 +32,13 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) bench/relaybench.py --write docs/BENCHMARKS.md
+	$(PY) bench/coalesce.py --write docs/BENCHMARKS.md
 
-# docs/FLOOD.md: the single-flooder run, then each attack of issue 7 (a few minutes).
+# docs/FLOOD.md: the single-flooder run, each attack of issue 7, and the read-and-drop floor (a few minutes).
 bench-flood: $(STAMP)
 	$(PY) bench/floodbench.py --write docs/FLOOD.md
 	$(PY) bench/attacks.py --write docs/FLOOD.md
+	$(PY) bench/readfloor.py --write docs/FLOOD.md
 
 # docs/BENCHMARKS.md: ten thousand idle clients on one cloud (about 2 minutes).
 bench-idle: $(STAMP)
