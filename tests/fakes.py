@@ -88,6 +88,7 @@ class FakeSocket:
         self.cutResult = True
         self._fd = -1
         self.inputLimit = None
+        self.outputLimit = None
 
     def bind(self, address):
         """
@@ -123,6 +124,9 @@ class FakeSocket:
 
     def limitInput(self, messages):
         self.inputLimit = messages
+
+    def limitOutput(self, messages):
+        self.outputLimit = messages
 
     def useCurve(self, curve):
         self.curves.append(curve)

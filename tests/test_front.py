@@ -834,13 +834,14 @@ class InputLimitTests(FrontTestCase):
     What one connection may have queued unread at the Front.
     """
 
-    settings = {"inputHwm": 321}
+    settings = {"inputHwm": 321, "outputHwm": 123}
 
     def test_inputLimitedBeforeBind(self):
         """
-        The ROUTER's receive high-water mark is the config's inputHwm.
+        The ROUTER's receive and send high-water marks are the config's
+        inputHwm and outputHwm.
         """
-        self.assertEqual(self.socket.inputLimit, 321)
+        self.assertEqual((self.socket.inputLimit, self.socket.outputLimit), (321, 123))
 
 
 class AbusiveStrangerTests(FrontTestCase):

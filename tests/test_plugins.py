@@ -256,6 +256,8 @@ class ServerOptionsTests(OptionsTestCase):
         .tac file reads it from ZMQRELAY_INPUT_HWM.
         """
         self.assertEqual(self.parse(cloudTap, []).nodeConfig().inputHwm, 1000)
+        self.assertEqual(self.parse(cloudTap, []).nodeConfig().outputHwm, 1000)
+        self.assertEqual(self.parse(cloudTap, ["--output-hwm", "9"]).nodeConfig().outputHwm, 9)
         options = self.parse(proxyTap, ["--cloud", "tcp://c:1", "--input-hwm", "50"])
         self.assertEqual(options.nodeConfig().inputHwm, 50)
         self.assertUsageError(cloudTap, ["--input-hwm", "0"])

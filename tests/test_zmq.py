@@ -74,6 +74,9 @@ class AdapterTests(SynchronousTestCase):
         router.limitInput(7)
         self.assertEqual(router.socket.getsockopt(zmq.RCVHWM), 7)
         self.assertEqual(router.socket.getsockopt(zmq.SNDHWM), 50)
+        router.limitOutput(9)
+        self.assertEqual(router.socket.getsockopt(zmq.SNDHWM), 9)
+        self.assertEqual(router.socket.getsockopt(zmq.RCVHWM), 7)
 
     def test_readBudgetYields(self):
         """

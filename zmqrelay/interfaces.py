@@ -412,6 +412,13 @@ class ISocket(Interface):
         reading that connection, and TCP pushes back on its sender.
         """
 
+    def limitOutput(messages):
+        """
+        Queue at most C{messages} toward one connection (ZeroMQ's send
+        high-water mark; set before L{bind}): past it, sends to that peer
+        fail (C{False}) until it reads.
+        """
+
     def useCurve(curve):
         """
         Secure the binds and connects that follow with CURVE.

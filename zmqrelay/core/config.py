@@ -77,6 +77,8 @@ class NodeConfig:
     @ivar batch: the most messages this node takes in one BATCH from a
         relay or server (PROTOCOL.md 3.3), announced in HELLO and WELCOME;
         below 2, none (and it sends none to peers that announced none).
+    @ivar outputHwm: messages the node's listening (ROUTER) socket queues
+        toward one connection that does not read: its send high-water mark.
     @ivar inputHwm: messages one connection may have queued unread at the
         node's listening (ROUTER) socket: its receive high-water mark.  Past
         it ZeroMQ stops reading that connection (TCP pushes back), so a
@@ -116,6 +118,7 @@ class NodeConfig:
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
         self.subHwm = kw.pop("subHwm", 1000)
         self.inputHwm = kw.pop("inputHwm", 1000)
+        self.outputHwm = kw.pop("outputHwm", 1000)
         self.batch = kw.pop("batch", 64)
         self.forwardWindow = kw.pop("forwardWindow", 32)
         if kw:

@@ -139,6 +139,13 @@ class ZmqSocket(ZmqConnection):
         """
         self.socket.setsockopt(zmq.RCVHWM, messages)
 
+    def limitOutput(self, messages):
+        """
+        Set the send high-water mark (before L{bind}): see
+        L{zmqrelay.interfaces.ISocket.limitOutput}.
+        """
+        self.socket.setsockopt(zmq.SNDHWM, messages)
+
     def useCurve(self, curve):
         """
         Set the security of the binds and connects that follow (libzmq copies

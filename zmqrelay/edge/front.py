@@ -275,6 +275,10 @@ class Front:
         # Peers write into this socket: what one connection may have queued
         # unread here is bounded apart from the send side's --hwm.
         self._socket.limitInput(self.config.inputHwm)
+        # And what may wait toward one peer that does not read: a deaf
+        # client holds at most this many answers here (relays get theirs
+        # in batches, so this many messages are many more requests).
+        self._socket.limitOutput(self.config.outputHwm)
         self.endpoint = self._socket.bind(self.address)
         if not self.endpoint.startswith("inproc:"):
             # Connections by descriptor, so those that hold no session can

@@ -249,6 +249,9 @@ class NodeOptions(CheckedOptions):
         ["hwm", None, 10000, "High-water mark of every socket, in messages.", _positive(int)],
         ["batch", None, 64, "Most messages taken in one BATCH from a relay or server, and "
          "announced in HELLO/WELCOME (below 2: no batches either way).", _nonNegative(int)],
+        ["output-hwm", None, 1000, "Messages a listening socket queues toward one connection "
+         "that does not read (its send high-water mark); past it sends to that peer fail and "
+         "are counted.", _positive(int)],
         ["input-hwm", None, 1000, "Messages one connection may have queued unread at a "
          "listening socket (its receive high-water mark); past it ZeroMQ stops reading that "
          "connection.", _positive(int)],
@@ -419,6 +422,7 @@ class NodeOptions(CheckedOptions):
             maxMessageSize=self["max-message-size"],
             hwm=self["hwm"],
             inputHwm=self["input-hwm"],
+            outputHwm=self["output-hwm"],
             batch=self["batch"],
             maxInFlight=self["max-in-flight"],
             rate=self["rate"],
