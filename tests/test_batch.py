@@ -62,6 +62,23 @@ class CodecTests(SynchronousTestCase):
             error = self.assertRaises(protocol.ProtocolError, protocol.decodeBatch, message, 2)
             self.assertEqual(error.code, protocol.E_BAD_MESSAGE)
 
+    def test_batches(self):
+        """
+        Groups keep the order, hold at most C{most} items and C{room} bytes
+        (payload + allowance each), and a payload of BATCH_LARGE or more
+        goes alone.
+        """
+        def item(n, size=0):
+            return (protocol.REPLY, {"id": n}, b"x" * size)
+
+        allowance = protocol.BATCH_ITEM_ALLOWANCE
+        items = [item(0), item(1), item(2), item(3, protocol.BATCH_LARGE), item(4), item(5, 1000),
+                 item(6, 1000), item(7)]
+        groups = list(protocol.batches(items, 2, 2 * allowance + 1500))
+        self.assertEqual([[i[1]["id"] for i in g] for g in groups],
+                         [[0, 1], [2], [3], [4, 5], [6, 7]])
+        self.assertEqual(list(protocol.batches([], 2, 100)), [])
+
     def test_batchLimit(self):
         """
         A peer takes batches only if it announced an int batch of 2 or more.

@@ -259,6 +259,47 @@ def encodeBatch(items, version=CURRENT_VERSION):
     return [_SIG[version], BATCH, _packb({"n": len(items)}), _packb(items)]
 
 
+#: Payloads this large travel alone, never in a BATCH: packing them into one
+#: would copy them twice (into the batch, out of it), which costs more than
+#: the message they would share (ZeroMQ sends such frames without copying).
+BATCH_LARGE = 65536
+
+
+def batches(items, most, room):
+    """
+    Group what waits for one peer into what to send, in order.
+
+    @param items: C{(type, header, payload)} tuples.
+    @param most: the most items in one group (the peer's C{batch}).
+    @param room: the bytes one group may take (the peer's C{max} less
+        L{HEADROOM}), counting each item as its payload and
+        L{BATCH_ITEM_ALLOWANCE}.
+    @return: a generator of non-empty L{list}s: one item is sent as it is,
+        more as one BATCH.  An item with a payload of L{BATCH_LARGE} bytes
+        or more is always alone.
+    """
+    chunk = []
+    size = 0
+    for item in items:
+        length = len(item[2])
+        if length >= BATCH_LARGE:
+            if chunk:
+                yield chunk
+                chunk = []
+                size = 0
+            yield [item]
+            continue
+        cost = length + BATCH_ITEM_ALLOWANCE
+        if chunk and (len(chunk) >= most or size + cost > room):
+            yield chunk
+            chunk = []
+            size = 0
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk
+
+
 def decodeBatch(message, limit):
     """
     Take a BATCH apart.

@@ -75,7 +75,6 @@ _HEARTBEATS = {v: protocol.encode(protocol.HEARTBEAT, {}, b"", v) for v in range
 _EMPTY_MAP = _HEARTBEATS[1][2]
 _BATCH = protocol.BATCH
 _UNBATCHED = protocol.UNBATCHED
-_ITEM_ALLOWANCE = protocol.BATCH_ITEM_ALLOWANCE
 
 #: Monitor events (as L{zmqrelay.edge._zmq} names them).
 _ACCEPTED = "accepted"
@@ -371,19 +370,8 @@ class Front:
         if len(items) == 1:
             self._sendItems(session, items)
             return
-        room = session.maxSize - protocol.HEADROOM
-        most = session.batchMax
-        chunk = []
-        size = 0
-        for item in items:
-            cost = len(item[2]) + _ITEM_ALLOWANCE
-            if chunk and (len(chunk) >= most or size + cost > room):
-                self._sendItems(session, chunk)
-                chunk = []
-                size = 0
-            chunk.append(item)
-            size += cost
-        self._sendItems(session, chunk)
+        for chunk in protocol.batches(items, session.batchMax, session.maxSize - protocol.HEADROOM):
+            self._sendItems(session, chunk)
 
     def _sendItems(self, session, items):
         if self._socket is None:

@@ -229,18 +229,8 @@ class UpstreamLink:
             # The session ended this turn: the owner fails what went to it.
             self.counters["undelivered"] += len(items)
             return
-        room = self.maxSize - protocol.HEADROOM
-        chunk = []
-        size = 0
-        for item in items:
-            cost = len(item[2]) + protocol.BATCH_ITEM_ALLOWANCE
-            if chunk and (len(chunk) >= self.batchMax or size + cost > room):
-                self._sendItems(chunk)
-                chunk = []
-                size = 0
-            chunk.append(item)
-            size += cost
-        self._sendItems(chunk)
+        for chunk in protocol.batches(items, self.batchMax, self.maxSize - protocol.HEADROOM):
+            self._sendItems(chunk)
 
     def _sendItems(self, items):
         if len(items) == 1:
