@@ -118,13 +118,12 @@ class FrontBatchTests(SynchronousTestCase):
 
     def test_welcomeAnnounces(self):
         """
-        WELCOME says batch to relays and servers, never to clients.
+        WELCOME says batch to every peer (relays, servers, clients).
         """
         self.socket.receive([b"p1"] + helloFrames("p1", role=protocol.PROXY))
         self.socket.receive([b"c1"] + helloFrames("c1", role=protocol.CLIENT))
         welcomes = {r: m.header for r, m in self.socket.ofType(protocol.WELCOME, routed=True)}
-        self.assertEqual(welcomes[b"p1"]["batch"], 4)
-        self.assertNotIn("batch", welcomes[b"c1"])
+        self.assertEqual((welcomes[b"p1"]["batch"], welcomes[b"c1"]["batch"]), (4, 4))
 
     def test_oneTurnOneBatch(self):
         """
@@ -229,16 +228,52 @@ class FrontBatchTests(SynchronousTestCase):
         self.assertEqual(self.owner.received, [])
         self.assertNotIn(b"s1", self.front.sessions)
 
-    def test_clientMayNotBatch(self):
+    def test_clientBatchCountsEveryMessage(self):
         """
-        A client (never offered batch) that sends one gets ERR bad-message.
+        A client's BATCH counts against its rate limit once, and once more
+        for each of its messages: those over the limit are refused one by
+        one (ERR over-limit with their id), the others go on.
         """
-        self.session(b"c1", "c1", role=protocol.CLIENT)
-        self.socket.receive([b"c1"] + protocol.encodeBatch([(protocol.REQUEST, {"id": 1}, b"")] * 2))
+        self.front.stop()
+        self.factory = FakeSocketFactory()
+        self.owner = FrontOwner()
+        config = NodeConfig("front-node", incarnation="front-inc", batch=8, rate=1, burst=4,
+                            strikes=50)
+        self.front = Front(self.owner, config, self.clock, self.factory, "tcp://127.0.0.1:*")
+        self.front.start()
+        self.socket = self.factory.sockets[0]
+        session = self.session(b"c1", "c1", role=protocol.CLIENT)
+        items = [(protocol.REQUEST, {"id": rid, "to": "s"}, b"") for rid in range(1, 6)]
+        self.socket.receive([b"c1"] + protocol.encodeBatch(items))
+        # The hello took one token and the batch one: two requests fit.
+        self.assertEqual([m.header["id"] for s, m in self.owner.received], [1, 2])
         self.clock.advance(0)
-        [error] = [m for f in self.sent(b"c1") for m in unbatch(f) if m.type == protocol.ERROR]
-        self.assertEqual(error.header["code"], protocol.E_BAD_MESSAGE)
-        self.assertEqual(self.owner.received, [])
+        refused = [m.header["id"] for f in self.sent(b"c1") for m in unbatch(f)
+                   if m.type == protocol.ERROR and m.header["code"] == protocol.E_OVER_LIMIT]
+        self.assertEqual(refused, [3, 4, 5])
+        self.assertTrue(session.alive)
+
+    def test_clientBatchStruckOut(self):
+        """
+        A refusal inside a batch that crosses the strike limit ends the
+        session (BYE over-limit); nothing after it is read.
+        """
+        self.front.stop()
+        self.factory = FakeSocketFactory()
+        self.owner = FrontOwner()
+        config = NodeConfig("front-node", incarnation="front-inc", batch=8, rate=1, burst=3,
+                            strikes=1)
+        self.front = Front(self.owner, config, self.clock, self.factory, "tcp://127.0.0.1:*")
+        self.front.start()
+        self.socket = self.factory.sockets[0]
+        self.session(b"c1", "c1", role=protocol.CLIENT)
+        items = [(protocol.REQUEST, {"id": rid, "to": "s"}, b"") for rid in range(1, 6)]
+        self.socket.receive([b"c1"] + protocol.encodeBatch(items))
+        self.assertEqual([m.header["id"] for s, m in self.owner.received], [1])
+        self.assertNotIn(b"c1", self.front.sessions)
+        self.clock.advance(0)
+        types = [m.type for f in self.sent(b"c1") for m in unbatch(f)]
+        self.assertEqual(types[-1], protocol.BYE)
 
     def test_strangerBatchHelloFirst(self):
         """

@@ -870,14 +870,14 @@ class ForeignClientTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_batches(self):
         """
-        Section 3.3: a client that announced batch gets its answers in BATCHes (read item by item), one that did not gets none; a client may not send one (ERR bad-message), and the WELCOME offers it none.
+        Section 3.3: a client that announced batch gets its answers in BATCHes (read item by item), one that did not gets none; the WELCOME offers batch, and requests a client sends in a BATCH are answered each; one with more messages than offered is bad-message.
         """
         cloud, server = yield self.system()
         plain = ForeignClient(self, self.context, cloud.endpoints["control"], "plain", "p1")
         batched = ForeignClient(self, self.context, cloud.endpoints["control"], "batched", "b1")
         yield plain.connect()
         welcome = yield batched.connect(batch=16)
-        self.assertNotIn("batch", welcome)
+        self.assertEqual(welcome["batch"], 64)
         for client in (plain, batched):
             rids = [client.request(SERVER_ID, b"n%d" % i) for i in range(60)]
             for i, rid in enumerate(rids):
@@ -885,8 +885,13 @@ class ForeignClientTests(unittest.TestCase):
                 self.assertEqual((answer.type, answer.payload), (REP, b"n%d" % i))
         self.assertEqual(plain.batches, 0)
         self.assertGreater(batched.batches, 0)
-        items = [[REQ, {"id": 1, "to": SERVER_ID, "ttl": 5000}, b"a"]] * 2
-        batched.send(BATCH, {"n": 2}, msgpack.packb(items, use_bin_type=True))
+        items = [[REQ, {"id": rid, "to": SERVER_ID, "ttl": 5000}, b"b%d" % rid] for rid in (1, 2, 3)]
+        batched.send(BATCH, {"n": 3}, msgpack.packb(items, use_bin_type=True))
+        for rid in (1, 2, 3):
+            answer = yield batched.answer(rid)
+            self.assertEqual((answer.type, answer.payload), (REP, b"b%d" % rid))
+        items = [[REQ, {"id": 9, "to": SERVER_ID, "ttl": 5000}, b"x"]] * (welcome["batch"] + 1)
+        batched.send(BATCH, {"n": len(items)}, msgpack.packb(items, use_bin_type=True))
         answer = yield batched.receive(lambda m: m.type == ERR)
         self.assertEqual(answer.header["code"], "bad-message")
 

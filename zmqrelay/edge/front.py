@@ -499,7 +499,7 @@ class Front:
         A BATCH from a peer we let send them: each of its messages as if it
         had come alone.
         """
-        limit = self.config.batch if session.role != protocol.CLIENT else 0
+        limit = self.config.batch
         try:
             items = protocol.decodeBatch(message, limit if limit >= 2 else 0)
         except protocol.ProtocolError as e:
@@ -508,9 +508,24 @@ class Front:
             return
         self.counters["batches-in"] += 1
         self.counters["batched-in"] += len(items)
+        guard = session.guard
         for item in items:
             if not session.alive:
                 return
+            if guard is not None:
+                # A client's limits count every message of a batch, as if
+                # it had come alone (the batch itself counted once more).
+                wait = guard.check(now, len(item.payload))
+                if wait is None:
+                    self.counters["ignored"] += 1
+                    continue
+                if wait:
+                    self.counters["refused"] += 1
+                    self._refuse(session, None, wait, item.header)
+                    if guard.ignoredUntil > now:
+                        self.drop(session, "over-limit")
+                        return
+                    continue
             self._dispatch(routingId, session, item, now, userId)
 
     def _dispatch(self, routingId, session, message, now, userId):
@@ -662,13 +677,13 @@ class Front:
                 "too many frames in one message",
             )
 
-    def _refuse(self, session, frames, wait):
+    def _refuse(self, session, frames, wait, header=None):
         self.counters["refused-messages"] += 1
-        header = None
-        try:
-            header = protocol.decode(frames[1:]).header
-        except protocol.ProtocolError:
-            pass
+        if frames is not None:
+            try:
+                header = protocol.decode(frames[1:]).header
+            except protocol.ProtocolError:
+                pass
         if session.guard is not None and session.guard.ignoredUntil > self.reactor.seconds():
             # This refusal crossed the strike limit: the last answer the
             # peer gets until its cooldown ends.
@@ -875,9 +890,7 @@ class Front:
             "inflight": c.maxInFlight,
             "you": session.nodeId,
         }
-        if c.batch >= 2 and session.role != protocol.CLIENT:
-            # Relays and servers may send us batches; clients, whose every
-            # message is rate limited, may not.
+        if c.batch >= 2:
             header["batch"] = c.batch
         header.update(self.owner.welcomeExtras(session))
         self.sendTo(session, protocol.WELCOME, header)

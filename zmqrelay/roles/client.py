@@ -780,6 +780,14 @@ class Client(Node):
                     attempt.server = None
         self._changed()
 
+    def undelivered(self, link, msgtype, header):
+        """
+        A request sent in a BATCH could not be queued on C{link} (its queue
+        was full): fail that attempt, as a refused send fails it.
+        """
+        if msgtype == protocol.REQUEST and header.get("id").__class__ is int:
+            self.calls.fail(header["id"], errors.OverLimit("send queue full", 0.05))
+
     def linkDraining(self, link):
         """
         C{link}'s node said it is draining: new requests go elsewhere; a
