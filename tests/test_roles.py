@@ -1072,6 +1072,41 @@ class ClientTests(RoleTestCase):
         self.clock.advance(GAP_GRACE)
         self.assertEqual(dealer.ofType(protocol.REQUEST), [])
 
+    def test_batchedRequestsAndRefusedBatch(self):
+        """
+        Toward a cloud that takes batches, requests of one reactor turn go as
+        one BATCH; a BATCH the queue refuses fails only its attempts, which
+        are retried.
+        """
+        self.start(self.client)
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("cloud", role="cloud", pub="inproc://cloud-pub", batch=8))
+        dealer.clear()
+        one = self.client.request("echo", b"one")
+        two = self.client.request("echo", b"two", attempts=1)
+        self.clock.advance(0)
+        [frames] = dealer.sent
+        batch = protocol.decode(frames)
+        self.assertEqual(batch.type, protocol.BATCH)
+        ids = [m.header["id"] for m in protocol.decodeBatch(batch, 8)]
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": ids[0]}, b"ok"))
+        self.assertEqual(self.successResultOf(one), b"ok")
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": ids[1]}, b"ok2"))
+        self.assertEqual(self.successResultOf(two), b"ok2")
+        dealer.clear()
+        three = self.client.request("echo", b"three", attempts=1)
+        four = self.client.request("echo", b"four")
+        dealer.sendResult = False
+        self.clock.advance(0)
+        self.failureResultOf(three, errors.OverLimit)
+        self.assertNoResult(four)
+        dealer.sendResult = True
+        self.clock.advance(0.1)
+        [retry] = dealer.ofType(protocol.REQUEST)
+        self.assertEqual(retry.payload, b"four")
+        dealer.receive(protocol.encode(protocol.REPLY, {"id": retry.header["id"]}, b"ok4"))
+        self.assertEqual(self.successResultOf(four), b"ok4")
+
     def test_fullQueueFailsOnlyThatRequest(self):
         """
         A send refused by a full queue retries that request only, not others in flight.
