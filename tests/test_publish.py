@@ -13,7 +13,7 @@ from tests.test_zmq import FakeReactor
 from zmqrelay.core import errors, protocol
 from zmqrelay.core.config import NodeConfig, SocketOptions
 from zmqrelay.edge._zmq import SocketFactory
-from zmqrelay.roles.server import PUBLISH_RETRY, Server
+from zmqrelay.roles.server import Server
 
 
 class FakePublishTests(SynchronousTestCase):

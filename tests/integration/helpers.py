@@ -432,7 +432,6 @@ def runProcess(testCase, argv, timeout=20.0, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    args = argv[1:]
     proto = _Output()
     transport = reactor.spawnProcess(proto, argv[0], argv, env=childEnvironment(), path=ROOT)
 

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 
 from zmqrelay.core import protocol
 from zmqrelay.edge import security
+from zmqrelay.edge.outbox import reportUndelivered
 from zmqrelay.core.errors import Rejected
 from zmqrelay.core.pending import PendingConnections
 from zmqrelay.core.ratelimit import PeerGuard, TokenBucket
@@ -388,16 +389,8 @@ class Front:
                 self.counters["batched-out"] += len(items)
             elif getattr(self._socket, "unroutable", False):
                 session.gone = True
-        if ok:
-            return
-        hook = getattr(self.owner, "undelivered", None)
-        for msgtype, header, _ in items:
-            self.counters["undelivered"] += 1
-            if hook is not None:
-                try:
-                    hook(session, msgtype, header)
-                except Exception:
-                    log.failure("handling an undelivered message to {peer} failed", peer=session)
+        if not ok:
+            reportUndelivered(self.owner, session, items, self.counters)
 
     def _sendNow(self, session, msgtype, header, payload, counted=False):
         if self._socket is None:

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 
 from zmqrelay.core import errors, protocol
 from zmqrelay.edge import security
+from zmqrelay.edge.outbox import reportUndelivered
 from zmqrelay.core.ratelimit import TokenBucket
 
 log = Logger()
@@ -241,16 +242,8 @@ class UpstreamLink:
             if ok:
                 self.counters["batches-out"] += 1
                 self.counters["batched-out"] += len(items)
-        if ok:
-            return
-        hook = getattr(self.owner, "undelivered", None)
-        for msgtype, header, _ in items:
-            self.counters["undelivered"] += 1
-            if hook is not None:
-                try:
-                    hook(self, msgtype, header)
-                except Exception:
-                    log.failure("{link}: handling an undelivered message failed", link=self.name)
+        if not ok:
+            reportUndelivered(self.owner, self, items, self.counters)
 
     # The state machine
 
