@@ -459,6 +459,41 @@ def runProcess(testCase, argv, timeout=20.0, reactor=None):
     return proto.ended.addCallback(ended)
 
 
+def runBench(testCase, script, args, timeout):
+    """
+    Run C{bench/<script>} with C{args} to its end, from a synchronous test.
+
+    On a timeout or a failing test it is sent SIGTERM first (a benchmark then
+    ends every process it started), then killed.
+
+    @return: its output (stdout and stderr).
+    """
+    import subprocess
+
+    bench = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "bench", script)] + list(args),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+    def stop():
+        if bench.poll() is None:
+            bench.send_signal(signal.SIGTERM)
+            try:
+                bench.wait(20)
+            except subprocess.TimeoutExpired:
+                bench.kill()
+                bench.wait()
+
+    testCase.addCleanup(stop)
+    try:
+        output, _ = bench.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop()
+        testCase.fail(f"{script} still running after {timeout} s")
+    testCase.assertEqual(bench.returncode, 0, output)
+    return output
+
+
 def parseJson(text):
     """
     @return: the JSON document a C{zmqrelay presence|stats} printed.

@@ -9,8 +9,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 
@@ -18,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from zmqrelay.core.errors import OverLimit
+from tests.integration.helpers import runBench
 from zmqrelay.tools.launcher import ROOT
 
 BENCH = os.path.join(ROOT, "bench")
@@ -180,29 +179,9 @@ class TinyRunTests(SynchronousTestCase):
         figures = os.path.join(directory, "figures.json")
         with open(path, "w") as f:
             f.write("# head\n\n<!-- notify:begin -->\nold figures\n<!-- notify:end -->\n\ntail text\n")
-        bench = subprocess.Popen(
-            [sys.executable, os.path.join(BENCH, "notifybench.py"), "--rates", "4000",
-             "--seconds", "0.5", "--write", path, "--json", figures],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-
-        def stop():
-            # SIGTERM first: the benchmark then ends every process it started.
-            if bench.poll() is None:
-                bench.send_signal(signal.SIGTERM)
-                try:
-                    bench.wait(20)
-                except subprocess.TimeoutExpired:
-                    bench.kill()
-                    bench.wait()
-
-        self.addCleanup(stop)
-        try:
-            output, _ = bench.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            stop()
-            self.fail("notifybench still running after 60 s")
-        self.assertEqual(bench.returncode, 0, output)
+        runBench(self, "notifybench.py", [
+            "--rates", "4000", "--seconds", "0.5", "--write", path, "--json", figures,
+        ], 60)
         with open(path) as f:
             text = f.read()
         self.assertTrue(text.startswith("# head\n\n<!-- notify:begin -->\nMeasured "), text[:200])

@@ -6,14 +6,11 @@ readfloor markers, with a sane cost per message.
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from zmqrelay.tools.launcher import ROOT
+from tests.integration.helpers import runBench
 
 
 class ReadFloorTests(SynchronousTestCase):
@@ -32,24 +29,7 @@ class ReadFloorTests(SynchronousTestCase):
         path = os.path.join(directory, "FLOOD.md")
         with open(path, "w") as f:
             f.write("# head\n\n<!-- readfloor:begin -->\nold\n<!-- readfloor:end -->\n\ntail\n")
-        bench = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "bench", "readfloor.py"), "--seconds", "0.5",
-             "--sockets", "1", "--write", path],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-
-        def stop():
-            if bench.poll() is None:
-                bench.send_signal(signal.SIGTERM)
-                try:
-                    bench.wait(20)
-                except subprocess.TimeoutExpired:
-                    bench.kill()
-                    bench.wait()
-
-        self.addCleanup(stop)
-        output, _ = bench.communicate(timeout=60)
-        self.assertEqual(bench.returncode, 0, output)
+        runBench(self, "readfloor.py", ["--seconds", "0.5", "--sockets", "1", "--write", path], 60)
         with open(path) as f:
             text = f.read()
         self.assertTrue(text.startswith("# head\n\n<!-- readfloor:begin -->\n"), text)

@@ -9,13 +9,12 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.helpers import runBench
 from zmqrelay.tools.launcher import ROOT
 
 BENCH = os.path.join(ROOT, "bench")
@@ -97,30 +96,10 @@ class TinyRunTests(SynchronousTestCase):
         path = os.path.join(directory, "BENCH.md")
         with open(path, "w") as f:
             f.write("# head\n\n<!-- bench:begin -->\nold figures\n<!-- bench:end -->\n\ntail text\n")
-        bench = subprocess.Popen(
-            [sys.executable, os.path.join(BENCH, "relaybench.py"), "--rounds", "1", "--seconds", "0.3",
-             "--latency-count", "50", "--large-count", "0", "--no-clouds", "--sizes", "10240",
-             "--write", path],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-
-        def stop():
-            # SIGTERM first: the benchmark then ends every process it started.
-            if bench.poll() is None:
-                bench.send_signal(signal.SIGTERM)
-                try:
-                    bench.wait(20)
-                except subprocess.TimeoutExpired:
-                    bench.kill()
-                    bench.wait()
-
-        self.addCleanup(stop)
-        try:
-            output, _ = bench.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            stop()
-            self.fail("relaybench still running after 90 s")
-        self.assertEqual(bench.returncode, 0, output)
+        runBench(self, "relaybench.py", [
+            "--rounds", "1", "--seconds", "0.3", "--latency-count", "50", "--large-count", "0",
+            "--no-clouds", "--sizes", "10240", "--write", path,
+        ], 90)
         with open(path) as f:
             text = f.read()
         self.assertTrue(text.startswith("# head\n\n<!-- bench:begin -->\nMeasured "), text[:200])
