@@ -342,16 +342,21 @@ class ZmqSocket(ZmqConnection):
         Call it after any direct use of C{self.socket} (a socket option
         set, a send done by hand).
         """
-        if self._reading or self._readLater is not None or self.socket is None:
-            return
-        try:
-            events = self.socket.get(_EVENTS)
-        except zmq.ZMQError:
-            return
-        if events & _POLLIN:
+        if self._inputWaits():
             self._readLater = self.reactor.callLater(0, self.doRead)
 
     _checkReadable = checkReadable
+
+    def _inputWaits(self):
+        """
+        @return: C{True} if ZeroMQ holds input we are not about to read.
+        """
+        if self._reading or self._readLater is not None or self.socket is None:
+            return False
+        try:
+            return bool(self.socket.get(_EVENTS) & _POLLIN)
+        except zmq.ZMQError:
+            return False
 
     def send(self, frames):
         """
@@ -407,13 +412,7 @@ class ZmqSocket(ZmqConnection):
         After this turn's sends: read now if ZeroMQ holds input for us.
         """
         self._checkLater = None
-        if self._reading or self._readLater is not None or self.socket is None:
-            return
-        try:
-            events = self.socket.get(_EVENTS)
-        except zmq.ZMQError:
-            return
-        if events & _POLLIN:
+        if self._inputWaits():
             self.doRead()
 
     def close(self):
