@@ -259,6 +259,7 @@ class FakeSocketFactory:
     def __init__(self):
         self.sockets = []
         self.planes = []
+        self.flushes = []
         self.ports = itertools.count(40000)
         self.shutdowns = 0
 
@@ -267,6 +268,10 @@ class FakeSocketFactory:
         sock.userIds = userIds
         self.sockets.append(sock)
         return sock
+
+    def flushSoon(self, flush):
+        if flush not in self.flushes:
+            self.flushes.append(flush)
 
     def ofKind(self, kind):
         """

@@ -172,6 +172,27 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual([f[1:] for f in self.received], [[b"hello"], [b"again"]])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_longReadFlushes(self):
+        """
+        A flush asked for with flushSoon runs once FLUSH_EVERY messages of a
+        long read are in, not only after the whole read.
+        """
+        from zmqrelay.edge._zmq import FLUSH_EVERY
+
+        router, peer = self.pair()
+        router.readBudget = 3 * FLUSH_EVERY
+        seen = []
+        self.factory.flushSoon(lambda: seen.append(len(self.received)))
+        for i in range(2 * FLUSH_EVERY):
+            peer.send_multipart([b"m%d" % i])
+        for _ in range(50):
+            router.doRead()
+            if len(self.received) == 2 * FLUSH_EVERY:
+                break
+        self.assertEqual(seen, [FLUSH_EVERY])
+        self.factory.runFlushes()
+        self.assertEqual(seen, [FLUSH_EVERY])
+
     def test_tooManyFramesDiscarded(self):
         """
         A message of more than maxFrames frames is discarded as it is read:

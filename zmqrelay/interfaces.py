@@ -503,6 +503,15 @@ class ISocketFactory(Interface):
             L{zmqrelay.edge.plane.NotificationPlane}.
         """
 
+    def flushSoon(flush):
+        """
+        Call C{flush} (once, with no argument) the next time a socket of
+        this factory has read a few messages or finished reading, if that
+        comes before the caller's own end-of-turn call: an outbox (a
+        BATCH, PROTOCOL.md 3.3) then waits behind a few messages of a
+        long read, not behind all of it.
+        """
+
     def shutdown():
         """
         Close every socket and end the context; safe to call twice.

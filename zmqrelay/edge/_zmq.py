@@ -75,6 +75,9 @@ _MONITORED = {
 }
 
 
+#: Messages read between two sends of the outboxes waiting (BATCHes).
+FLUSH_EVERY = 32
+
 #: Why a message was discarded while being read.
 TOO_LARGE = "too-large"
 TOO_MANY_FRAMES = "too-many-frames"
@@ -115,6 +118,8 @@ class ZmqSocket(ZmqConnection):
         self.reactor = factory.reactor
         self._readLater = None
         self._checkLater = None
+        #: The L{SocketFactory} whose outboxes a long read sends now and then.
+        self.flusher = None
         self._reading = False
         self._lastFrame = None
         self._monitor = None
@@ -286,9 +291,14 @@ class ZmqSocket(ZmqConnection):
         onMessage = self.onMessage
         maxFrames = self.maxFrames
         maxBytes = self.maxBytes
+        flusher = self.flusher
         self._reading = True
         try:
-            for _ in range(self.readBudget):
+            for n in range(self.readBudget):
+                if flusher is not None and n and not n % FLUSH_EVERY and flusher._flushes:
+                    # What was sent while reading leaves now, not after the
+                    # whole budget: under a flood that is a millisecond or more.
+                    flusher.runFlushes()
                 discard = None
                 try:
                     # Frames, not bytes, from recv: they carry the RCVMORE
@@ -495,6 +505,7 @@ class SocketFactory:
     def __init__(self, reactor, options=None):
         self.reactor = reactor
         self.options = options or SocketOptions()
+        self._flushes = []
         self._factory = ZmqFactory()
         self._factory.reactor = reactor
         self._factory.lingerPeriod = 0
@@ -506,6 +517,25 @@ class SocketFactory:
         The underlying L{zmq.Context} (for ZAP).
         """
         return self._factory.context
+
+    def flushSoon(self, flush):
+        """
+        See L{zmqrelay.interfaces.ISocketFactory.flushSoon}.
+        """
+        if flush not in self._flushes:
+            self._flushes.append(flush)
+
+    def runFlushes(self):
+        """
+        Call what L{flushSoon} was given, each once.
+        """
+        while self._flushes:
+            flushes, self._flushes = self._flushes, []
+            for flush in flushes:
+                try:
+                    flush()
+                except Exception:
+                    log.failure("flushing an outbox failed")
 
     def socket(self, socketType, onMessage, options=None, userIds=False):
         """
@@ -520,9 +550,11 @@ class SocketFactory:
             servers; see L{zmqrelay.edge.security}).
         @rtype: L{ZmqSocket}
         """
-        return ZmqSocket(
+        sock = ZmqSocket(
             self._factory, _KINDS[socketType], onMessage, options or self.options, userIds
         )
+        sock.flusher = self
+        return sock
 
     def notificationPlane(self, subscriptions, publisherOptions, subscriberOptions,
                           subscriberHwm, subscriberSndbuf):

@@ -336,6 +336,8 @@ class Front:
                 self._outgoing.append(session)
                 if self._flushTimer is None:
                     self._flushTimer = self.reactor.callLater(0, self._flushLater)
+                    # Or sooner, if a long read goes on meanwhile.
+                    self.socketFactory.flushSoon(self.flush)
             out.append((msgtype, header, payload))
             session.lastSent = self.reactor.seconds()
             if msgtype == protocol.ERROR:

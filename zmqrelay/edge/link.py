@@ -201,6 +201,8 @@ class UpstreamLink:
                 self._outbox = out = []
                 if self._flushTimer is None:
                     self._flushTimer = self.reactor.callLater(0, self._flushLater)
+                    # Or sooner, if a long read goes on meanwhile.
+                    self.socketFactory.flushSoon(self.flush)
             out.append((msgtype, header, payload))
             self.lastSent = self.reactor.seconds()
             return True
