@@ -7,6 +7,8 @@ over fake sockets and a fake plane, the bounds on subscriptions and what the
 relay hands its plane.
 """
 
+import time
+
 import zmq
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -288,14 +290,24 @@ class PlaneTests(RealRelayMixin, SynchronousTestCase):
         cloud.send(b"\x01t")
         sub = self.subscriber(b"t", rcvhwm=5000)
         self.upstream(1)
+        # Our publisher waits (up to 2 s a send) rather than drop while the
+        # relay's intake is full, so a machine too busy to run the relay's
+        # thread for a moment loses nothing here; an intake held up by the
+        # upstream would make a send time out (zmq.Again).
+        self.publisher.setsockopt(zmq.XPUB_NODROP, 1)
+        self.publisher.setsockopt(zmq.SNDTIMEO, 2000)
         # More than every queue on the way up holds: an upstream thread that
         # waited for room would hold each of the rest up.
         count = 1500
         seqs = []
+        started = time.monotonic()
         for seq in range(count):
             self.publish(notification(seq))
             if seq % 100 == 99:
                 seqs += self.drain(sub)
+        # An intake that waited on the upstream (100 ms a notification, as
+        # SEND_WAIT) would take tens of seconds here.
+        self.assertLess(time.monotonic() - started, 10.0)
         for _ in range(50):
             if len(seqs) == count:
                 break
