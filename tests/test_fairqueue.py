@@ -54,6 +54,20 @@ class FairQueueTests(SynchronousTestCase):
         self.assertEqual([queue.pop() for _ in range(4)], [0, 1, 2, 3])
         self.assertEqual(queue.keys(), [])
 
+    def test_removeFrom(self):
+        """
+        removeFrom() looks at one key's items only, keeps the order of the
+        rest, and forgets a key left empty.
+        """
+        queue = FairQueue()
+        for i in range(6):
+            queue.push(i % 2, i)
+        self.assertEqual(queue.removeFrom(1, lambda item: item >= 3), [3, 5])
+        self.assertEqual(queue.removeFrom(0, lambda item: True), [0, 2, 4])
+        self.assertEqual(queue.removeFrom(7, lambda item: True), [])
+        self.assertEqual((len(queue), queue.keys()), (1, [1]))
+        self.assertEqual(queue.pop(), 1)
+
     @given(st.lists(st.tuples(st.integers(0, 4), st.integers())))
     def test_everythingOnceInKeyOrder(self, pushes):
         """

@@ -221,6 +221,26 @@ class WindowTests(SynchronousTestCase):
         self.assertEqual([h["client"] for _, h, _ in self.hop.sent[-1:]], ["good"])
         self.assertEqual(self.forwarder.waiting(), 0)
 
+    def test_originGoneFindsItsWaitingUnderAnyKey(self):
+        """
+        A client's waiting requests are found and forgotten even if some
+        waited under another key than its id; the others' stay.
+        """
+        flooder, good = _Client("flood"), _Client("good")
+        for rid in range(40):
+            self.request(flooder, rid)
+        message = protocol.Message(1, protocol.REQUEST, {"id": 99, "to": "s", "ttl": 5000}, b"q")
+        self.forwarder.forward(flooder, message, self.hop, {"client": "someone-else"})
+        self.request(good, 1)
+        self.assertGreater(self.forwarder.waiting(), 1)
+        sent = len(self.hop.sent)
+        self.forwarder.peerGone(flooder, "bye")
+        # The room the flooder's forwarded requests held goes to the others,
+        # never to its own waiting ones.
+        self.assertEqual([h["client"] for _, h, _ in self.hop.sent[sent:]], ["good"])
+        self.assertEqual(self.forwarder.waiting(), 0)
+        self.assertEqual(self.forwarder._waitingFrom, {})
+
     def test_directedMessagesNotWindowed(self):
         """
         MSGs toward a client are not held by the window (only requests are).

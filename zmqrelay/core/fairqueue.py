@@ -77,6 +77,27 @@ class FairQueue:
         self._size -= len(taken)
         return taken
 
+    def removeFrom(self, key, predicate):
+        """
+        Like L{remove}, looking only at the items of C{key} (a client that
+        is gone: its own queue, not everyone's).
+
+        @return: the L{list} of items taken.
+        """
+        queue = self._queues.get(key)
+        if queue is None:
+            return []
+        taken = []
+        kept = deque()
+        for item in queue:
+            (taken if predicate(item) else kept).append(item)
+        if kept:
+            self._queues[key] = kept
+        else:
+            del self._queues[key]
+        self._size -= len(taken)
+        return taken
+
     def keys(self):
         """
         @return: the keys with something waiting, in turn order.

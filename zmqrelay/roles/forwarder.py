@@ -389,8 +389,6 @@ class Forwarder:
             self._unwait(item)
             if origin is not peer:
                 sendError(origin, rid, protocol.E_NO_ROUTE, f"{peer.role} {peer.nodeId} is gone")
-        for pending in forgotten:
-            self._release(pending.forwardId)
         if self._parked:
             kept = []
             for item in self._parked:
@@ -400,11 +398,29 @@ class Forwarder:
                     kept.append(item)
             self._parked = kept
         if peer in self._waitingFrom:
+            # A client's requests wait under its own id (see forward): look
+            # there only, not through everyone's (a flood leaves thousands).
+            mine = peer.nodeId if getattr(peer, "role", None) == protocol.CLIENT else None
             for target, waiting in list(self._waiting.items()):
-                for item in waiting.remove(lambda item: item[0] is peer):
+                if mine is not None:
+                    taken = waiting.removeFrom(mine, lambda item: item[0] is peer)
+                else:
+                    taken = waiting.remove(lambda item: item[0] is peer)
+                for item in taken:
                     self._unwait(item)
                 if not waiting:
                     del self._waiting[target]
+            if peer in self._waitingFrom:
+                # Some waited under another key after all: look everywhere.
+                for target, waiting in list(self._waiting.items()):
+                    for item in waiting.remove(lambda item: item[0] is peer):
+                        self._unwait(item)
+                    if not waiting:
+                        del self._waiting[target]
+        # Only now free the room its forwarded requests held: what is sent
+        # next is the others' (its own waiting ones are gone above).
+        for pending in forgotten:
+            self._release(pending.forwardId)
 
     def expire(self):
         """
