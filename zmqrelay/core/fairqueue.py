@@ -66,15 +66,7 @@ class FairQueue:
         """
         taken = []
         for key in list(self._queues):
-            queue = self._queues[key]
-            kept = deque()
-            for item in queue:
-                (taken if predicate(item) else kept).append(item)
-            if kept:
-                self._queues[key] = kept
-            else:
-                del self._queues[key]
-        self._size -= len(taken)
+            self._take(key, predicate, taken)
         return taken
 
     def removeFrom(self, key, predicate):
@@ -84,19 +76,24 @@ class FairQueue:
 
         @return: the L{list} of items taken.
         """
-        queue = self._queues.get(key)
-        if queue is None:
-            return []
         taken = []
+        if key in self._queues:
+            self._take(key, predicate, taken)
+        return taken
+
+    def _take(self, key, predicate, taken):
+        """
+        Move the items of C{key} that C{predicate} accepts to C{taken}.
+        """
         kept = deque()
-        for item in queue:
+        count = len(taken)
+        for item in self._queues[key]:
             (taken if predicate(item) else kept).append(item)
+        self._size -= len(taken) - count
         if kept:
             self._queues[key] = kept
         else:
             del self._queues[key]
-        self._size -= len(taken)
-        return taken
 
     def keys(self):
         """

@@ -397,30 +397,30 @@ class Forwarder:
                 else:
                     kept.append(item)
             self._parked = kept
-        if peer in self._waitingFrom:
+        if peer in self._waitingFrom and getattr(peer, "role", None) == protocol.CLIENT:
             # A client's requests wait under its own id (see forward): look
-            # there only, not through everyone's (a flood leaves thousands).
-            mine = peer.nodeId if getattr(peer, "role", None) == protocol.CLIENT else None
-            for target, waiting in list(self._waiting.items()):
-                if mine is not None:
-                    taken = waiting.removeFrom(mine, lambda item: item[0] is peer)
-                else:
-                    taken = waiting.remove(lambda item: item[0] is peer)
-                for item in taken:
-                    self._unwait(item)
-                if not waiting:
-                    del self._waiting[target]
-            if peer in self._waitingFrom:
-                # Some waited under another key after all: look everywhere.
-                for target, waiting in list(self._waiting.items()):
-                    for item in waiting.remove(lambda item: item[0] is peer):
-                        self._unwait(item)
-                    if not waiting:
-                        del self._waiting[target]
+            # there first, not through everyone's (a flood leaves thousands).
+            self._forgetWaiting(peer, peer.nodeId)
+        if peer in self._waitingFrom:
+            # Not a client, or some waited under another key: look everywhere.
+            self._forgetWaiting(peer)
         # Only now free the room its forwarded requests held: what is sent
         # next is the others' (its own waiting ones are gone above).
         for pending in forgotten:
             self._release(pending.forwardId)
+
+    def _forgetWaiting(self, peer, key=None):
+        """
+        Take C{peer}'s requests out of the queues toward every next hop:
+        those of C{key} only, or all.
+        """
+        mine = lambda item: item[0] is peer  # noqa: E731
+        for target, waiting in list(self._waiting.items()):
+            taken = waiting.remove(mine) if key is None else waiting.removeFrom(key, mine)
+            for item in taken:
+                self._unwait(item)
+            if not waiting:
+                del self._waiting[target]
 
     def expire(self):
         """
