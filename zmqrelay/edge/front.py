@@ -446,21 +446,8 @@ class Front:
                 return
         else:
             session.lastSeen = now
-            guard = session.guard
-            if guard is not None:
-                wait = guard.check(now, size)
-                if wait is None:
-                    self.counters["ignored"] += 1
-                    return
-                if wait:
-                    self.counters["refused"] += 1
-                    self._refuse(session, frames, wait)
-                    if guard.ignoredUntil > now:
-                        # Past the strike limit: disconnected for the
-                        # cooldown.  What it goes on sending comes without a
-                        # session: a few messages, then its connection is cut.
-                        self.drop(session, "over-limit")
-                    return
+            if session.guard is not None and not self._admitted(session, now, size, frames):
+                return
         if session is not None and len(frames) > 3 and frames[2] == _HB and (
             frames[3] == _EMPTY_MAP and frames[1][:4] == protocol.SIGNATURE and len(frames[1]) == 5
         ):
@@ -503,25 +490,41 @@ class Front:
             return
         self.counters["batches-in"] += 1
         self.counters["batched-in"] += len(items)
-        guard = session.guard
         for item in items:
             if not session.alive:
                 return
-            if guard is not None:
-                # A client's limits count every message of a batch, as if
-                # it had come alone (the batch itself counted once more).
-                wait = guard.check(now, len(item.payload))
-                if wait is None:
-                    self.counters["ignored"] += 1
-                    continue
-                if wait:
-                    self.counters["refused"] += 1
-                    self._refuse(session, None, wait, item.header)
-                    if guard.ignoredUntil > now:
-                        self.drop(session, "over-limit")
-                        return
-                    continue
+            # A client's limits count every message of a batch, as if it had
+            # come alone (the batch itself counted once more).
+            if session.guard is not None and not self._admitted(
+                session, now, len(item.payload), header=item.header
+            ):
+                continue
             self._dispatch(routingId, session, item, now, userId)
+
+    def _admitted(self, session, now, size, frames=None, header=None):
+        """
+        Take one message of C{size} bytes from a client's limits.
+
+        @return: C{True} if it may be handled; otherwise it was ignored (in
+            cooldown) or refused with ERR over-limit (its header read from
+            C{frames} or given), and a refusal that crossed the strike limit
+            ended the session.
+        """
+        guard = session.guard
+        wait = guard.check(now, size)
+        if wait is None:
+            self.counters["ignored"] += 1
+            return False
+        if wait:
+            self.counters["refused"] += 1
+            self._refuse(session, frames, wait, header)
+            if guard.ignoredUntil > now:
+                # Past the strike limit: disconnected for the cooldown.  What
+                # it goes on sending comes without a session: a few messages,
+                # then its connection is cut.
+                self.drop(session, "over-limit")
+            return False
+        return True
 
     def _dispatch(self, routingId, session, message, now, userId):
         msgtype = message.type
