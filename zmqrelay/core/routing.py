@@ -357,24 +357,19 @@ class InFlight:
         @return: the L{Pending}, whose C{forwardId} goes in the forwarded
             message; or C{None} if the table is full.
         """
-        table = self._pending
-        if len(table) >= self.limit:
+        if len(self._pending) >= self.limit:
             return None
         fid = next(self._ids)
-        pending = table[fid] = Pending(fid, origin, originId, target, deadline, context)
+        pending = Pending(fid, origin, originId, target, deadline, context)
+        self._pending[fid] = pending
         byPeer = self._byPeer
-        ids = byPeer.get(origin)
-        if ids is None:
-            byPeer[origin] = {fid}
-        else:
-            ids.add(fid)
-        ids = byPeer.get(target)
-        if ids is None:
-            byPeer[target] = {fid}
-        else:
-            ids.add(fid)
-        fromPeer = self._fromPeer
-        fromPeer[origin] = fromPeer.get(origin, 0) + 1
+        for peer in (origin, target):
+            ids = byPeer.get(peer)
+            if ids is None:
+                byPeer[peer] = {fid}
+            else:
+                ids.add(fid)
+        self._fromPeer[origin] = self._fromPeer.get(origin, 0) + 1
         return pending
 
     def pop(self, forwardId, peer=None):
@@ -394,25 +389,17 @@ class InFlight:
 
     def _unindex(self, pending):
         byPeer = self._byPeer
-        fid = pending.forwardId
-        origin = pending.origin
-        ids = byPeer.get(origin)
-        if ids is not None:
-            ids.discard(fid)
-            if not ids:
-                del byPeer[origin]
-        target = pending.target
-        ids = byPeer.get(target)
-        if ids is not None:
-            ids.discard(fid)
-            if not ids:
-                del byPeer[target]
-        fromPeer = self._fromPeer
-        count = fromPeer.get(origin, 0) - 1
+        for peer in (pending.origin, pending.target):
+            ids = byPeer.get(peer)
+            if ids is not None:
+                ids.discard(pending.forwardId)
+                if not ids:
+                    del byPeer[peer]
+        count = self._fromPeer.get(pending.origin, 0) - 1
         if count > 0:
-            fromPeer[origin] = count
+            self._fromPeer[pending.origin] = count
         else:
-            fromPeer.pop(origin, None)
+            self._fromPeer.pop(pending.origin, None)
 
     def countFrom(self, origin):
         """
