@@ -580,4 +580,6 @@ class SocketFactory:
         if self._closed:
             return
         self._closed = True
+        # Nothing is sent any more: let go of the outboxes' owners.
+        self._flushes = []
         self._factory.shutdown()
