@@ -176,6 +176,59 @@ class CloudPeeringTests(RoleTestCase):
         self.assertEqual(recorder.events[0][:3], ("connected", "c9", "c9i"))
         self.assertEqual(recorder.events[1:], [("moved", "c9", "c9i", "cloud")])
 
+    def test_clientThatMovedKeptForTheGrace(self):
+        """
+        A client that says BYE moved stays listed for the move grace here and
+        in what peers are told (the removal carries the reason moved), and is
+        a move, not a disconnection, if a peer reports it within the grace.
+        """
+        self.start(self.cloud)
+        recorder = _MoveRecorder()
+        self.cloud.addObserver(recorder)
+        dealer = self.peerLink()
+        self.welcome(dealer)
+        dealer.receive(protocol.encode(protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [])))
+        router = self.router()
+        router.receive([b"r1"] + helloFrames("c1", "c1i"))
+        router.receive([b"r1"] + protocol.encode(protocol.BYE, {"reason": "moved"}))
+        self.assertTrue(self.cloud.isConnected("c1"))
+        # No BYE back: it said goodbye.
+        self.assertEqual(self.sentTo(router, b"r1", protocol.BYE), [])
+        [removal] = [m for m in dealer.ofType(protocol.PRESENCE) if m.header["kind"] == "delta"][-1:]
+        self.assertIn("moved", repr(msgpack.unpackb(removal.payload)))
+        since = self.cloud.presence.get("c1").since
+        dealer.receive(protocol.encode(protocol.PRESENCE, *presenceMap(
+            "delta", "e2", 1, op=["set", ["c1", "cloud"], ["c1i", since]])))
+        advance(self.clock, moveGrace(self.cloud.config) + 1)
+        self.assertEqual([e[0] for e in recorder.events], ["connected", "moved"])
+        self.assertTrue(self.cloud.isConnected("c1"))
+
+    def test_clientThatMovedGoneAfterTheGrace(self):
+        """
+        A client that said BYE moved but shows up nowhere is disconnected after the grace, reason moved.
+        """
+        self.start(self.cloud)
+        recorder = PresenceRecorder()
+        self.cloud.addObserver(recorder)
+        router = self.router()
+        router.receive([b"r1"] + helloFrames("c1", "c1i"))
+        router.receive([b"r1"] + protocol.encode(protocol.BYE, {"reason": "moved"}))
+        advance(self.clock, moveGrace(self.cloud.config) - 0.2)
+        self.assertTrue(self.cloud.isConnected("c1"))
+        advance(self.clock, 0.4)
+        self.assertFalse(self.cloud.isConnected("c1"))
+        self.assertEqual(recorder.events[-1][:2], ("disconnected", "c1"))
+
+    def test_byeIsGoneAtOnce(self):
+        """
+        A client's BYE with any other reason ends its presence at once, as before.
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"r1"] + helloFrames("c1", "c1i"))
+        router.receive([b"r1"] + protocol.encode(protocol.BYE, {"reason": "shutdown"}))
+        self.assertFalse(self.cloud.isConnected("c1"))
+
     def test_lostPeerClientGoesAfterGrace(self):
         """
         A peer's client seen nowhere within the grace is disconnected then.
@@ -256,6 +309,30 @@ class ProxyOfCloudsTests(RoleTestCase):
         self.assertEqual(recorder.events, [])
         self.assertTrue(self.proxy.isConnected("c9"))
         # The server got no delta at all for it.
+        sent = self.sentTo(router, b"s", protocol.PRESENCE)[toServer:]
+        self.assertEqual([m for m in sent if m.header["kind"] == "delta"], [])
+
+    def test_movedClientIsNoDisconnection(self):
+        """
+        A client one cloud reports gone with reason moved (it said BYE moved)
+        and the other reports soon after is never disconnected at the proxy
+        or its servers, whichever report comes first.
+        """
+        router, one, two = self.started()
+        _snapshot(one, "e1", "c9i", 5.0)
+        two.receive(protocol.encode(protocol.PRESENCE, *presenceMap("snapshot", "e2", 0, [])))
+        recorder = _MoveRecorder()
+        self.proxy.addObserver(recorder)
+        toServer = len(self.sentTo(router, b"s", protocol.PRESENCE))
+        one.receive(protocol.encode(protocol.PRESENCE, *presenceMap(
+            "delta", "e1", 1, op=["del", ["c9", "cloud"], "moved"])))
+        self.assertTrue(self.proxy.isConnected("c9"))
+        self.clock.advance(0.3)
+        two.receive(protocol.encode(protocol.PRESENCE, *presenceMap(
+            "delta", "e2", 1, op=["set", ["c9", "cloud"], ["c9i", 5.0]])))
+        advance(self.clock, moveGrace(self.proxy.config) + 1)
+        self.assertEqual(recorder.events, [])
+        self.assertTrue(self.proxy.isConnected("c9"))
         sent = self.sentTo(router, b"s", protocol.PRESENCE)[toServer:]
         self.assertEqual([m for m in sent if m.header["kind"] == "delta"], [])
 
@@ -401,7 +478,19 @@ class ClientOfCloudsTests(RoleTestCase):
         self.assertFalse(one.closed)
         two.receive(welcomeFrames("cloud2", role=protocol.CLOUD))
         self.assertTrue(one.closed)
-        self.assertEqual(one.ofType(protocol.BYE)[0].type, protocol.BYE)
+        # It says it moved, so the node it leaves keeps it listed for the
+        # move grace (PROTOCOL.md 21.4).
+        self.assertEqual(one.ofType(protocol.BYE)[0].header, {"reason": "moved"})
+
+    def test_stopSaysShutdown(self):
+        """
+        A client that stops says BYE shutdown, not moved.
+        """
+        self.start(self.client)
+        one = self.dealer("inproc://cloud1")
+        one.receive(welcomeFrames("cloud1", role=protocol.CLOUD))
+        self.client.stopService()
+        self.assertEqual(one.ofType(protocol.BYE)[0].header, {"reason": "shutdown"})
 
     def test_twoLinks(self):
         """

@@ -35,6 +35,9 @@ PATHS = (DIRECT, PROXY, CLOUD)
 
 # Disconnect reasons.
 BYE = "bye"
+#: A BYE with reason C{moved}: the client left this node for another one
+#: (PROTOCOL.md 21.4), so it gets the move grace as a lost one does.
+MOVED = "moved"
 HEARTBEAT_TIMEOUT = "heartbeat-timeout"
 REPLACED = "replaced"
 UPSTREAM_LOST = "upstream-lost"

@@ -68,6 +68,9 @@ CUT_GRACE = 0.05
 #: over its budget, else after the handshake timeout.
 _CUT_REASONS = {"heartbeat-timeout": "cut-dead"}
 
+#: The BYE reason of a client moving to another node (PROTOCOL.md 21.4).
+_MOVED = "moved"
+
 _REQUEST = protocol.REQUEST
 _REPLY = protocol.REPLY
 _HB = protocol.HEARTBEAT
@@ -559,7 +562,10 @@ class Front:
             self._hello(routingId, message, now, userId)
             return
         elif msgtype == protocol.BYE:
-            self.drop(session, "bye")
+            # A client leaving us for another node (PROTOCOL.md 21.4) is
+            # moving, not gone: its presence gets the move grace.
+            moved = message.header.get("reason") == _MOVED and session.role == protocol.CLIENT
+            self.drop(session, _MOVED if moved else "bye")
             return
         try:
             self.owner.peerMessage(session, message)
@@ -934,7 +940,7 @@ class Front:
         if not session.alive:
             return
         session.alive = False
-        if reason != "bye":
+        if reason != "bye" and reason != _MOVED:
             self.sendTo(session, protocol.BYE, {"reason": reason})
         if self._sessionLog.take(self.reactor.seconds()) == 0.0:
             log.info(

@@ -136,12 +136,15 @@ class UpstreamLink:
         if self.state == STOPPED:
             self._connect()
 
-    def stop(self):
+    def stop(self, reason="shutdown"):
         """
         Say goodbye and close; the link stays down.
+
+        @param reason: the BYE's C{reason}: C{"shutdown"}, or C{"moved"}
+            when leaving a node for another one (PROTOCOL.md 8, 21.4).
         """
         if self.state == CONNECTED:
-            self.send(protocol.BYE, {"reason": "shutdown"})
+            self.send(protocol.BYE, {"reason": reason})
             self.flush()
         wasUp = self.state == CONNECTED
         self.state = STOPPED

@@ -710,10 +710,10 @@ class Client(Node):
             l.nodeId == nodeId and getattr(l, "discovered", None) is None for l in self.links
         )
 
-    def _closeLink(self, link):
+    def _closeLink(self, link, reason="shutdown"):
         if link in self.links:
             self.links.remove(link)
-        link.stop()
+        link.stop(reason)
         endpoint = self._subEndpoints.pop(link, None)
         if endpoint is not None and self.sub is not None:
             self.sub.disconnect(endpoint)
@@ -757,9 +757,11 @@ class Client(Node):
             self._cloudDown[link] = None
         old = self._replacing.pop(link, None)
         if old is not None and old in self._cloudDown:
-            # The next cloud is up: now leave the draining one.
+            # The next cloud is up: now leave the draining one, saying we
+            # moved (it keeps us listed for the move grace, so no server
+            # sees us go while the new node's presence is on its way).
             self._cloudDown.pop(old, None)
-            self._closeLink(old)
+            self._closeLink(old, "moved")
         self._answering(link, True)
         self._changed()
 
