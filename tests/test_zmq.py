@@ -2,6 +2,11 @@
 Tests for L{zmqrelay.edge._zmq}: real ZeroMQ sockets (inproc), a fake reactor.
 """
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import zmq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -227,6 +232,64 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(reason, "too-large")
         self.assertEqual(frames[1:], [b"h", b"x" * 600])
         self.assertEqual(self.received, [])
+
+
+#: Run in a child process by L{HalfReadTests}: a SUB of ours on two PUBs,
+#: a ZMQ_EVENTS check (libzmq takes the first frame of the waiting
+#: message off its pipe), then a disconnect from the PUB it came from.
+#: libzmq 4.3.5 aborts the process on the next read (C{!_more}, fq.cpp)
+#: unless the adapter took the message whole before the disconnect.
+_HALF_READ = textwrap.dedent("""
+    import sys, zmq
+    from tests.test_zmq import FakeReactor
+    from zmqrelay.edge._zmq import SocketFactory, SocketOptions
+
+    reactor = FakeReactor()
+    factory = SocketFactory(reactor, SocketOptions(hwm=50, readBudget=10))
+    received = []
+    sub = factory.socket("sub", received.append)
+    sub.subscribe(b"")
+    pubs = []
+    for name in ("inproc://half-1", "inproc://half-2"):
+        pub = zmq.Socket(factory.context, zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(name)
+        pubs.append(pub)
+        sub.connect(name)
+    reactor.advance(0)
+    pubs[0].send_multipart([b"topic", b"a", b"b"])
+    sub.checkReadable()          # ZMQ_EVENTS: libzmq prefetches b"topic"
+    sub.disconnect("inproc://half-1")
+    pubs[1].send_multipart([b"other", b"c"])
+    for _ in range(5):
+        reactor.advance(0)
+        sub.doRead()
+    print(repr(received))
+    for pub in pubs:
+        pub.close()
+    factory.shutdown()
+""")
+
+
+class HalfReadTests(SynchronousTestCase):
+    """
+    A disconnect never leaves libzmq with a half-read message.
+    """
+
+    def test_disconnectAfterPrefetch(self):
+        """
+        A SUB disconnected from the PUB whose message libzmq had begun to hand
+        out (after a ZMQ_EVENTS check) still reads that message whole, then
+        the next one, and the process lives.
+        """
+        child = subprocess.run(
+            [sys.executable, "-c", _HALF_READ], capture_output=True, text=True, timeout=60,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        self.assertEqual(child.returncode, 0, child.stderr[-2000:])
+        self.assertEqual(
+            child.stdout.strip(), repr([[b"topic", b"a", b"b"], [b"other", b"c"]])
+        )
 
 
 class MonitorTests(SynchronousTestCase):

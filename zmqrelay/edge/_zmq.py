@@ -122,6 +122,9 @@ class ZmqSocket(ZmqConnection):
         self.flusher = None
         self._reading = False
         self._lastFrame = None
+        #: Whole messages taken before a disconnect (L{_takeHalfRead}), each
+        #: C{(frames, discard, size, lastFrame)}, delivered by the next read.
+        self._held = []
         self._monitor = None
         self.sent = 0
         self.dropped = 0
@@ -204,6 +207,7 @@ class ZmqSocket(ZmqConnection):
         """
         Undo a L{connect}.
         """
+        self._takeHalfRead()
         try:
             self.socket.disconnect(address)
         except zmq.ZMQError:
@@ -287,10 +291,12 @@ class ZmqSocket(ZmqConnection):
         sock = self.socket
         if sock is None:
             return
-        recv = _rawRecv
+        if self._held:
+            self._deliverHeld()
+            if self.socket is None:
+                return
+        readMessage = self._readMessage
         onMessage = self.onMessage
-        maxFrames = self.maxFrames
-        maxBytes = self.maxBytes
         flusher = self.flusher
         self._reading = True
         try:
@@ -299,42 +305,20 @@ class ZmqSocket(ZmqConnection):
                     # What was sent while reading leaves now, not after the
                     # whole budget: under a flood that is a millisecond or more.
                     flusher.runFlushes()
-                discard = None
                 try:
-                    # Frames, not bytes, from recv: they carry the RCVMORE
-                    # flag, saving a getsockopt per frame, and their length
-                    # before anything is copied.
-                    frame = recv(sock, _NOBLOCK, False)
-                    frames = [frame.bytes]
-                    if frame.more:
-                        size = len(frames[0])
-                        while frame.more:
-                            frame = recv(sock, _NOBLOCK, False)
-                            if discard is not None:
-                                size += len(frame)
-                                continue
-                            size += len(frame)
-                            if size > maxBytes:
-                                discard = TOO_LARGE
-                            elif len(frames) >= maxFrames:
-                                discard = TOO_MANY_FRAMES
-                            else:
-                                frames.append(frame.bytes)
-                    self._lastFrame = frame
+                    frames, discard, size = readMessage(sock)
                 except zmq.Again:
                     return
                 except zmq.ZMQError as e:
                     log.error("zmq read error {error}", error=e)
                     return
-                try:
-                    if discard is None:
+                if discard is None:
+                    try:
                         onMessage(frames)
-                    else:
-                        self.discarded += 1
-                        if self.onDiscard is not None:
-                            self.onDiscard(frames, discard, size)
-                except Exception:
-                    log.failure("unhandled error handling a message")
+                    except Exception:
+                        log.failure("unhandled error handling a message")
+                else:
+                    self._discard(frames, discard, size)
                 self._lastFrame = None
                 if self.socket is None:
                     return
@@ -343,6 +327,86 @@ class ZmqSocket(ZmqConnection):
             self._readLater = self.reactor.callLater(0, self.doRead)
         finally:
             self._reading = False
+
+    def _readMessage(self, sock):
+        """
+        Read one whole message, frame by frame.
+
+        @return: C{(frames, discard, size)}: C{discard} is C{None}, or why
+            the message is discarded (then C{frames} holds what was kept of
+            it and C{size} its length in bytes).
+        @raise zmq.Again: no message waits.
+        """
+        recv = _rawRecv
+        discard = None
+        size = 0
+        # Frames, not bytes, from recv: they carry the RCVMORE flag, saving
+        # a getsockopt per frame, and their length before anything is copied.
+        frame = recv(sock, _NOBLOCK, False)
+        frames = [frame.bytes]
+        if frame.more:
+            maxFrames = self.maxFrames
+            maxBytes = self.maxBytes
+            size = len(frames[0])
+            while frame.more:
+                frame = recv(sock, _NOBLOCK, False)
+                size += len(frame)
+                if discard is not None:
+                    continue
+                if size > maxBytes:
+                    discard = TOO_LARGE
+                elif len(frames) >= maxFrames:
+                    discard = TOO_MANY_FRAMES
+                else:
+                    frames.append(frame.bytes)
+        self._lastFrame = frame
+        return frames, discard, size
+
+    def _takeHalfRead(self):
+        """
+        Before a disconnect: take one whole message, if one waits, and keep
+        it for the next read.
+
+        A C{ZMQ_EVENTS} check makes libzmq take the first frame of the next
+        message off its pipe (SUB, XSUB and ROUTER sockets prefetch).  If
+        C{zmq_disconnect} then ends that pipe, the rest of the message is
+        gone, and libzmq 4.3.5 asserts on the next read (C{!_more},
+        C{fq.cpp}) and aborts the process.  Once one whole message has been
+        read nothing is half read.  Inside L{doRead} nothing is (every
+        message there is read whole before it is delivered).
+        """
+        if self._reading or self.socket is None:
+            return
+        try:
+            frames, discard, size = self._readMessage(self.socket)
+        except zmq.ZMQError:
+            return
+        self._held.append((frames, discard, size, self._lastFrame))
+        self._lastFrame = None
+        if self._readLater is None:
+            self._readLater = self.reactor.callLater(0, self.doRead)
+
+    def _discard(self, frames, discard, size):
+        self.discarded += 1
+        if self.onDiscard is not None:
+            try:
+                self.onDiscard(frames, discard, size)
+            except Exception:
+                log.failure("unhandled error handling a discarded message")
+
+    def _deliverHeld(self):
+        held, self._held = self._held, []
+        for frames, discard, size, self._lastFrame in held:
+            if discard is None:
+                try:
+                    self.onMessage(frames)
+                except Exception:
+                    log.failure("unhandled error handling a message")
+            else:
+                self._discard(frames, discard, size)
+            self._lastFrame = None
+            if self.socket is None:
+                return
 
     def checkReadable(self):
         """
@@ -433,6 +497,7 @@ class ZmqSocket(ZmqConnection):
             if later is not None and later.active():
                 later.cancel()
         self._readLater = self._checkLater = None
+        self._held = []
         if self._monitor is not None:
             monitor, self._monitor = self._monitor, None
             if self.socket is not None:
