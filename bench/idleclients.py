@@ -3,17 +3,24 @@ Many idle clients on one cloud: how fast they are all welcomed, what they
 cost the cloud in CPU and memory once they only heartbeat, and what the same
 connections cost a bare pyzmq ROUTER (issue 13, part 4).
 
-    .venv/bin/python bench/idleclients.py --clients 10000 [--write docs/BENCHMARKS.md]
+    .venv/bin/python bench/idleclients.py --clients 10000 [--counts 1000,3000]
+        [--json PATH] [--write docs/BENCHMARKS.md]
 
 The clients are raw pyzmq DEALERs spread over a few load processes (this
 file, run as C{idleclients.py load ...}); each says HELLO (PROTOCOL.md 6.1),
-then sends HB every heartbeat as a real client does.  Every process it starts
-is ended by pid.  Bounded: each phase has a deadline.
+then sends HB every heartbeat as a real client does.  C{--counts} repeats
+the load at other client counts, each against a fresh cloud and a fresh bare
+ROUTER, for a second table: how the cost grows with the client count.
+
+Every process it starts is ended by pid (and dies with it: the nodes, load
+processes and the baseline ROUTER ask Linux to kill them when it ends).
+Bounded: each phase has a deadline.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -68,11 +75,28 @@ def _sumDicts(dicts):
     return total
 
 
+def _dieWithParent():
+    """
+    Ask Linux to SIGKILL this process when its parent ends, so that a
+    benchmark killed outright leaves no load process or baseline running.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def load(args):
     """
     One load process: C{--count} DEALERs, HELLO each, then HB every
-    heartbeat until C{--seconds} have passed; print a JSON summary.
+    heartbeat until SIGTERM or until C{--seconds} have passed; print a JSON
+    summary.
     """
+    _dieWithParent()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     ctx = zmq.Context()
     sockets = []
     hb = int(args.heartbeat * 1000)
@@ -102,7 +126,7 @@ def load(args):
     nextBeat = started + args.heartbeat
     retries = 0
     deadline = started + args.seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping:
         for sock, _ in poller.poll(50):
             while True:
                 try:
@@ -154,6 +178,7 @@ def router(args):
     """
     The baseline: a bare pyzmq ROUTER that reads and drops everything.
     """
+    _dieWithParent()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -168,25 +193,45 @@ def router(args):
                     break
 
 
-def measure(children, name, pid, endpoint, args, baseline=False):
+def processesFor(clients, args):
     """
-    Run the load against one node; return its figures.
+    @return: how many load processes carry C{clients}: C{--processes} if it
+        was given (at most one per client), else one per 1,000 clients (a
+        context holds about 1,000 sockets).
+    """
+    if args.processes:
+        return max(1, min(args.processes, clients))
+    return max(1, (clients + 999) // 1000)
+
+
+def measure(children, name, pid, endpoint, clients, connect, steady, args, baseline=False):
+    """
+    Run the load of C{clients} idle clients against one node: C{connect}
+    seconds to connect, then C{steady} seconds measured; the load processes
+    are told to end (SIGTERM) once the node's counters are read.
+
+    @return: the node's figures.
     """
     rssBefore = _rss(pid)
-    perProcess = (args.clients + args.processes - 1) // args.processes
-    seconds = args.connect + args.steady + 5
-    for p in range(args.processes):
-        count = min(perProcess, args.clients - p * perProcess)
+    processes = processesFor(clients, args)
+    perProcess = (clients + processes - 1) // processes
+    # A bound for the load processes only: they end when told to, below.
+    seconds = connect + steady + 60
+    loads = []
+    for p in range(processes):
+        count = min(perProcess, clients - p * perProcess)
+        if count <= 0:
+            break
         argv = [sys.executable, os.path.abspath(__file__), "load", endpoint,
                 "--count", str(count), "--heartbeat", str(args.heartbeat),
                 "--seconds", str(seconds), "--prefix", f"{name}{p}"]
         if baseline:
             argv.append("--baseline")
-        children.spawn(f"{name}-load{p}", argv)
-    start = time.monotonic()
-    time.sleep(args.connect)
+        loads.append(f"{name}-load{p}")
+        children.spawn(loads[-1], argv)
+    time.sleep(connect)
     cpu0, io0, t0 = _cpuSeconds(pid), _cpuSeconds(pid, "ZMQbg/IO"), time.monotonic()
-    time.sleep(args.steady)
+    time.sleep(steady)
     cpu1, io1, t1 = _cpuSeconds(pid), _cpuSeconds(pid, "ZMQbg/IO"), time.monotonic()
     rss = _rss(pid)
     counters = {}
@@ -197,36 +242,129 @@ def measure(children, name, pid, endpoint, args, baseline=False):
                 break
             except BenchError as e:
                 counters = {"front.error": str(e)}
+    for loadName in loads:
+        try:
+            os.kill(children.pid(loadName), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     results = []
-    for p in range(args.processes):
-        children.wait(f"{name}-load{p}", seconds + 30)
-        for line in children.lines(f"{name}-load{p}"):
+    for loadName in loads:
+        children.wait(loadName, 30)
+        for line in children.lines(loadName):
             if line.startswith("{"):
                 results.append(json.loads(line))
-    del start
-    welcomed = sum(r["welcomed"] for r in results)
+    if len(results) != len(loads):
+        raise BenchError(f"{len(loads) - len(results)} of {len(loads)} load processes printed no summary")
     return {
-        "clients": args.clients,
-        "welcomed": welcomed,
+        "clients": clients,
+        "welcomed": sum(r["welcomed"] for r in results),
         "lastWelcome": max((r["lastWelcome"] or 0) for r in results) if results else None,
         "retries": sum(r["retries"] for r in results),
         "byes": sum(r["byes"] for r in results),
         "reasons": _sumDicts(r.get("reasons", {}) for r in results),
         "cpu": (cpu1 - cpu0) / (t1 - t0),
         "io": (io1 - io0) / (t1 - t0),
-        "rssPerClient": (rss - rssBefore) / args.clients,
+        "rssPerClient": (rss - rssBefore) / clients,
         "counters": {k: v for k, v in counters.items() if k.startswith("front.") and v},
     }
 
 
-def _report(figures, args):
+def measurePair(args, clients, connect, steady):
     """
-    @return: the Markdown section for docs/BENCHMARKS.md.
+    Measure C{clients} idle clients on a fresh cloud, then the same load on a
+    fresh bare pyzmq ROUTER; each is stopped before the next starts.
+
+    @return: a L{dict}: the count, its phases, C{cloud} and C{router} (as
+        L{measure} returns them) and C{ratio}, the cloud's RSS per client over
+        the ROUTER's.
+    """
+    pair = {"clients": clients, "connect": connect, "steady": steady,
+            "processes": processesFor(clients, args)}
+    children = Children("idle-")
+    try:
+        endpoint = children.twistd("cloud", "zmqrelay-cloud", [
+            "--id", "cloud", "--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
+            "--sub", "tcp://127.0.0.1:*", "--heartbeat", str(args.heartbeat),
+        ] + args.node_options.split())["control"]
+        pair["cloud"] = measure(children, "c", children.pid("cloud"), endpoint, clients, connect, steady, args)
+    finally:
+        children.stopAll()
+    children = Children("idle-")
+    try:
+        endpoint = children.start("router", [sys.executable, os.path.abspath(__file__), "router"])["endpoint"]
+        pair["router"] = measure(children, "r", children.pid("router"), endpoint, clients, connect, steady,
+                                 args, True)
+    finally:
+        children.stopAll()
+    pair["ratio"] = pair["cloud"]["rssPerClient"] / max(pair["router"]["rssPerClient"], 1)
+    return pair
+
+
+def countsConnect(clients):
+    """
+    @return: the seconds a C{--counts} run allows its clients to connect:
+        at least 5, and 1 per 400 clients.
+    """
+    return max(5.0, clients / 400)
+
+
+def _growthTable(figures):
+    """
+    @return: the lines of the second table: one row per client count.
+    """
+    rows = figures["counts"]
+    main = figures["clients"]
+    others = [r for r in rows if r["clients"] != main]
+    lines = [
+        "",
+        "### How the cost grows with client count",
+        "",
+        f"One row per client count, each measured on a fresh cloud and then on a fresh bare pyzmq ROUTER "
+        f"under the same load. The {main:,}-client row is the run above"
+        + (f"; the others allow max(5, clients / 400) s to connect and then measure "
+           f"{others[0]['steady']:g} s of steady state" if others else "")
+        + f". CPU per client is the cloud's steady CPU divided by its clients: microseconds of CPU per "
+        f"second per idle client (one HB each way every {figures['heartbeat']:g} s). RSS per client is "
+        "what each process grew over its run, divided by the clients.",
+        "",
+        "| clients | welcomed (cloud) | last welcome | cloud CPU (one core) | of which libzmq I/O "
+        "| bare ROUTER CPU | cloud CPU per client | RSS per client, cloud / ROUTER | ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for row in rows:
+        n, cloud, router = row["clients"], row["cloud"], row["router"]
+        last = f"{cloud['lastWelcome']:.1f} s" if cloud["lastWelcome"] else "-"
+        lines.append(
+            f"| {n:,} | {cloud['welcomed']:,} | {last} | {cloud['cpu'] * 100:.0f} % | "
+            f"{cloud['io'] * 100:.0f} % | {router['cpu'] * 100:.0f} % | "
+            f"{cloud['cpu'] / n * 1e6:.1f} us/s | "
+            f"{cloud['rssPerClient'] / 1024:.1f} / {router['rssPerClient'] / 1024:.1f} KiB | "
+            f"{row['ratio']:.2f}x |"
+        )
+        if cloud["welcomed"] < n:
+            notes.append(f"At {n:,} clients only {cloud['welcomed']:,} were welcomed.")
+        elif (cloud["lastWelcome"] or 0) > row["connect"]:
+            notes.append(
+                f"At {n:,} clients the last WELCOME came {cloud['lastWelcome']:.1f} s after the start, "
+                f"after the {row['connect']:g} s allowed: its steady phase still held connection work."
+            )
+        if cloud["byes"]:
+            notes.append(f"At {n:,} clients the cloud sent {cloud['byes']} BYEs ({cloud['reasons']}).")
+    if not notes:
+        notes.append("Every client of every row was welcomed within its connect phase; no BYE was sent.")
+    return lines + [""] + [" ".join(notes)]
+
+
+def _report(figures):
+    """
+    @return: the Markdown section for docs/BENCHMARKS.md, made from the
+        figures L{main} collects (and writes with C{--json}).
     """
     import platform
 
     cloud, router = figures["cloud"], figures["router"]
-    load = os.getloadavg()[0]
+    load = figures["load"]
     goals = [
         ("all welcomed within 30 s, default heartbeat",
          f"{cloud['welcomed']} of {cloud['clients']}, last after {cloud['lastWelcome']:.1f} s",
@@ -239,14 +377,14 @@ def _report(figures, args):
         ("no live client expelled", f"{cloud['byes']} BYEs ({cloud['reasons'] or 'none'})", cloud["byes"] == 0),
     ]
     lines = [
-        f"Generated by `python bench/idleclients.py --clients {args.clients} --write docs/BENCHMARKS.md` "
-        f"on {time.strftime('%Y-%m-%d')}; {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"libzmq {zmq.zmq_version()}; load average {load:.1f} at the end (the "
-        f"{args.processes} load processes share the same 2 cores).",
+        f"Generated by `{figures['command']}` on {figures['date']}; {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, libzmq {zmq.zmq_version()}; load average {load['before']:.1f} before "
+        f"the run, {load['after']:.1f} at the end (the load processes, {figures['processes']} for "
+        f"{figures['clients']:,} clients, share the same {os.cpu_count()} cores).",
         "",
-        f"{args.clients} raw pyzmq DEALERs connect at once, say HELLO and then only heartbeat "
-        f"(every {args.heartbeat:g} s); HELLO again after 3 s without WELCOME. Steady state "
-        f"measured over {args.steady:g} s after {args.connect:g} s.",
+        f"{figures['clients']} raw pyzmq DEALERs connect at once, say HELLO and then only heartbeat "
+        f"(every {figures['heartbeat']:g} s); HELLO again after 3 s without WELCOME. Steady state "
+        f"measured over {figures['steady']:g} s after {figures['connect']:g} s.",
         "",
         "| | welcomed | last welcome | HELLO retries | CPU (one core) | of which libzmq I/O | RSS per client |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -261,6 +399,7 @@ def _report(figures, args):
     lines += ["", "| goal | measured | |", "|---|---|---|"]
     for goal, measured, ok in goals:
         lines.append(f"| {goal} | {measured} | {'met' if ok else '**not met**'} |")
+    lines += _growthTable(figures)
     return "\n".join(lines)
 
 
@@ -275,6 +414,17 @@ def _write(path, block):
         f.write(text)
 
 
+def _parseCounts(text):
+    """
+    @return: the client counts of C{--counts} (C{"1000,3000"}), as L{int}s.
+    @raise ValueError: if one is not a positive integer.
+    """
+    counts = [int(v) for v in text.split(",") if v.strip()]
+    if any(n <= 0 for n in counts):
+        raise ValueError(text)
+    return counts
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -287,6 +437,9 @@ def main():
     p.add_argument("--baseline", action="store_true")
     sub.add_parser("router")
     parser.add_argument("--clients", type=int, default=10000)
+    parser.add_argument("--counts", default="",
+                        help="other client counts (e.g. 1000,3000), each measured on a fresh cloud and "
+                             "ROUTER with max(5, count/400) s to connect, for the growth table")
     parser.add_argument("--processes", type=int, default=0,
                         help="load processes (default: one per 1000 clients; a context holds ~1000 sockets)")
     parser.add_argument("--heartbeat", type=float, default=1.0)
@@ -296,36 +449,40 @@ def main():
     parser.add_argument("--json")
     parser.add_argument("--write", help="write the report into this file's idle block")
     args = parser.parse_args()
-    if args.command is None and not args.processes:
-        args.processes = max(1, (args.clients + 999) // 1000)
     if args.command == "load":
         return load(args)
     if args.command == "router":
         return router(args)
-    children = Children("idle-")
-    figures = {}
     try:
-        cloud = children.twistd("cloud", "zmqrelay-cloud", [
-            "--id", "cloud", "--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
-            "--sub", "tcp://127.0.0.1:*", "--heartbeat", str(args.heartbeat),
-        ] + args.node_options.split())
-        endpoint = cloud["control"]
-        figures["cloud"] = measure(children, "c", children.pid("cloud"), endpoint, args)
-        children.stopAll()
-        children = Children("idle-")
-        endpoint = children.start(
-            "router", [sys.executable, os.path.abspath(__file__), "router"]
-        )["endpoint"]
-        figures["router"] = measure(children, "r", children.pid("router"), endpoint, args, True)
+        counts = _parseCounts(args.counts)
+    except ValueError:
+        parser.error(f"--counts: not a list of positive client counts: {args.counts!r}")
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, terminated)
+    command = " ".join(["python", "bench/idleclients.py"] + sys.argv[1:])
+    loadBefore = os.getloadavg()[0]
+    runs = [(args.clients, args.connect)]
+    runs += [(n, countsConnect(n)) for n in sorted(set(counts)) if n != args.clients]
+    try:
+        pairs = [measurePair(args, n, connect, args.steady) for n, connect in runs]
     except BenchError as e:
         print(f"benchmark failed: {e}", file=sys.stderr)
         return 1
-    finally:
-        children.stopAll()
-    figures["ratio"] = figures["cloud"]["rssPerClient"] / max(figures["router"]["rssPerClient"], 1)
+    first = pairs[0]
+    figures = {
+        "command": command, "date": time.strftime("%Y-%m-%d"), "heartbeat": args.heartbeat,
+        "load": {"before": loadBefore, "after": os.getloadavg()[0]},
+        "clients": args.clients, "connect": args.connect, "steady": args.steady,
+        "processes": first["processes"],
+        "cloud": first["cloud"], "router": first["router"], "ratio": first["ratio"],
+        "counts": sorted(pairs, key=lambda pair: pair["clients"]),
+    }
     print(json.dumps(figures, indent=1))
     if args.write:
-        _write(args.write, _report(figures, args))
+        _write(args.write, _report(figures))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=1)

@@ -1,0 +1,159 @@
+"""
+Tests of C{bench/idleclients.py}: the growth table it builds from its
+figures, and one small run at two client counts, each against a fresh cloud
+and a fresh bare ROUTER.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.integration.helpers import runBench
+from zmqrelay.tools.launcher import ROOT
+
+BENCH = os.path.join(ROOT, "bench")
+
+
+def _loadIdleclients():
+    """
+    @return: the module C{bench/idleclients.py} (the bench directory is not
+        a package: its scripts import their neighbours by path).
+    """
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location("idleclients", os.path.join(BENCH, "idleclients.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _node(clients, welcomed, lastWelcome, cpu, io, rssKiB, byes=0, reasons=None):
+    """
+    @return: one node's figures, as C{measure} returns them.
+    """
+    return {
+        "clients": clients, "welcomed": welcomed, "lastWelcome": lastWelcome, "retries": 0,
+        "byes": byes, "reasons": reasons or {}, "cpu": cpu, "io": io,
+        "rssPerClient": rssKiB * 1024.0, "counters": {},
+    }
+
+
+def _pair(clients, connect, cloud, router):
+    return {"clients": clients, "connect": connect, "steady": 10.0, "processes": 1,
+            "cloud": cloud, "router": router,
+            "ratio": cloud["rssPerClient"] / router["rssPerClient"]}
+
+
+class ReportTests(SynchronousTestCase):
+    """
+    The Markdown block made from the figures of a run.
+    """
+
+    def setUp(self):
+        self.idleclients = _loadIdleclients()
+
+    def figures(self, counts):
+        """
+        @return: the figures of a run whose main count is 10,000, with the
+            pairs C{counts} beside it.
+        """
+        main = _pair(10000, 30.0, _node(10000, 10000, 8.0, 0.36, 0.17, 46.0),
+                     _node(10000, 0, None, 0.24, 0.10, 40.0))
+        return {
+            "command": "python bench/idleclients.py --clients 10000 --counts 1000,3000",
+            "date": "2026-12-06", "heartbeat": 1.0, "load": {"before": 1.5, "after": 2.5},
+            "clients": 10000, "connect": 30.0, "steady": 10.0, "processes": 10,
+            "cloud": main["cloud"], "router": main["router"], "ratio": main["ratio"],
+            "counts": sorted(counts + [main], key=lambda pair: pair["clients"]),
+        }
+
+    def test_growthRows(self):
+        """
+        One row per count in ascending order, with CPU per client in us per second and the RSS ratio.
+        """
+        text = self.idleclients._report(self.figures([
+            _pair(1000, 5.0, _node(1000, 1000, 2.0, 0.05, 0.02, 44.0), _node(1000, 0, None, 0.02, 0.01, 40.0)),
+        ]))
+        self.assertIn("`python bench/idleclients.py --clients 10000 --counts 1000,3000`", text)
+        self.assertIn("load average 1.5 before the run, 2.5 at the end", text)
+        self.assertIn("| zmqrelay cloud | 10000 | 8.0 s | 0 | 36 % | 17 % | 46.0 KiB |", text)
+        table = text.split("### How the cost grows with client count", 1)[1]
+        self.assertIn("| 1,000 | 1,000 | 2.0 s | 5 % | 2 % | 2 % | 50.0 us/s | 44.0 / 40.0 KiB | 1.10x |", table)
+        self.assertIn("| 10,000 | 10,000 | 8.0 s | 36 % | 17 % | 24 % | 36.0 us/s | 46.0 / 40.0 KiB | 1.15x |", table)
+        self.assertLess(table.index("| 1,000 |"), table.index("| 10,000 |"))
+        self.assertIn("Every client of every row was welcomed within its connect phase", table)
+
+    def test_growthNotes(self):
+        """
+        A count not all welcomed, welcomed after its connect phase, or with BYEs is said under the table.
+        """
+        text = self.idleclients._report(self.figures([
+            _pair(1000, 5.0, _node(1000, 990, 4.0, 0.05, 0.02, 44.0), _node(1000, 0, None, 0.02, 0.01, 40.0)),
+            _pair(3000, 7.5, _node(3000, 3000, 9.5, 0.12, 0.06, 44.0, 2, {"BYE heartbeat-timeout": 2}),
+                  _node(3000, 0, None, 0.05, 0.03, 40.0)),
+        ]))
+        self.assertIn("At 1,000 clients only 990 were welcomed.", text)
+        self.assertIn("At 3,000 clients the last WELCOME came 9.5 s after the start, after the 7.5 s allowed", text)
+        self.assertIn("At 3,000 clients the cloud sent 2 BYEs ({'BYE heartbeat-timeout': 2}).", text)
+        self.assertNotIn("Every client of every row was welcomed", text)
+
+    def test_countsConnect(self):
+        """
+        A --counts run allows at least 5 s to connect, and 1 s per 400 clients.
+        """
+        self.assertEqual(self.idleclients.countsConnect(20), 5.0)
+        self.assertEqual(self.idleclients.countsConnect(3000), 7.5)
+
+    def test_parseCounts(self):
+        """
+        --counts takes a comma-separated list of positive integers, empty by default.
+        """
+        self.assertEqual(self.idleclients._parseCounts("1000, 3000"), [1000, 3000])
+        self.assertEqual(self.idleclients._parseCounts(""), [])
+        self.assertRaises(ValueError, self.idleclients._parseCounts, "1000,0")
+        self.assertRaises(ValueError, self.idleclients._parseCounts, "many")
+
+
+class SmallRunTests(SynchronousTestCase):
+    """
+    C{idleclients.py} run small, as a real subprocess.
+    """
+
+    def test_twoCounts(self):
+        """
+        40 clients, then 20: each count on its own cloud and ROUTER, all welcomed, CPU and RSS measured.
+        """
+        directory = tempfile.mkdtemp(prefix="idlebench-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "figures.json")
+        runBench(self, "idleclients.py", [
+            "--clients", "40", "--counts", "20", "--connect", "4", "--steady", "1", "--json", path,
+        ], 90)
+        with open(path) as f:
+            figures = json.load(f)
+        self.assertEqual([pair["clients"] for pair in figures["counts"]], [20, 40])
+        self.assertEqual([pair["connect"] for pair in figures["counts"]], [5.0, 4.0])
+        for pair in figures["counts"]:
+            clients = pair["clients"]
+            self.assertEqual(pair["cloud"]["clients"], clients)
+            self.assertEqual(pair["router"]["clients"], clients)
+            # Every client was welcomed by the cloud; the bare ROUTER answers nothing.
+            self.assertEqual(pair["cloud"]["welcomed"], clients, pair["cloud"])
+            self.assertEqual(pair["router"]["welcomed"], 0, pair["router"])
+            for node in (pair["cloud"], pair["router"]):
+                for key in ("cpu", "io"):
+                    self.assertIsInstance(node[key], float, (clients, key))
+                    self.assertGreaterEqual(node[key], 0.0, (clients, key))
+                self.assertIsInstance(node["rssPerClient"], float, clients)
+            self.assertIsInstance(pair["ratio"], float, clients)
+        # The main run's figures are its row, and the report is made from the JSON alone.
+        self.assertEqual(figures["cloud"], figures["counts"][1]["cloud"])
+        text = _loadIdleclients()._report(figures)
+        self.assertIn("--clients 40 --counts 20 --connect 4 --steady 1", text)
+        self.assertIn("| 20 | 20 | ", text)
+        self.assertIn("| 40 | 40 | ", text)
