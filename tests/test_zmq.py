@@ -198,6 +198,75 @@ class AdapterTests(SynchronousTestCase):
         self.factory.runFlushes()
         self.assertEqual(seen, [FLUSH_EVERY])
 
+    def test_readEndFlushes(self):
+        """
+        A flush asked for while a socket reads runs when that read ends, in
+        the same reactor turn: flushSoon says so, and no timer is left.
+        """
+        router, peer = self.pair()
+        seen = []
+        answers = []
+
+        def flush():
+            seen.append(len(self.received))
+
+        def onMessage(frames):
+            self.received.append(frames)
+            answers.append(self.factory.flushSoon(flush))
+
+        router.onMessage = onMessage
+        for i in range(3):
+            peer.send_multipart([b"m%d" % i])
+        for _ in range(50):
+            router.doRead()
+            if seen:
+                break
+        self.assertEqual(seen, [3])
+        self.assertEqual(set(answers), {True})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # Outside a read the caller needs its own end-of-turn call.
+        self.assertFalse(self.factory.flushSoon(lambda: None))
+
+    def test_sendsOfAFlushCheckedAfterIt(self):
+        """
+        A socket sent on by a flush at the end of a read is checked once
+        after the flush, not on a timer of its own: with nothing waiting on
+        it no timer is left; with input waiting, a read of it is scheduled.
+        """
+        router, peer = self.pair()
+        other = []
+        dealer = self.factory.socket("dealer", other.append)
+        far = zmq.Socket(self.factory.context, zmq.ROUTER)
+        far.setsockopt(zmq.LINGER, 0)
+        self.addCleanup(far.close)
+        far.bind("inproc://adapter-far")
+        dealer.connect("inproc://adapter-far")
+        self.reactor.advance(0)
+
+        def relay(frames):
+            self.received.append(frames)
+            self.factory.flushSoon(lambda: dealer.send([b"to-far"]))
+
+        router.onMessage = relay
+        peer.send_multipart([b"one"])
+        for _ in range(50):
+            router.doRead()
+            if self.received:
+                break
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        identity, payload = far.recv_multipart()
+        self.assertEqual(payload, b"to-far")
+        # Input waits on the dealer when the next flush sends on it.
+        far.send_multipart([identity, b"back"])
+        peer.send_multipart([b"two"])
+        for _ in range(50):
+            router.doRead()
+            if len(self.received) == 2:
+                break
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.advance(0)
+        self.assertEqual(other, [[b"back"]])
+
     def test_tooManyFramesDiscarded(self):
         """
         A message of more than maxFrames frames is discarded as it is read:

@@ -510,6 +510,10 @@ class ISocketFactory(Interface):
         comes before the caller's own end-of-turn call: an outbox (a
         BATCH, PROTOCOL.md 3.3) then waits behind a few messages of a
         long read, not behind all of it.
+
+        @return: true if a socket is reading now, so that C{flush} is
+            certain to be called when that read ends: the caller then needs
+            no end-of-turn call of its own.
         """
 
     def shutdown():

@@ -121,6 +121,9 @@ class ZmqSocket(ZmqConnection):
         #: The L{SocketFactory} whose outboxes a long read sends now and then.
         self.flusher = None
         self._reading = False
+        #: C{True} while this socket waits in its factory's list of sockets
+        #: to check after the sends of the current flush.
+        self._checkDue = False
         self._lastFrame = None
         #: Whole messages taken before a disconnect (L{_takeHalfRead}), each
         #: C{(frames, discard, size, lastFrame)}, delivered by the next read.
@@ -299,6 +302,8 @@ class ZmqSocket(ZmqConnection):
         onMessage = self.onMessage
         flusher = self.flusher
         self._reading = True
+        if flusher is not None:
+            flusher._reads += 1
         try:
             for n in range(self.readBudget):
                 if flusher is not None and n and not n % FLUSH_EVERY and flusher._flushes:
@@ -327,6 +332,12 @@ class ZmqSocket(ZmqConnection):
             self._readLater = self.reactor.callLater(0, self.doRead)
         finally:
             self._reading = False
+            if flusher is not None:
+                flusher._reads -= 1
+                if not flusher._reads and flusher._flushes:
+                    # What this read made the node send leaves now, in this
+                    # reactor turn: no timer, no extra turn for it.
+                    flusher.runFlushes()
 
     def _readMessage(self, sock):
         """
@@ -472,14 +483,36 @@ class ZmqSocket(ZmqConnection):
             # edge for input that arrived meanwhile (a node that missed it
             # would stay deaf until some other event woke it).
             if not self._reading and self._readLater is None and self._checkLater is None:
-                self._checkLater = self.reactor.callLater(0, self._recheck)
+                self._checkSoon()
             return False
         self.sent += 1
         if not self._reading and self._readLater is None and self._checkLater is None:
             # Look at ZMQ_EVENTS once, after this reactor turn's sends, not
             # after each (a getsockopt costs as much as sending a frame).
-            self._checkLater = self.reactor.callLater(0, self._recheck)
+            self._checkSoon()
         return True
+
+    def _checkSoon(self):
+        """
+        Look at C{ZMQ_EVENTS} once this turn's sends are done: at the end of
+        the factory's flush if one is running (no timer), else on a timer.
+        """
+        flusher = self.flusher
+        if flusher is not None and flusher._flushing:
+            if not self._checkDue:
+                self._checkDue = True
+                flusher._checks.append(self)
+        else:
+            self._checkLater = self.reactor.callLater(0, self._recheck)
+
+    def _checkAfterFlush(self):
+        """
+        The factory's flush is over: if ZeroMQ holds input for us (a send
+        may have consumed the edge announcing it), read it on the next turn.
+        """
+        self._checkDue = False
+        if self._inputWaits():
+            self._readLater = self.reactor.callLater(0, self.doRead)
 
     def _recheck(self):
         """
@@ -571,6 +604,11 @@ class SocketFactory:
         self.reactor = reactor
         self.options = options or SocketOptions()
         self._flushes = []
+        #: Sockets sent on during the flush that runs, to check after it.
+        self._checks = []
+        self._flushing = False
+        #: How many sockets of this factory are reading right now.
+        self._reads = 0
         self._factory = ZmqFactory()
         self._factory.reactor = reactor
         self._factory.lingerPeriod = 0
@@ -586,21 +624,35 @@ class SocketFactory:
     def flushSoon(self, flush):
         """
         See L{zmqrelay.interfaces.ISocketFactory.flushSoon}.
+
+        @return: C{True} if a socket of this factory is reading now: C{flush}
+            is then called when that read ends, if not sooner.
         """
         if flush not in self._flushes:
             self._flushes.append(flush)
+        return self._reads > 0
 
     def runFlushes(self):
         """
-        Call what L{flushSoon} was given, each once.
+        Call what L{flushSoon} was given, each once; then look at
+        C{ZMQ_EVENTS} once on each socket they sent on.
         """
-        while self._flushes:
-            flushes, self._flushes = self._flushes, []
-            for flush in flushes:
-                try:
-                    flush()
-                except Exception:
-                    log.failure("flushing an outbox failed")
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._flushes:
+                flushes, self._flushes = self._flushes, []
+                for flush in flushes:
+                    try:
+                        flush()
+                    except Exception:
+                        log.failure("flushing an outbox failed")
+        finally:
+            self._flushing = False
+        checks, self._checks = self._checks, []
+        for sock in checks:
+            sock._checkAfterFlush()
 
     def socket(self, socketType, onMessage, options=None, userIds=False):
         """
@@ -647,4 +699,5 @@ class SocketFactory:
         self._closed = True
         # Nothing is sent any more: let go of the outboxes' owners.
         self._flushes = []
+        self._checks = []
         self._factory.shutdown()

@@ -337,10 +337,10 @@ class Front:
             if out is None:
                 session.outbox = out = []
                 self._outgoing.append(session)
-                if self._flushTimer is None:
+                if self._flushTimer is None and not self.socketFactory.flushSoon(self.flush):
+                    # No read is going on to send it when it ends: at the
+                    # end of this turn, then.
                     self._flushTimer = self.reactor.callLater(0, self._flushLater)
-                    # Or sooner, if a long read goes on meanwhile.
-                    self.socketFactory.flushSoon(self.flush)
             out.append((msgtype, header, payload))
             session.lastSent = self.reactor.seconds()
             if msgtype == protocol.ERROR:

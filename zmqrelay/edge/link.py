@@ -202,10 +202,10 @@ class UpstreamLink:
             out = self._outbox
             if out is None:
                 self._outbox = out = []
-                if self._flushTimer is None:
+                if self._flushTimer is None and not self.socketFactory.flushSoon(self.flush):
+                    # No read is going on to send it when it ends: at the
+                    # end of this turn, then.
                     self._flushTimer = self.reactor.callLater(0, self._flushLater)
-                    # Or sooner, if a long read goes on meanwhile.
-                    self.socketFactory.flushSoon(self.flush)
             out.append((msgtype, header, payload))
             self.lastSent = self.reactor.seconds()
             return True
