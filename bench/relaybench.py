@@ -47,6 +47,7 @@ Usage::
     python bench/relaybench.py --profile /tmp/prof   # cProfile the relays
     python bench/relaybench.py --clouds-only --write docs/BENCHMARKS.md
     python bench/relaybench.py --quick               # one short round (~1 min)
+    python bench/relaybench.py --relay-window 100    # the relays' --window (default 32)
 
 With C{--write}, only the part of the file between the C{bench:begin} and
 C{bench:end} markers is replaced; the hand-written notes around it stay.
@@ -82,6 +83,9 @@ MiB = 1024 * 1024
 LIMITS = ["--rate", "1000000", "--burst", "100000", "--byte-rate", "1e10"]
 
 SERVER_ID = "bench-server"
+
+#: Extra options of the relays (cloud and proxy) only: C{--relay-window}.
+RELAY_OPTIONS = []
 
 
 def cpuSeconds(pid):
@@ -347,13 +351,14 @@ def startZmqrelay(children, profileDir=None):
     local = "tcp://127.0.0.1:*"
     cloud = children.twistd(
         "cloud", "zmqrelay-cloud",
-        ["--id", "bench-cloud", "--listen", local, "--pub", local, "--sub", local] + LIMITS,
+        ["--id", "bench-cloud", "--listen", local, "--pub", local, "--sub", local] + LIMITS
+        + RELAY_OPTIONS,
         prof("cloud"),
     )
     proxy = children.twistd(
         "proxy", "zmqrelay-proxy",
         ["--id", "bench-proxy", "--cloud", cloud["control"], "--listen", local,
-         "--pub", local, "--sub", local] + LIMITS,
+         "--pub", local, "--sub", local] + LIMITS + RELAY_OPTIONS,
         prof("proxy"),
     )
     server = children.twistd(
@@ -981,11 +986,13 @@ def startClouds(children, n):
     for i in range(n):
         name = f"x{n}-cloud{i}"
         args = ["--id", name, "--listen", local, "--pub", local, "--sub", local] + LIMITS
+        args += RELAY_OPTIONS
         for peer in controls:
             args += ["--peer", peer]
         controls.append(children.twistd(name, "zmqrelay-cloud", args)["control"])
         names.append(name)
     proxyArgs = ["--id", f"x{n}-proxy", "--listen", local, "--pub", local, "--sub", local] + LIMITS
+    proxyArgs += RELAY_OPTIONS
     for control in controls:
         proxyArgs += ["--cloud", control]
     proxy = children.twistd(f"x{n}-proxy", "zmqrelay-proxy", proxyArgs)
@@ -1186,7 +1193,10 @@ def main(argv=None):
     parser.add_argument("--clouds-only", action="store_true",
                         help="measure only the cloud path with 1 and 2 cloud nodes")
     parser.add_argument("--no-clouds", action="store_true", help="skip the 1 and 2 cloud nodes runs")
+    parser.add_argument("--relay-window", type=int, default=None,
+                        help="the relays' --window (default: theirs, 32); 0: no window")
     args = parser.parse_args(argv)
+    RELAY_OPTIONS[:] = [] if args.relay_window is None else ["--window", str(args.relay_window)]
     if args.quick:
         args.rounds = 1
         args.seconds = min(args.seconds, 1.0)

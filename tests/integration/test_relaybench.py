@@ -98,13 +98,15 @@ class TinyRunTests(SynchronousTestCase):
             f.write("# head\n\n<!-- bench:begin -->\nold figures\n<!-- bench:end -->\n\ntail text\n")
         runBench(self, "relaybench.py", [
             "--rounds", "1", "--seconds", "0.3", "--latency-count", "50", "--large-count", "0",
-            "--no-clouds", "--sizes", "10240", "--write", path,
+            "--no-clouds", "--sizes", "10240", "--relay-window", "64", "--write", path,
         ], 90)
         with open(path) as f:
             text = f.read()
         self.assertTrue(text.startswith("# head\n\n<!-- bench:begin -->\nMeasured "), text[:200])
         self.assertTrue(text.endswith("<!-- bench:end -->\n\ntail text\n"), text[-200:])
         self.assertNotIn("old figures", text)
+        # The relays' window given is in the command the report names.
+        self.assertIn("--relay-window 64", text)
         for row in ("| cloud | 2 |", "libzmq proxy req/s", "| cloud | relay: proxy |",
                     "### How the cost grows with message size", "| 10 KiB |",
                     "### Issue 13 targets", "| relay hop, CPU us per request and reply",
