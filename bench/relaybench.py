@@ -88,6 +88,23 @@ SERVER_ID = "bench-server"
 RELAY_OPTIONS = []
 
 
+def runSeconds(pid):
+    """
+    @return: the time every thread of process C{pid} has run on a CPU, in
+        seconds, from the scheduler's own account (C{/proc/<pid>/task/*/
+        schedstat}, nanoseconds): exact even when each burst of work is far
+        shorter than the clock tick that C{/proc/<pid>/stat} counts in.
+    """
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
 def cpuSeconds(pid):
     """
     @return: user + system CPU seconds of process C{pid}, all its threads.
@@ -428,7 +445,9 @@ def runPath(context, children, system, path, payload, window, duration, maxReque
         done, elapsed = client.pipelined(window, duration, maxRequests, payload)
         selfAfter = cpuSeconds(os.getpid())
         after = {n: cpuSeconds(p) for n, p in pids.items()}
+        runBefore = {n: runSeconds(p) for n, p in pids.items()}
         times = client.latency(latencyCount, latencySeconds, payload) if latencyCount else []
+        runAfter = {n: runSeconds(p) for n, p in pids.items()}
         errors = dict(client.errors)
     finally:
         client.close()
@@ -439,6 +458,7 @@ def runPath(context, children, system, path, payload, window, duration, maxReque
         "rate": done / elapsed,
         "times": times,
         "cpu": {n: (after[n] - before[n]) / done * 1e6 for n in names},
+        "cpuOne": {n: (runAfter[n] - runBefore[n]) / max(len(times), 1) * 1e6 for n in names},
         "hops": system.hops[path],
         "end": system.end,
         "client": (selfAfter - selfBefore) / done * 1e6,
@@ -464,6 +484,7 @@ def combine(runs):
         requests=sum(r["requests"] for r in runs),
         rate=median([r["rate"] for r in runs]),
         cpu={n: median([r["cpu"][n] for r in runs]) for n in first["cpu"]},
+        cpuOne={n: median([r["cpuOne"][n] for r in runs]) for n in first["cpuOne"]},
         client=median([r["client"] for r in runs]),
         p50=percentile(times, 50) * 1e6 if times else None,
         p99=percentile(times, 99) * 1e6 if times else None,
@@ -910,6 +931,26 @@ def report(results, large, names, info, command, args, sizes=None, versus=None, 
         add(f"**One relay hop, mean of the relay rows: {ref} {mean[ref]:.1f} us/request; "
             + "; ".join(f"{n} {mean[n]:.1f} us/request ({ref} costs {mean[ref] / mean[n]:.2f}x)"
                         for n in others) + ".**")
+    add("")
+    add("### CPU per request one at a time, us")
+    add("")
+    add("The time each process's threads ran (the scheduler's account, "
+        "`/proc/<pid>/task/*/schedstat`, exact for bursts shorter than a clock tick) over the "
+        "one-at-a-time run, divided by its round trips: with nothing to batch, every request "
+        "pays each process's whole wake-up, read, work and send, in the kernel as much as in "
+        "Python.")
+    add("")
+    add("| path | process | " + " | ".join(names) + " |")
+    add("|---|---|" + "---|" * len(names))
+    for path, _ in paths:
+        rows = {n: results.get((n, path)) for n in names}
+        if None in rows.values() or not rows[ref].get("times"):
+            continue
+        for i, hop in enumerate(rows[ref]["hops"]):
+            add(f"| {path} | relay: {hop} | " + " | ".join(
+                f"{rows[n]['cpuOne'][rows[n]['hops'][i]]:.0f}" for n in names) + " |")
+        add(f"| {path} | end: {rows[ref]['end']} | " + " | ".join(
+            f"{rows[n]['cpuOne'][rows[n]['end']]:.0f}" for n in names) + " |")
     if large:
         add("")
         add(f"### Large messages ({large[0]['payload'] // MiB} MiB payloads, cloud path, "

@@ -110,6 +110,7 @@ class TinyRunTests(SynchronousTestCase):
         for row in ("| cloud | 2 |", "libzmq proxy req/s", "| cloud | relay: proxy |",
                     "### How the cost grows with message size", "| 10 KiB |",
                     "### Issue 13 targets", "| relay hop, CPU us per request and reply",
+                    "### CPU per request one at a time, us", "| proxy | relay: proxy |",
                     "| end, CPU us per request", "| added latency per relay hop",
                     "| cloud path, req/s with 100 outstanding", "Added latency per relay hop: zmqrelay"):
             self.assertIn(row, text)
