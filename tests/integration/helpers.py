@@ -459,6 +459,25 @@ def runProcess(testCase, argv, timeout=20.0, reactor=None):
     return proto.ended.addCallback(ended)
 
 
+def loadBench(name):
+    """
+    Import one benchmark script as a module.
+
+    @param name: the script's name in C{bench/}, without C{.py}.
+    @return: the module (the bench directory is not a package: its scripts
+        import their neighbours by path, as when run as scripts).
+    """
+    import importlib.util
+
+    bench = os.path.join(ROOT, "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(bench, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def runBench(testCase, script, args, timeout):
     """
     Run C{bench/<script>} with C{args} to its end, from a synchronous test.

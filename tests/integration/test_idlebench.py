@@ -4,32 +4,21 @@ figures, and one small run at two client counts, each against a fresh cloud
 and a fresh bare ROUTER.
 """
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.helpers import runBench
-from zmqrelay.tools.launcher import ROOT
-
-BENCH = os.path.join(ROOT, "bench")
+from tests.integration.helpers import loadBench, runBench
 
 
 def _loadIdleclients():
     """
-    @return: the module C{bench/idleclients.py} (the bench directory is not
-        a package: its scripts import their neighbours by path).
+    @return: the module C{bench/idleclients.py}.
     """
-    if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location("idleclients", os.path.join(BENCH, "idleclients.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return loadBench("idleclients")
 
 
 def _node(clients, welcomed, lastWelcome, cpu, io, rssKiB, byes=0, reasons=None):

@@ -5,34 +5,16 @@ clock, the target verdicts, and one tiny run over both chains that writes
 its block between the notify markers.
 """
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from zmqrelay.core.errors import OverLimit
-from tests.integration.helpers import runBench
-from zmqrelay.tools.launcher import ROOT
-
-BENCH = os.path.join(ROOT, "bench")
-
-
-def _load(name):
-    """
-    @return: the module C{bench/<name>.py} (the bench directory is not a
-        package: its scripts import their neighbours by path).
-    """
-    if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.integration.helpers import loadBench as _load, runBench
 
 
 class FakeServer:

@@ -5,32 +5,21 @@ is installed) prints the report blocks of issue 13 and writes them between
 its markers.
 """
 
-import importlib.util
 import os
 import re
 import shutil
-import sys
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.helpers import runBench
-from zmqrelay.tools.launcher import ROOT
-
-BENCH = os.path.join(ROOT, "bench")
+from tests.integration.helpers import loadBench, runBench
 
 
 def _loadRelaybench():
     """
-    @return: the C{bench/relaybench.py} module (the bench directory is not a
-        package: it imports its neighbours by path, as when run as a script).
+    @return: the module C{bench/relaybench.py}.
     """
-    if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location("relaybench", os.path.join(BENCH, "relaybench.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return loadBench("relaybench")
 
 
 def _majortomoInstalled():

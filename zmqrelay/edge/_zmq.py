@@ -299,7 +299,7 @@ class ZmqSocket(ZmqConnection):
             if self.socket is None:
                 return
         readMessage = self._readMessage
-        onMessage = self.onMessage
+        deliver = self._deliver
         flusher = self.flusher
         self._reading = True
         if flusher is not None:
@@ -317,14 +317,7 @@ class ZmqSocket(ZmqConnection):
                 except zmq.ZMQError as e:
                     log.error("zmq read error {error}", error=e)
                     return
-                if discard is None:
-                    try:
-                        onMessage(frames)
-                    except Exception:
-                        log.failure("unhandled error handling a message")
-                else:
-                    self._discard(frames, discard, size)
-                self._lastFrame = None
+                deliver(frames, discard, size)
                 if self.socket is None:
                     return
             # Budget spent; the descriptor is edge-triggered and will not
@@ -397,25 +390,26 @@ class ZmqSocket(ZmqConnection):
         if self._readLater is None:
             self._readLater = self.reactor.callLater(0, self.doRead)
 
-    def _discard(self, frames, discard, size):
-        self.discarded += 1
-        if self.onDiscard is not None:
-            try:
-                self.onDiscard(frames, discard, size)
-            except Exception:
-                log.failure("unhandled error handling a discarded message")
+    def _deliver(self, frames, discard, size):
+        """
+        Hand one message read to C{onMessage}, or, if it is discarded, count
+        it and hand it to C{onDiscard}; then forget its last frame.
+        """
+        try:
+            if discard is None:
+                self.onMessage(frames)
+            else:
+                self.discarded += 1
+                if self.onDiscard is not None:
+                    self.onDiscard(frames, discard, size)
+        except Exception:
+            log.failure("unhandled error handling a message")
+        self._lastFrame = None
 
     def _deliverHeld(self):
         held, self._held = self._held, []
         for frames, discard, size, self._lastFrame in held:
-            if discard is None:
-                try:
-                    self.onMessage(frames)
-                except Exception:
-                    log.failure("unhandled error handling a message")
-            else:
-                self._discard(frames, discard, size)
-            self._lastFrame = None
+            self._deliver(frames, discard, size)
             if self.socket is None:
                 return
 
