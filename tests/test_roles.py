@@ -327,6 +327,85 @@ class ProxyTests(RoleTestCase):
         self.assertEqual((reply.header, reply.payload), ({"id": 12}, b"pong"))
 
 
+class RelayDrainTests(RoleTestCase):
+    """
+    A relay (here a proxy; the cloud runs the same code) that stops with
+    requests in flight drains first (PROTOCOL.md 7.1).
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.proxy = Proxy(self.config("proxy1", drainTimeout=5.0), LISTEN, LISTEN, LISTEN,
+                           "inproc://cloud", reactor=self.clock, socketFactory=self.factory)
+        self.start(self.proxy)
+        self.router = RoleTestCase.router(self)
+        self.router.receive([b"s"] + helloFrames("s1", "si", role="server", services=["echo"]))
+        self.router.receive([b"c"] + helloFrames("c1", "ci"))
+
+    def forwarded(self):
+        """
+        The client asks s1 once; @return: the request as s1 got it.
+        """
+        self.router.receive([b"c"] + protocol.encode(
+            protocol.REQUEST, {"id": 1, "to": "s1", "ttl": 600000}, b"q"))
+        [request] = self.sentTo(self.router, b"s", protocol.REQUEST)
+        return request
+
+    def test_drainsWhatIsInFlight(self):
+        """
+        Stopping with a request in flight: HB drain to every peer, a new
+        request refused with ERR shutdown, the answer in flight delivered,
+        and only then BYE and the stop.
+        """
+        request = self.forwarded()
+        stopped = self.proxy.stopService()
+        self.assertNoResult(stopped)
+        for peer in (b"s", b"c"):
+            self.assertIn({"drain": True},
+                          [m.header for m in self.sentTo(self.router, peer, protocol.HEARTBEAT)])
+        self.router.receive([b"c"] + protocol.encode(
+            protocol.REQUEST, {"id": 2, "to": "s1", "ttl": 600000}, b"q"))
+        [refused] = self.sentTo(self.router, b"c", protocol.ERROR)
+        self.assertEqual((refused.header["id"], refused.header["code"]), (2, protocol.E_SHUTDOWN))
+        self.assertEqual(len(self.sentTo(self.router, b"s", protocol.REQUEST)), 1)
+        self.clock.advance(1.0)
+        self.assertNoResult(stopped)
+        self.assertEqual(self.sentTo(self.router, b"c", protocol.BYE), [])
+        self.router.receive([b"s"] + protocol.encode(
+            protocol.REPLY, {"id": request.header["id"], "server": "s1", "sinc": "si"}, b"a"))
+        self.clock.advance(0.5)
+        [reply] = self.sentTo(self.router, b"c", protocol.REPLY)
+        self.assertEqual((reply.header["id"], reply.payload), (1, b"a"))
+        self.successResultOf(stopped)
+        self.assertEqual(self.sentTo(self.router, b"c", protocol.BYE)[0].header, {"reason": "shutdown"})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_drainEndsAtItsTimeout(self):
+        """
+        An answer that never comes holds the stop for --drain-timeout, no
+        longer; then BYE shutdown tells the client (which retries elsewhere,
+        PROTOCOL.md 10.3) and nothing is left scheduled.
+        """
+        self.forwarded()
+        stopped = self.proxy.stopService()
+        self.clock.advance(4.9)
+        self.assertNoResult(stopped)
+        self.assertEqual(self.sentTo(self.router, b"c", protocol.BYE), [])
+        self.clock.advance(0.2)
+        self.successResultOf(stopped)
+        self.assertEqual(self.sentTo(self.router, b"c", protocol.BYE)[0].header, {"reason": "shutdown"})
+        self.assertEqual(self.sentTo(self.router, b"c", protocol.REPLY), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_idleStopsAtOnce(self):
+        """
+        With nothing in flight a relay stops at once, without HB drain.
+        """
+        self.successResultOf(self.proxy.stopService())
+        self.assertEqual(
+            [m for m in self.sentTo(self.router, b"c", protocol.HEARTBEAT) if m.header], [])
+
+
 class ServerTests(RoleTestCase):
     """
     The server role, with direct clients and through a proxy.
