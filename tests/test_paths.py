@@ -82,6 +82,39 @@ class RankPathsTests(SynchronousTestCase):
         ranked = rankPaths(self.links, "echo", server=("a1", "inc"), sites={"a1": "proxyA"})
         self.assertEqual(ranked[:2], [self.proxyA, self.cloud])
 
+    def test_directServersInTurn(self):
+        """
+        Several servers reached directly that offer the service are taken in
+        turn; the proxy and the cloud stay behind them; a request bound to a
+        server and a server asked by id are not rotated.
+        """
+        a = FakeLink(protocol.SERVER, "a", services=["echo"])
+        b = FakeLink(protocol.SERVER, "b", services=["echo"])
+        c = FakeLink(protocol.SERVER, "c", services=["other"])
+        proxy = FakeLink(protocol.PROXY, "p")
+        links = [a, b, c, proxy]
+        firsts = [rankPaths(links, "echo", turn=t)[0] for t in range(1, 5)]
+        self.assertEqual(firsts, [b, a, b, a])
+        self.assertEqual(rankPaths(links, "echo", turn=1), [b, a, proxy])
+        self.assertEqual(rankPaths(links, "echo", server=("a", "ai"), turn=1)[0], a)
+        self.assertEqual(rankPaths(links, "a", turn=1), [a, proxy])
+        # A draining one is not taken in turn with the others.
+        b.draining = True
+        self.assertEqual([rankPaths(links, "echo", turn=t)[0] for t in range(1, 3)], [a, a])
+
+    def test_servicesInTurnAreNoSwitch(self):
+        """
+        Requests for a service taking its direct servers in turn do not count as path switches.
+        """
+        primary = PrimaryPaths()
+        a = FakeLink(protocol.SERVER, "a", services=["echo"])
+        b = FakeLink(protocol.SERVER, "b", services=["echo"])
+        for link in (a, b, a, b):
+            primary.used("echo", link)
+        self.assertEqual(primary.counters["switches"], 0)
+        primary.used("echo", FakeLink(protocol.PROXY, "p"))
+        self.assertEqual(primary.counters["switches"], 1)
+
     def test_drainingLast(self):
         """
         A draining node's link comes last, unless the request is bound to it.

@@ -907,6 +907,29 @@ class ClientTests(RoleTestCase):
         self.failureResultOf(d, errors.NoRoute)
         self.assertEqual(dealer.ofType(protocol.REQUEST), [])
 
+    def test_directServersTakenInTurn(self):
+        """
+        A client attached directly to two servers of one service sends its
+        requests to each in turn; a request asking one server by id goes to it.
+        """
+        client = Client(self.config("c4", requestTimeout=5.0),
+                        servers=["inproc://s1", "inproc://s2"], reactor=self.clock,
+                        socketFactory=self.factory)
+        self.start(client)
+        one, two = self.dealers()
+        one.receive(welcomeFrames("s1", role="server", incarnation="s1i", services=["echo"]))
+        two.receive(welcomeFrames("s2", role="server", incarnation="s2i", services=["echo"]))
+        calls = [client.request("echo", b"q%d" % i) for i in range(4)]
+        self.clock.advance(0)
+        self.assertEqual((len(one.ofType(protocol.REQUEST)), len(two.ofType(protocol.REQUEST))), (2, 2))
+        calls.append(client.request("s1", b"only"))
+        self.clock.advance(0)
+        self.assertEqual(one.ofType(protocol.REQUEST)[-1].payload, b"only")
+        self.assertEqual(client.primary.counters["switches"], 0)
+        for d in calls:
+            d.cancel()
+            self.failureResultOf(d, CancelledError)
+
     def test_handlerErrorNotRetried(self):
         """
         A handler error is final: no retry.

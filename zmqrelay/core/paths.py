@@ -14,7 +14,9 @@ L{rankPaths} orders the live links for one request:
 
 When the target's site is not known, a proxy ranks before the cloud, as an
 explicit C{--proxy} always did.  Links whose node is draining come after
-all the others (except for the requests bound to that node).
+all the others (except for the requests bound to that node).  Several
+servers reached directly that all offer the target service are taken in
+turn (C{turn}), as a relay takes the servers of a service round-robin.
 
 L{PrimaryPaths} remembers the path last chosen per target, so a switch (and
 a switch back) is counted and logged once, not per request.
@@ -52,7 +54,7 @@ def reaches(link, target):
     return link.nodeId == target or target in services(link)
 
 
-def rankPaths(links, target, server=None, sites=None):
+def rankPaths(links, target, server=None, sites=None, turn=0):
     """
     @param links: the client's links.
     @param target: the server id or service name asked for.
@@ -60,6 +62,9 @@ def rankPaths(links, target, server=None, sites=None):
         C{None}.
     @param sites: server id to the id of its site proxy, for the servers
         whose site the client knows (from DNS-SD), or C{None}.
+    @param turn: a number the caller counts up per request: when the best
+        links are several servers reached directly, equally good, the list
+        starts at the C{turn}-th of them (modulo their number).
     @return: the live links that may reach C{target}, best first.
     """
     sites = sites or {}
@@ -78,6 +83,14 @@ def rankPaths(links, target, server=None, sites=None):
 
     live = [link for link in links if link.alive and reaches(link, target)]
     live.sort(key=rank)
+    if turn and server is None and len(live) > 1 and live[0].role == SERVER:
+        best = rank(live[0])
+        n = 1
+        while n < len(live) and live[n].role == SERVER and rank(live[n]) == best:
+            n += 1
+        k = turn % n
+        if k:
+            live[:n] = live[k:n] + live[:k]
     return live
 
 
@@ -114,6 +127,10 @@ class PrimaryPaths:
         if len(self._primary) > self.limit:
             self._primary.pop(next(iter(self._primary)))
         if old == new:
+            return None
+        if old is not None and old[0] == new[0] == SERVER and target not in (old[1], new[1]):
+            # Another server reached directly for the same service: taken
+            # in turn (rankPaths), the path is the same.
             return None
         if old is not None:
             self.counters["switches"] += 1

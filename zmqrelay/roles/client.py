@@ -412,6 +412,9 @@ class Client(Node):
             raise ValueError("a client needs a cloud, a proxy or a server to connect to, or discover=True")
         self._explicitProxy = bool(proxy)
         self.links = []
+        #: Counted up per ranking: spreads requests over several direct
+        #: servers of one service (L{rankPaths}).
+        self._turn = 0
         self.primary = PrimaryPaths()
         # DNS-SD instance name -> the link we opened for it.
         self._discoveredLinks = {}
@@ -558,7 +561,8 @@ class Client(Node):
             for the requests bound to it, or if nothing else offers it).
         """
         sites = self.discovered.sites() if self.discovered is not None else None
-        return rankPaths(self.links, target, server, sites)
+        self._turn += 1
+        return rankPaths(self.links, target, server, sites, self._turn)
 
     def knows(self, target):
         """
