@@ -22,6 +22,7 @@ twice, across server restarts too (a SIGKILLed process keeps what it wrote).
 """
 
 import os
+import random
 import re
 import signal
 import socket
@@ -76,12 +77,42 @@ _PRESENCE_LINE = re.compile(
 )
 
 
+def _ephemeralRange():
+    """
+    @return: C{(low, high)}, the ports the kernel gives to outgoing
+        connections (and to C{bind(0)}).
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def freePort():
     """
     @return: a loopback TCP port that was free a moment ago.  Restart tests
         need a node to come back on the same endpoint, so they cannot bind
         C{*} and read back what ZeroMQ picked.
+
+    The port is taken below the kernel's ephemeral range when there is room:
+    a port from that range (what C{bind(0)} returns) can be given to some
+    other test's outgoing connection before the node binds it (seen as
+    "Address already in use" with two trial workers).
     """
+    low, high = _ephemeralRange()
+    first = 20000 if low > 21000 else None
+    if first is not None:
+        rng = random.Random()
+        for _ in range(50):
+            port = rng.randrange(first, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

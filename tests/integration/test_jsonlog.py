@@ -5,7 +5,6 @@ code), as the README shows.
 """
 
 import json
-import socket
 import sys
 
 from twisted.internet import defer, reactor
@@ -15,15 +14,8 @@ from zmqrelay.core import errors
 from zmqrelay.core.config import NodeConfig
 from zmqrelay.roles.client import Client
 from zmqrelay.tools.launcher import ROOT, TWISTD_MAIN, NodeProcess
+from tests.integration.faulthelpers import freePort
 from tests.integration.helpers import childEnvironment
-
-
-def _freePort():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class JsonLogTests(unittest.TestCase):
@@ -48,7 +40,7 @@ class JsonLogTests(unittest.TestCase):
         A client's connection logs client and path keys; a refused hello
         logs peer and code keys; every line is one JSON object.
         """
-        control = f"tcp://127.0.0.1:{_freePort()}"
+        control = f"tcp://127.0.0.1:{freePort()}"
         node = NodeProcess(reactor, "jsoncloud")
         argv = [sys.executable, "-c", TWISTD_MAIN, "--logger", "zmqrelay.tools.jsonlog.logger",
                 "-n", "--pidfile=", "zmqrelay-cloud", "--id", "jsoncloud", "--listen", control,
