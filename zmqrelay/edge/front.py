@@ -36,6 +36,7 @@ from zmqrelay.edge import security
 from zmqrelay.edge.outbox import reportUndelivered
 from zmqrelay.core.errors import Rejected
 from zmqrelay.core.pending import PendingConnections
+from zmqrelay.core.presence import MOVED
 from zmqrelay.core.ratelimit import PeerGuard, TokenBucket
 
 log = Logger()
@@ -67,9 +68,6 @@ CUT_GRACE = 0.05
 #: sending, its connection, now without a session, is cut as a stranger's
 #: over its budget, else after the handshake timeout.
 _CUT_REASONS = {"heartbeat-timeout": "cut-dead"}
-
-#: The BYE reason of a client moving to another node (PROTOCOL.md 21.4).
-_MOVED = "moved"
 
 _REQUEST = protocol.REQUEST
 _REPLY = protocol.REPLY
@@ -564,8 +562,8 @@ class Front:
         elif msgtype == protocol.BYE:
             # A client leaving us for another node (PROTOCOL.md 21.4) is
             # moving, not gone: its presence gets the move grace.
-            moved = message.header.get("reason") == _MOVED and session.role == protocol.CLIENT
-            self.drop(session, _MOVED if moved else "bye")
+            moved = message.header.get("reason") == MOVED and session.role == protocol.CLIENT
+            self.drop(session, MOVED if moved else "bye")
             return
         try:
             self.owner.peerMessage(session, message)
@@ -940,7 +938,7 @@ class Front:
         if not session.alive:
             return
         session.alive = False
-        if reason != "bye" and reason != _MOVED:
+        if reason != "bye" and reason != MOVED:
             self.sendTo(session, protocol.BYE, {"reason": reason})
         if self._sessionLog.take(self.reactor.seconds()) == 0.0:
             log.info(

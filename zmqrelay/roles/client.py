@@ -19,7 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from zmqrelay.core import errors, protocol
+from zmqrelay.core import errors, presence, protocol
 from zmqrelay.edge import security
 from zmqrelay.core.calls import Calls
 from zmqrelay.core.discovery import DiscoveredNodes
@@ -765,7 +765,7 @@ class Client(Node):
             # moved (it keeps us listed for the move grace, so no server
             # sees us go while the new node's presence is on its way).
             self._cloudDown.pop(old, None)
-            self._closeLink(old, "moved")
+            self._closeLink(old, presence.MOVED)
         self._answering(link, True)
         self._changed()
 
