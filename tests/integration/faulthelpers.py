@@ -105,17 +105,42 @@ def freePort():
     first = 20000 if low > 21000 else None
     if first is not None:
         rng = random.Random()
-        for _ in range(50):
+        stripe = _workerStripe()
+        for _ in range(200):
             port = rng.randrange(first, low)
+            if port in _given or (stripe is not None and port % _STRIPES != stripe):
+                continue
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-                return port
+            _given.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: Ports L{freePort} gave out in this process: free when it looked, but the
+#: node that was to bind one may not have yet, or may be down for a restart
+#: test and come back on it.  Never given twice (seen: two nodes of one test
+#: on the same random port, "Address already in use").
+_given = set()
+
+#: Trial workers (C{trial -j N}) take ports in disjoint stripes, so two
+#: workers never pick the same port between a check and a bind.
+_STRIPES = 8
+
+
+def _workerStripe():
+    """
+    @return: this trial worker's stripe of ports (its number, modulo
+        L{_STRIPES}: a C{trial -j} worker runs in C{_trial_temp/<number>}),
+        or C{None} outside such a worker.
+    """
+    name = os.path.basename(os.getcwd())
+    return int(name) % _STRIPES if name.isdigit() else None
 
 
 def loopback():
