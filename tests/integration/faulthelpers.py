@@ -28,7 +28,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 
 import msgpack
 from twisted.internet import defer
@@ -108,14 +108,20 @@ def freePort():
         stripe = _workerStripe()
         for _ in range(200):
             port = rng.randrange(first, low)
-            if port in _given or (stripe is not None and port % _STRIPES != stripe):
+            if stripe is not None:
+                port -= (port - stripe) % _STRIPES
+                if port < first:
+                    port += _STRIPES
+            if port in _given:
                 continue
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-            _given.add(port)
+            _given[port] = None
+            while len(_given) > _GIVEN_MAX:
+                _given.popitem(last=False)
             return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,9 +130,12 @@ def freePort():
 
 #: Ports L{freePort} gave out in this process: free when it looked, but the
 #: node that was to bind one may not have yet, or may be down for a restart
-#: test and come back on it.  Never given twice (seen: two nodes of one test
-#: on the same random port, "Address already in use").
-_given = set()
+#: test and come back on it.  Never given twice: two nodes on one random
+#: port fail with "Address already in use".  Only the last L{_GIVEN_MAX}
+#: are remembered (a worker's stripe holds about 1,600 ports; a whole suite
+#: takes a few hundred), so a long run does not run out.
+_given = OrderedDict()
+_GIVEN_MAX = 1000
 
 #: Trial workers (C{trial -j N}) take ports in disjoint stripes, so two
 #: workers never pick the same port between a check and a bind.

@@ -16,7 +16,7 @@ class FreePortTests(SynchronousTestCase):
     """
 
     def test_neverTwice(self):
-        """A port once given is not given again in the same process."""
+        """A port once given is not given again soon in the same process."""
         ports = [faulthelpers.freePort() for _ in range(200)]
         self.assertEqual(len(set(ports)), len(ports))
 
@@ -30,7 +30,11 @@ class FreePortTests(SynchronousTestCase):
         here = os.getcwd()
         self.addCleanup(os.chdir, here)
         os.chdir(os.path.join(workdir, "3"))
-        for _ in range(20):
-            port = faulthelpers.freePort()
+        ports = [faulthelpers.freePort() for _ in range(2000)]
+        for port in ports:
             self.assertTrue(20000 <= port < low, port)
             self.assertEqual(port % faulthelpers._STRIPES, 3)
+        # More than the stripe holds: the oldest are given again, never one
+        # of the last thousand.
+        for i in range(0, len(ports) - 1000, 250):
+            self.assertEqual(len(set(ports[i:i + 1000])), 1000)
