@@ -90,6 +90,23 @@ def _ephemeralRange():
         return 32768, 60999
 
 
+#: Ports L{freePort} gave out in this process: free when it looked, but the
+#: node that was to bind one may not have yet, or may be down for a restart
+#: test and come back on it.  Never given twice: two nodes on one random
+#: port fail with "Address already in use".  Only the last L{_GIVEN_MAX}
+#: are remembered (a worker's stripe holds about 1,600 ports; a whole suite
+#: takes a few hundred), so a long run does not run out.
+_given = OrderedDict()
+_GIVEN_MAX = 1000
+
+#: Trial workers (C{trial -j N}) take ports in disjoint stripes, so two
+#: workers never pick the same port between a check and a bind.
+_STRIPES = 8
+
+#: Draws ports; one for the process.
+_rng = random.Random()
+
+
 def freePort():
     """
     @return: a loopback TCP port that was free a moment ago.  Restart tests
@@ -99,15 +116,15 @@ def freePort():
     The port is taken below the kernel's ephemeral range when there is room:
     a port from that range (what C{bind(0)} returns) can be given to some
     other test's outgoing connection before the node binds it (seen as
-    "Address already in use" with two trial workers).
+    "Address already in use" with two trial workers).  It is in this trial
+    worker's stripe, and none of the last ports given out is given again.
     """
-    low, high = _ephemeralRange()
+    low, _ = _ephemeralRange()
     first = 20000 if low > 21000 else None
     if first is not None:
-        rng = random.Random()
         stripe = _workerStripe()
-        for _ in range(200):
-            port = rng.randrange(first, low)
+        for _attempt in range(200):
+            port = _rng.randrange(first, low)
             if stripe is not None:
                 port -= (port - stripe) % _STRIPES
                 if port < first:
@@ -126,20 +143,6 @@ def freePort():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-#: Ports L{freePort} gave out in this process: free when it looked, but the
-#: node that was to bind one may not have yet, or may be down for a restart
-#: test and come back on it.  Never given twice: two nodes on one random
-#: port fail with "Address already in use".  Only the last L{_GIVEN_MAX}
-#: are remembered (a worker's stripe holds about 1,600 ports; a whole suite
-#: takes a few hundred), so a long run does not run out.
-_given = OrderedDict()
-_GIVEN_MAX = 1000
-
-#: Trial workers (C{trial -j N}) take ports in disjoint stripes, so two
-#: workers never pick the same port between a check and a bind.
-_STRIPES = 8
 
 
 def _workerStripe():
