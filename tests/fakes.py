@@ -202,6 +202,12 @@ class FakePlane:
     @ivar calls: how many times L{subscribe} was called (one batch each).
     @ivar upstream: (endpoint, options) of the upstream it publishes to.
     @ivar figures: what L{counters} reports.
+    @ivar published: the bytes L{fanoutBytes} reports.
+    @ivar notifications: the notifications L{fanoutBytes} reports.
+    @ivar connections: fd -> C{(acked, notsent)}, what L{subscriberBacklog}
+        reports (a missing fd: C{None}).
+    @ivar cuts: the C{(fd, address)} of every L{cutSubscriber}.
+    @ivar onSubscriber: what L{watchSubscribers} was given.
     """
 
     def __init__(self, subscriptions, publisherOptions, subscriberOptions,
@@ -219,6 +225,24 @@ class FakePlane:
         self.started = self.stopped = False
         self.ports = itertools.count(41000)
         self.figures = {"notifications": 0, "delivered": 0, "upstream": 0, "dropped": 0}
+        self.published = 0
+        self.notifications = 0
+        self.connections = {}
+        self.cuts = []
+        self.onSubscriber = None
+
+    def watchSubscribers(self, onEvent):
+        self.onSubscriber = onEvent
+
+    def fanoutBytes(self):
+        return self.published, self.notifications
+
+    def subscriberBacklog(self, fd):
+        return self.connections.get(fd)
+
+    def cutSubscriber(self, fd, address):
+        self.cuts.append((fd, address))
+        return self.connections.pop(fd, None) is not None
 
     def start(self, subAddress, pubAddress):
         self.started = True

@@ -38,7 +38,7 @@ class RealRelayMixin:
     (it also sees the subscriptions the relay forwards), and raw SUBs.
     """
 
-    def startRelay(self, tcp=False, **settings):
+    def startRelay(self, tcp=False, guarded=False, **settings):
         self.reactor = FakeReactor()
         self.factory = SocketFactory(self.reactor, SocketOptions(hwm=100, readBudget=1000, maxMessageSize=8192))
         self.addCleanup(self.factory.shutdown)
@@ -46,7 +46,7 @@ class RealRelayMixin:
         sub, pub = ("tcp://127.0.0.1:*",) * 2 if tcp else (f"inproc://{name}-sub", f"inproc://{name}-pub")
         self.relay = NotificationRelay(
             self.factory, sub, pub, 4096,
-            NodeConfig("r", **settings),
+            NodeConfig("r", **settings), reactor=self.reactor if guarded else None,
         )
         self.subEndpoint, self.pubEndpoint = self.relay.start()
         self.addCleanup(self.relay.stop)
@@ -193,6 +193,88 @@ class SlowSubscriberTests(RealRelayMixin, SynchronousTestCase):
             received.extend(self.drain(self.fast, WAIT))
         self.assertEqual(received, list(range(50, 150)))
         self.assertEqual(self.relay.counters["dropped"], 0)
+
+
+class SlowConsumerCutTests(RealRelayMixin, SynchronousTestCase):
+    """
+    Over real TCP connections: a subscriber that never reads is cut off
+    once the relay holds more than C{--sub-bytes} for it (issue 7, defect
+    5), while one that reads keeps its connection and gets everything.
+    """
+
+    def setUp(self):
+        self.startRelay(tcp=True, guarded=True, subHwm=10000, subBytes=512 * 1024)
+        self.guard = self.relay.slow
+        self.fast = self.subscriber(b"t", rcvhwm=100000)
+        self.slow = self.subscriber(b"t", rcvhwm=1, RCVBUF=4096)
+        self.assertEqual(self.upstream(1), [b"\x01t"])
+        self.watch(2)
+
+    def subscriber(self, prefix, rcvhwm=10, **options):
+        sub = self.rawSocket(zmq.SUB, RCVHWM=rcvhwm, **options)
+        sub.connect(self.pubEndpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        return sub
+
+    def watch(self, count):
+        """
+        Read the plane's monitor until the guard watches C{count}
+        connections.
+        """
+        monitor = self.relay.plane._monitor
+        deadline = time.monotonic() + WAIT / 1000.0
+        while len(self.guard) != count and time.monotonic() < deadline:
+            monitor.socket.poll(10)
+            monitor.doRead()
+        self.assertEqual(len(self.guard), count)
+
+    def test_slowOneCut(self):
+        """
+        2 MiB published, 1 KiB at a time: the subscriber that reads nothing
+        is cut once (counted, with what was held for it), the one that
+        reads gets every notification in order and is still watched.
+        """
+        received = []
+        payload = b"x" * 1024
+        for seq in range(2048):
+            frames = protocol.encodeNotification(
+                b"t", {"server": "s", "inc": "i", "seq": seq}, payload)
+            self.publish(frames)
+            if seq % 64 == 63:
+                received.extend(self.drain(self.fast, WAIT))
+                self.relay.plane._monitor.doRead()
+                self.guard.check()
+        received.extend(self.drain(self.fast, WAIT))
+        while len(received) < 2048 and self.fast.poll(WAIT):
+            received.extend(self.drain(self.fast))
+        self.assertEqual(received, list(range(2048)))
+        counters = self.relay.counters
+        self.assertEqual(counters["slow-cut"], 1)
+        self.assertGreater(counters["slow-cut-bytes"], 512 * 1024)
+        self.assertEqual(counters["dropped"], 0)
+        self.relay.plane._monitor.doRead()
+        self.watch(1)
+
+    def test_slowOneReadsAgain(self):
+        """
+        Once the cut subscriber reads again, it sees its connection end,
+        reconnects by itself (watched again), subscribes anew and gets new
+        notifications.
+        """
+        self.test_slowOneCut()
+        deadline = time.monotonic() + WAIT / 1000.0
+        while len(self.guard) < 2 and time.monotonic() < deadline:
+            self.drain(self.slow, 10)
+            self.relay.plane._monitor.doRead()
+        self.watch(2)
+        deadline = time.monotonic() + WAIT / 1000.0
+        got = []
+        seq = 5000
+        while not got and time.monotonic() < deadline:
+            self.publish(notification(seq))
+            seq += 1
+            got = self.drain(self.slow, 50)
+        self.assertTrue(got)
 
 
 class PlaneTests(RealRelayMixin, SynchronousTestCase):

@@ -499,7 +499,10 @@ class ISocketFactory(Interface):
         @return: an object with C{start(subAddress, pubAddress)} (returning
             the two endpoints bound), C{subscribe(frames)},
             C{connectUpstream(endpoint, options)}, C{disconnectUpstream()},
-            C{counters()} and C{stop()}, as
+            C{counters()} and C{stop()}, and for watching slow subscribers
+            C{watchSubscribers(onEvent)} (before C{start}),
+            C{fanoutBytes()}, C{subscriberBacklog(fd)} and
+            C{cutSubscriber(fd, address)}, as
             L{zmqrelay.edge.plane.NotificationPlane}.
         """
 

@@ -74,6 +74,9 @@ class NodeConfig:
         hop at most; more wait, round-robin over client ids (0: no window).
     @ivar subHwm: notifications a relay queues for one subscriber before
         dropping for it (the XPUB's send high-water mark).
+    @ivar subBytes: bytes a relay holds for one subscriber (queued and in
+        the kernel) before it cuts that subscriber's connection, as a slow
+        consumer (see L{zmqrelay.core.slowsub}); 0: never.
     @ivar batch: the most messages this node takes in one BATCH from a
         relay or server (PROTOCOL.md 3.3), announced in HELLO and WELCOME;
         below 2, none (and it sends none to peers that announced none).
@@ -117,6 +120,7 @@ class NodeConfig:
         self.curve = kw.pop("curve", None)
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
         self.subHwm = kw.pop("subHwm", 1000)
+        self.subBytes = kw.pop("subBytes", 32 * 1024 * 1024)
         self.inputHwm = kw.pop("inputHwm", 1000)
         self.outputHwm = kw.pop("outputHwm", 1000)
         self.batch = kw.pop("batch", 64)

@@ -28,9 +28,6 @@ Roles never touch this module directly: they receive a L{SocketFactory} (or a
 fake of it in tests).
 """
 
-import os
-import socket as _socket
-
 import zmq
 from twisted.logger import Logger
 from zmq.utils.monitor import parse_monitor_message
@@ -39,6 +36,7 @@ from zope.interface import implementer
 
 from zmqrelay.core.config import SocketOptions
 from zmqrelay.edge.sockopts import applyOptions, useCurve
+from zmqrelay.edge.tcp import cutConnection, peerAddress
 from zmqrelay.interfaces import ISocket, ISocketFactory
 
 log = Logger()
@@ -243,25 +241,7 @@ class ZmqSocket(ZmqConnection):
         """
         if self._monitor is not None or self.socket is None:
             return
-        address = f"inproc://zmqrelay-monitor-{id(self):x}"
-        self.socket.monitor(
-            address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-        )
-
-        def onMonitorMessage(frames):
-            try:
-                event = parse_monitor_message(frames)
-            except Exception:
-                return
-            name = _MONITORED.get(int(event["event"]))
-            if name is None:
-                return
-            fd = int(event["value"])
-            onEvent(name, fd, peerAddress(fd) if name == ACCEPTED else None)
-
-        options = SocketOptions(hwm=0, readBudget=self.readBudget, handshake=0)
-        self._monitor = ZmqSocket(self.factory, PAIR, onMonitorMessage, options)
-        self._monitor.connect(address)
+        self._monitor = watchConnections(self.factory, self.socket, onEvent, self.readBudget)
 
     def cut(self, fd, address):
         """
@@ -543,47 +523,34 @@ class ZmqSocket(ZmqConnection):
         if self.factory is not None:
             self.factory.reactor.removeReader(self)
 
-def peerAddress(fd):
+def watchConnections(factory, raw, onEvent, readBudget=200):
     """
-    @return: the remote address of the TCP connection on descriptor C{fd},
-        or C{None} if it is not a connected socket (any more).
-    """
-    try:
-        sock = _socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return None
-    try:
-        return sock.getpeername()
-    except OSError:
-        return None
-    finally:
-        sock.close()
+    Watch the connections of a pyzmq socket (a monitor), from the reactor.
 
-
-def cutConnection(fd, address):
+    @param factory: the txzmq factory whose reactor reads the monitor.
+    @param raw: the C{zmq.Socket}; call this before another thread uses it.
+    @param onEvent: called with C{(event, fd, address)} as
+        L{ZmqSocket.monitor} describes.
+    @return: the L{ZmqSocket} that reads the monitor (close it to stop).
     """
-    End the connection on descriptor C{fd} under ZeroMQ's feet: shut the
-    TCP connection down (never close the descriptor, which ZeroMQ owns);
-    ZeroMQ then sees it end and forgets it as it does any lost connection.
+    address = f"inproc://zmqrelay-monitor-{id(raw):x}"
+    raw.monitor(address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
 
-    @param address: what L{peerAddress} said for C{fd} when it was
-        accepted: if the descriptor now holds another connection (closed
-        and reused meanwhile) it is left alone.
-    @return: C{True} if the connection was shut down.
-    """
-    try:
-        sock = _socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return False
-    try:
-        if address is None or sock.getpeername() != address:
-            return False
-        sock.shutdown(_socket.SHUT_RDWR)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
+    def onMonitorMessage(frames):
+        try:
+            event = parse_monitor_message(frames)
+        except Exception:
+            return
+        name = _MONITORED.get(int(event["event"]))
+        if name is None:
+            return
+        fd = int(event["value"])
+        onEvent(name, fd, peerAddress(fd) if name == ACCEPTED else None)
+
+    options = SocketOptions(hwm=0, readBudget=readBudget, handshake=0)
+    monitor = ZmqSocket(factory, PAIR, onMonitorMessage, options)
+    monitor.connect(address)
+    return monitor
 
 
 @implementer(ISocketFactory)
@@ -666,6 +633,15 @@ class SocketFactory:
         )
         sock.flusher = self
         return sock
+
+    def watchConnections(self, raw, onEvent):
+        """
+        Watch the connections of a pyzmq socket of this factory's context
+        that another thread is to use (see L{watchConnections}).
+
+        @return: the monitor's L{ZmqSocket}; close it to stop watching.
+        """
+        return watchConnections(self._factory, raw, onEvent, self.options.readBudget)
 
     def notificationPlane(self, subscriptions, publisherOptions, subscriberOptions,
                           subscriberHwm, subscriberSndbuf):

@@ -49,6 +49,7 @@ from twisted.logger import Logger
 
 from zmqrelay.core import protocol
 from zmqrelay.edge.sockopts import applyOptions
+from zmqrelay.edge.tcp import cutConnection, tcpBacklog
 
 log = Logger()
 
@@ -219,6 +220,7 @@ class NotificationPlane:
         @param subscriberHwm: notifications queued per subscriber.
         @param subscriberSndbuf: kernel send buffer per subscriber.
         """
+        self.factory = factory
         self.context = factory.context
         self.options = factory.options
         self.subscriptions = subscriptions
@@ -236,6 +238,8 @@ class NotificationPlane:
         self._more = {}
         self._retired = [0, 0]
         self._final = None
+        self._onSubscriber = None
+        self._monitor = None
 
     def _socket(self, kind, options=None):
         sock = self.context.socket(kind)
@@ -284,11 +288,49 @@ class NotificationPlane:
             raise
         sub = xsub.getsockopt(zmq.LAST_ENDPOINT).decode("ascii")
         pub = xpub.getsockopt(zmq.LAST_ENDPOINT).decode("ascii")
+        if self._onSubscriber is not None:
+            # Before the fan-out thread owns the socket.
+            self._monitor = self.factory.watchConnections(xpub, self._onSubscriber)
         self.intake = ProxyThread(self.context, "intake", xsub, middle)
         self.fanout = ProxyThread(self.context, "fanout", self._inner(), xpub)
         self.intake.start()
         self.fanout.start()
         return sub, pub
+
+    def watchSubscribers(self, onEvent):
+        """
+        Report the subscribers' connections, from L{start} on: C{onEvent}
+        is called in the reactor with C{(event, fd, address)}, as
+        L{zmqrelay.edge._zmq.ZmqSocket.monitor} describes.
+        """
+        self._onSubscriber = onEvent
+
+    def fanoutBytes(self):
+        """
+        @return: C{(bytes, notifications)} handed to the subscribers' XPUB
+            so far (once per notification, however many subscribers it went
+            to).
+        """
+        if self.fanout is None:
+            return 0, 0
+        stats = self.fanout.statistics()
+        return stats[7], stats[6] // FRAMES
+
+    def subscriberBacklog(self, fd):
+        """
+        @return: C{(acked, notsent)} of a subscriber's TCP connection (see
+            L{zmqrelay.edge.tcp.tcpBacklog}), or C{None}.
+        """
+        return tcpBacklog(fd)
+
+    def cutSubscriber(self, fd, address):
+        """
+        End one subscriber's connection if it still has the peer
+        C{address}: libzmq frees what it queued for it.
+
+        @return: C{True} if it was ended.
+        """
+        return cutConnection(fd, address)
 
     def subscribe(self, frames):
         """
@@ -411,3 +453,6 @@ class NotificationPlane:
             if thread is not None:
                 thread.stop()
         self.fanout = self.intake = None
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None

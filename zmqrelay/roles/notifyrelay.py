@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from twisted.logger import Logger
 
+from zmqrelay.core.slowsub import SlowSubscribers
 from zmqrelay.edge import security
 
 log = Logger()
@@ -22,6 +23,10 @@ MAX_PREFIX = 1024
 #: Notifications a relay queues for one subscriber before it drops for it,
 #: for a relay made without a config (C{--sub-hwm}).
 SUBSCRIBER_HWM = 1000
+
+#: Bytes a relay holds for one subscriber before it cuts it off, for a relay
+#: made without a config (C{--sub-bytes}).
+SUBSCRIBER_BYTES = 32 * 1024 * 1024
 
 #: The kernel send buffer of each subscriber's connection (C{SO_SNDBUF};
 #: Linux reserves twice this).  Without it the kernel grows the buffer of a
@@ -63,7 +68,12 @@ class NotificationRelay:
     C{(subHwm + 1) x largest notification + 2 x SUBSCRIBER_SNDBUF} for it;
     beyond that it misses notifications (its sequence numbers show the gap
     and it asks the server to replay them) while everyone else gets them.
-    libzmq does not count those misses, so neither does the relay.  The
+    libzmq does not count those misses, so neither does the relay.  In
+    bytes, what is held for one subscriber is bounded by C{subBytes}
+    (C{--sub-bytes}) and what is published in one tick of
+    L{zmqrelay.core.slowsub}: past it, its TCP connection is cut as a slow
+    consumer (counted C{slow-cut}, logged), libzmq frees its queue, and the
+    subscriber reconnects when it reads again.  The
     upstream relay a proxy publishes to is no subscriber: it has a socket
     of its own that never drops (a full queue pushes back on the
     publishers; one held longer than L{zmqrelay.edge.plane.SEND_WAIT} is
@@ -79,11 +89,15 @@ class NotificationRelay:
         full, or already forwarded or waiting; the end of a subscription
         never forwarded), C{late-subscriptions} (forwarded after waiting),
         C{forgotten-subscriptions} (refused and not kept: the waiting list
-        was full).  The plane's figures are read from its threads when
-        asked.
+        was full), C{slow-cut} (subscribers' connections cut as slow
+        consumers) and C{slow-cut-bytes} (what was held for them then, at
+        most).  The plane's figures are read from its threads when asked.
     @ivar maxSubscriptions: prefixes forwarded at once, and prefixes kept
         waiting.
     @ivar subscriberHwm: notifications queued per subscriber.
+    @ivar subscriberBytes: bytes held per subscriber before it is cut (0:
+        never; without a reactor there is no watching either).
+    @ivar slow: the L{SlowSubscribers} watching the subscribers, if any.
     @ivar xpub: the reactor's XPUB that receives subscriptions (inproc).
     @ivar plane: the data plane, once started.
     """
@@ -104,9 +118,11 @@ class NotificationRelay:
         if config is None:
             self.maxSubscriptions = MAX_SUBSCRIPTIONS
             self.subscriberHwm = SUBSCRIBER_HWM
+            self.subscriberBytes = SUBSCRIBER_BYTES
         else:
             self.maxSubscriptions = config.maxSubscriptions
             self.subscriberHwm = config.subHwm
+            self.subscriberBytes = config.subBytes
         self._counters = {
             "subscriptions": 0, "malformed": 0, "refused-subscriptions": 0,
             "late-subscriptions": 0, "forgotten-subscriptions": 0,
@@ -116,6 +132,7 @@ class NotificationRelay:
         self._waiting = OrderedDict()
         self.xpub = None
         self.plane = None
+        self.slow = None
         self._upstream = None
 
     @property
@@ -123,6 +140,8 @@ class NotificationRelay:
         counters = dict(self._counters)
         if self.plane is not None:
             counters.update(self.plane.counters())
+        if self.slow is not None:
+            counters.update(self.slow.counters)
         return counters
 
     def start(self):
@@ -140,7 +159,26 @@ class NotificationRelay:
             self.subscriberHwm,
             SUBSCRIBER_SNDBUF,
         )
-        return self.plane.start(self.subAddress, self.pubAddress)
+        if self.reactor is not None and self.subscriberBytes > 0:
+            plane = self.plane
+            self.slow = SlowSubscribers(
+                self.reactor, self.subscriberBytes, plane.fanoutBytes,
+                plane.subscriberBacklog, plane.cutSubscriber, hwm=self.subscriberHwm,
+            )
+            plane.watchSubscribers(self._subscriberEvent)
+        endpoints = self.plane.start(self.subAddress, self.pubAddress)
+        if self.slow is not None:
+            self.slow.start()
+        return endpoints
+
+    def _subscriberEvent(self, event, fd, address):
+        # The plane's monitor: a subscriber's connection came or went.
+        if self.slow is None:
+            return
+        if event == "accepted":
+            self.slow.accepted(fd, address)
+        else:
+            self.slow.closed(fd)
 
     def connectUpstream(self, endpoint, via=None):
         """
@@ -187,6 +225,10 @@ class NotificationRelay:
                 self._flushLater.cancel()
             self._flushLater = None
         del self._outbox[:]
+        if self.slow is not None:
+            self.slow.stop()
+            self._counters.update(self.slow.counters)
+            self.slow = None
         if self.plane is not None:
             self.plane.stop()
             final = self.plane.counters()

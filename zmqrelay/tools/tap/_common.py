@@ -461,6 +461,10 @@ class RelayOptions(NodeOptions):
         ["sub-hwm", None, 1000,
          "Notifications queued per subscriber before dropping for it (memory: this x the "
          "largest notification + 512 KiB of kernel buffer).", _positive(int)],
+        ["sub-bytes", None, 32 * 1024 * 1024,
+         "Bytes held for one subscriber (queued and in the kernel) before its connection is "
+         "cut as a slow consumer; it reconnects and asks for a replay (0: never).",
+         _nonNegative(int)],
         ["window", None, 32,
          "Requests outstanding toward one next hop at most; more wait, taken round-robin "
          "over client ids, so one client's flood does not delay the others (0: no window).",
@@ -470,6 +474,7 @@ class RelayOptions(NodeOptions):
     def nodeConfig(self, **extra):
         kw = dict(
             maxSubscriptions=self["max-subscriptions"], subHwm=self["sub-hwm"],
+            subBytes=self["sub-bytes"],
             forwardWindow=self["window"],
         )
         kw.update(extra)
