@@ -64,6 +64,8 @@ class FakeSocket:
     @ivar onEvent: the monitor callback given to L{monitor}, or C{None}.
     @ivar cuts: every C{(fd, address)} L{cut} was asked for.
     @ivar cutResult: what L{cut} returns.
+    @ivar backlogs: fd -> C{(acked, notsent)}, what L{backlog} returns (a
+        missing fd: C{None}).
     """
 
     def __init__(self, factory, kind, onMessage, options):
@@ -140,6 +142,9 @@ class FakeSocket:
     def cut(self, fd, address):
         self.cuts.append((fd, address))
         return self.cutResult
+
+    def backlog(self, fd):
+        return self.backlogs.get(fd)
 
     def sourceFd(self):
         return self._fd

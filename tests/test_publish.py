@@ -4,6 +4,8 @@ the hop toward its proxy (or a direct subscriber) learns it, and the drop is
 counted; over fake sockets, and over real ones at the high-water mark.
 """
 
+import time
+
 import zmq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -90,6 +92,116 @@ class FakePublishTests(SynchronousTestCase):
         self.xpub.receive([b"\x01v"])
         self.server.publish(b"t", b"4")
         self.assertEqual([f[3] for f in self.xpub.sent], [b"1", b"4"])
+
+
+class FakeSlowDirectSubscriberTests(SynchronousTestCase):
+    """
+    Over fake sockets: the server watches its direct subscribers' connections
+    (its XPUB's monitor) and cuts one it holds more than C{--sub-bytes} for.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.factory = FakeSocketFactory()
+        self.server = Server(
+            NodeConfig("s1", incarnation="i1", subBytes=64 * 1024), RecordingHandler(), ("echo",),
+            listen=None, pub="inproc://pub", reactor=self.clock, socketFactory=self.factory,
+        )
+        self.server.startService()
+        self.addCleanup(self.server.stopService)
+        [self.xpub] = self.factory.ofKind("xpub")
+        self.xpub.receive([b"\x01t"])
+
+    def test_cut(self):
+        """
+        A direct subscriber that acknowledges nothing while more than the
+        limit is published is cut and counted; one that keeps up is not.
+        """
+        self.xpub.backlogs = {7: (0, 0), 8: (0, 0)}
+        self.xpub.onEvent("accepted", 7, ("127.0.0.1", 7))
+        self.xpub.onEvent("accepted", 8, ("127.0.0.1", 8))
+        for n in range(40):
+            self.server.publish(b"t", b"x" * 4096)
+            self.xpub.backlogs[7] = (0, 256 * 1024)
+            self.xpub.backlogs[8] = (self.xpub.backlogs[8][0] + 4200, 0)
+            self.clock.advance(0.1)
+        self.assertEqual(self.xpub.cuts, [(7, ("127.0.0.1", 7))])
+        self.assertEqual(self.server.counters["slow-cut"], 1)
+        self.assertEqual(len(self.server.slow), 1)
+        self.xpub.onEvent("closed", 8, None)
+        self.assertEqual(len(self.server.slow), 0)
+
+    def test_off(self):
+        """
+        C{subBytes} 0 watches nothing.
+        """
+        server = Server(
+            NodeConfig("s2", subBytes=0), RecordingHandler(), ("echo",),
+            listen=None, pub="inproc://pub2", reactor=self.clock, socketFactory=self.factory,
+        )
+        server.startService()
+        self.addCleanup(server.stopService)
+        self.assertIsNone(server.slow)
+        self.assertIsNone(self.factory.ofKind("xpub")[-1].onEvent)
+
+    def test_stop(self):
+        """
+        Stopping the server stops the watch (no timer left).
+        """
+        self.server.stopService()
+        self.assertIsNone(self.server.slow)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RealSlowDirectSubscriberTests(SynchronousTestCase):
+    """
+    Over real TCP connections: a direct subscriber that never reads is cut
+    once the server holds more than C{--sub-bytes} for it; one that reads
+    gets everything.
+    """
+
+    def test_cut(self):
+        reactor = FakeReactor()
+        factory = SocketFactory(reactor, SocketOptions(hwm=100000))
+        self.addCleanup(factory.shutdown)
+        server = Server(
+            NodeConfig("s1", incarnation="i1", subBytes=256 * 1024, hwm=100000),
+            RecordingHandler(), ("echo",),
+            listen=None, pub="tcp://127.0.0.1:*", reactor=reactor, socketFactory=factory,
+        )
+        server.startService()
+        self.addCleanup(server.stopService)
+        endpoint = server._endpoints["pub"]
+        subs = []
+        for rcvbuf in (-1, 4096):
+            sub = zmq.Socket(factory.context, zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.RCVHWM, 100000 if rcvbuf < 0 else 1)
+            sub.setsockopt(zmq.RCVBUF, rcvbuf)
+            sub.connect(endpoint)
+            sub.setsockopt(zmq.SUBSCRIBE, b"t")
+            self.addCleanup(sub.close)
+            subs.append(sub)
+        fast, slow = subs
+        deadline = time.monotonic() + 2
+        while (len(server.slow) < 2 or server._directPrefixes < 1) and time.monotonic() < deadline:
+            server.xpub.socket.poll(10)
+            server.xpub.doRead()
+            server.xpub._monitor.doRead()
+        self.assertEqual(len(server.slow), 2)
+        got = []
+        for n in range(1024):
+            server.publish(b"t", b"x" * 1024)
+            if n % 32 == 31:
+                while fast.poll(0):
+                    got.append(fast.recv_multipart())
+                server.slow.check()
+        while len(got) < 1024 and fast.poll(2000):
+            got.append(fast.recv_multipart())
+        self.assertEqual([protocol.decodeNotification(f)[1].header["seq"] for f in got],
+                         list(range(1, 1025)))
+        self.assertEqual(server.counters["slow-cut"], 1)
+        self.assertEqual(server.counters.get("slow-dropped", 0), 0)
 
 
 class RealPublishTests(SynchronousTestCase):

@@ -468,6 +468,15 @@ class ISocket(Interface):
         @return: C{True} if it was ended.
         """
 
+    def backlog(fd):
+        """
+        What the kernel says of the TCP connection on descriptor C{fd} (as
+        C{monitor} reported it).
+
+        @return: C{(acked, notsent)}: bytes its peer acknowledged so far and
+            bytes not yet sent; or C{None} if it is not TCP (any more).
+        """
+
 
 class ISocketFactory(Interface):
     """

@@ -98,7 +98,7 @@ class SlowSubscribers:
     """
 
     def __init__(self, clock, limit, published, backlog, cut, hwm=None, timer=None,
-                 interval=INTERVAL, budget=BUDGET, quiet=QUIET):
+                 interval=INTERVAL, budget=BUDGET, quiet=QUIET, counters=None):
         """
         @param clock: an L{twisted.internet.interfaces.IReactorTime}.
         @param published: returns C{(bytes, notifications)} handed to the
@@ -111,6 +111,8 @@ class SlowSubscribers:
         @param cut: C{cut(fd, address)} ends that connection if it still
             has the peer C{address}; returns true if it did.
         @param timer: returns seconds, to time scans (default: the clock).
+        @param counters: a L{dict} to count in (its owner's), or C{None}
+            for one of its own.
         """
         self.clock = clock
         self.limit = limit
@@ -122,7 +124,9 @@ class SlowSubscribers:
         self.interval = interval
         self.budget = budget
         self.quiet = quiet
-        self.counters = {"slow-cut": 0, "slow-cut-bytes": 0}
+        self.counters = {} if counters is None else counters
+        self.counters.setdefault("slow-cut", 0)
+        self.counters.setdefault("slow-cut-bytes", 0)
         self._connections = {}
         self._seen = (0, 0)
         self._history = deque(maxlen=HISTORY)
@@ -244,7 +248,7 @@ class SlowSubscribers:
                 self.counters["slow-cut"] += 1
                 self.counters["slow-cut-bytes"] += held
                 log.warn(
-                    "notification relay: cut slow subscriber {address}: up to {held} bytes "
+                    "cut slow subscriber {address}: up to {held} bytes "
                     "held for it (limit {limit}); it will reconnect and ask for a replay",
                     address=_show(c.address), held=held, limit=limit,
                 )

@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from zmqrelay.core.config import SocketOptions
 from zmqrelay.edge.sockopts import applyOptions, useCurve
-from zmqrelay.edge.tcp import cutConnection, peerAddress
+from zmqrelay.edge.tcp import cutConnection, peerAddress, tcpBacklog
 from zmqrelay.interfaces import ISocket, ISocketFactory
 
 log = Logger()
@@ -250,6 +250,12 @@ class ZmqSocket(ZmqConnection):
         @return: C{True} if it was shut down.
         """
         return cutConnection(fd, address)
+
+    def backlog(self, fd):
+        """
+        The kernel's figures of one connection (see L{tcpBacklog}).
+        """
+        return tcpBacklog(fd)
 
     def doRead(self):
         """

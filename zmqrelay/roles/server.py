@@ -36,6 +36,7 @@ from zmqrelay.roles.node import Node, PresenceViewMixin
 from zmqrelay.core.presence import PresenceView
 from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
 from zmqrelay.core.replycache import ReplyCache
+from zmqrelay.core.slowsub import SlowSubscribers
 
 log = Logger()
 
@@ -104,6 +105,9 @@ class Server(PresenceViewMixin, Node):
         self.xpub = None
         # Prefixes direct subscribers hold on xpub (see _directSubscriptions).
         self._directPrefixes = 0
+        # What was sent to xpub, for the slow subscribers' watch.
+        self._directSent = [0, 0]
+        self.slow = None
         self.counters = {"requests": 0, "handled": 0, "failed": 0, "expired": 0,
                          "published": 0, "replays": 0, "messages": 0}
 
@@ -134,7 +138,18 @@ class Server(PresenceViewMixin, Node):
         # made again dropping for the full ones only (see publish).
         self.xpub.socket.setsockopt(zmq.XPUB_NODROP, 1)
         if self.pubAddress:
+            if self.config.subBytes > 0:
+                # Direct subscribers that do not read are cut off past
+                # --sub-bytes, as a relay does (zmqrelay.core.slowsub).
+                self.slow = SlowSubscribers(
+                    self.reactor, self.config.subBytes, self._directFigures,
+                    self.xpub.backlog, self.xpub.cut,
+                    hwm=self.xpub.socket.getsockopt(zmq.SNDHWM), counters=self.counters,
+                )
+                self.xpub.monitor(self._directConnection)
             self._endpoints["pub"] = self.xpub.bind(self.pubAddress)
+            if self.slow is not None:
+                self.slow.start()
         if self.listenAddress:
             self.front = Front(self, self.config, self.reactor, self.socketFactory, self.listenAddress)
             self._endpoints["control"] = self.front.start()
@@ -189,9 +204,24 @@ class Server(PresenceViewMixin, Node):
             self.link.stop()
         if self.front is not None:
             self.front.stop()
+        if self.slow is not None:
+            self.slow.stop()
+            self.slow = None
         if self.xpub is not None:
             self.xpub.close()
             self.xpub = None
+
+    def _directFigures(self):
+        return tuple(self._directSent)
+
+    def _directConnection(self, event, fd, address):
+        # The direct XPUB's monitor: a subscriber's connection came or went.
+        if self.slow is None:
+            return
+        if event == "accepted":
+            self.slow.accepted(fd, address)
+        else:
+            self.slow.closed(fd)
 
     # The application's API
 
@@ -215,6 +245,9 @@ class Server(PresenceViewMixin, Node):
             # costs a pyzmq call per frame even when ZeroMQ then drops it.
             if not xpub.send(frames):
                 self._slowSubscriber(xpub, frames)
+            sent = self._directSent
+            sent[0] += len(topic) + len(frames[1]) + len(frames[2]) + len(payload)
+            sent[1] += 1
         up = self.upPub
         if up is not None and not up.send(frames):
             # The queue toward the proxy is full: the publisher outruns

@@ -36,6 +36,9 @@ class Options(NodeOptions):
         ["history-bytes", None, 16 * 1024 * 1024,
          "Bytes the kept notifications may take, all topics together; the oldest are "
          "forgotten first.", _nonNegative(int)],
+        ["sub-bytes", None, 32 * 1024 * 1024,
+         "Bytes held for one direct subscriber (queued and in the kernel) before its "
+         "connection is cut as a slow consumer (0: never).", _nonNegative(int)],
         ["drain-timeout", None, 10.0, "Seconds a stop lets the work in flight finish (0: stop at once).",
          _nonNegative(float)],
     ]
@@ -97,6 +100,7 @@ def _build(options):
     config = options.nodeConfig(
         replyCacheSize=options["reply-cache"], replyCacheBytes=options["reply-cache-bytes"],
         historySize=options["history"], historyBytes=options["history-bytes"],
+        subBytes=options["sub-bytes"],
     )
     server = Server(
         config, None, options["services"], options["listen"] or None,
