@@ -61,10 +61,10 @@ TARGET_CPU_US = 3.0
 TARGET_RATE = 100000
 
 #: The baseline relays' queues, as zmqrelay's defaults: 10,000 toward the
-#: next relay, 1,000 per subscriber (C{--sub-hwm}) and a kernel send buffer
+#: next relay, 10,000 per subscriber (C{--sub-hwm}) and a kernel send buffer
 #: of 256 KiB per subscriber (L{zmqrelay.roles.notifyrelay.SUBSCRIBER_SNDBUF}).
 HWM = 10000
-SUB_HWM = 1000
+SUB_HWM = 10000
 SUB_SNDBUF = 256 * 1024
 
 #: Seconds between two batches of publishes: each publishes what is due by

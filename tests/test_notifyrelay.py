@@ -615,12 +615,12 @@ class PlaneSettingsTests(SynchronousTestCase):
 
     def test_defaultSubscriberHwm(self):
         """
-        Without a config, or by default, a subscriber gets 1000 queued
-        notifications.
+        Without a config, or by default, a subscriber gets 10,000 queued
+        notifications (its bytes are bounded by C{--sub-bytes}).
         """
         relay = NotificationRelay(FakeSocketFactory(), "inproc://a", "inproc://b")
-        self.assertEqual(relay.subscriberHwm, 1000)
-        self.assertEqual(NodeConfig("r").subHwm, 1000)
+        self.assertEqual(relay.subscriberHwm, 10000)
+        self.assertEqual(NodeConfig("r").subHwm, 10000)
 
     def test_curve(self):
         """
@@ -675,7 +675,7 @@ class RelayOptionsTests(SynchronousTestCase):
             options = module.Options()
             options.parseOptions(base)
             config = options.nodeConfig()
-            self.assertEqual((config.maxSubscriptions, config.subHwm), (100000, 1000))
+            self.assertEqual((config.maxSubscriptions, config.subHwm), (100000, 10000))
             options = module.Options()
             options.parseOptions(base + ["--max-subscriptions", "3", "--sub-hwm", "50"])
             config = options.nodeConfig()

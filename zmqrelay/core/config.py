@@ -119,7 +119,7 @@ class NodeConfig:
         self.replyCacheBytes = kw.pop("replyCacheBytes", 16 * 1024 * 1024)
         self.curve = kw.pop("curve", None)
         self.maxSubscriptions = kw.pop("maxSubscriptions", 100000)
-        self.subHwm = kw.pop("subHwm", 1000)
+        self.subHwm = kw.pop("subHwm", 10000)
         self.subBytes = kw.pop("subBytes", 32 * 1024 * 1024)
         self.inputHwm = kw.pop("inputHwm", 1000)
         self.outputHwm = kw.pop("outputHwm", 1000)

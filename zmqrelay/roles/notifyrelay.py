@@ -22,7 +22,7 @@ MAX_PREFIX = 1024
 
 #: Notifications a relay queues for one subscriber before it drops for it,
 #: for a relay made without a config (C{--sub-hwm}).
-SUBSCRIBER_HWM = 1000
+SUBSCRIBER_HWM = 10000
 
 #: Bytes a relay holds for one subscriber before it cuts it off, for a relay
 #: made without a config (C{--sub-bytes}).

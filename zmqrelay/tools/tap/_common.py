@@ -458,9 +458,10 @@ class RelayOptions(NodeOptions):
         ["max-subscriptions", None, 100000,
          "Distinct subscription prefixes forwarded upstream at once (as many more wait for room).",
          _positive(int)],
-        ["sub-hwm", None, 1000,
+        ["sub-hwm", None, 10000,
          "Notifications queued per subscriber before dropping for it (memory: this x the "
-         "largest notification + 512 KiB of kernel buffer).", _positive(int)],
+         "largest notification + 512 KiB of kernel buffer, and at most about --sub-bytes).",
+         _positive(int)],
         ["sub-bytes", None, 32 * 1024 * 1024,
          "Bytes held for one subscriber (queued and in the kernel) before its connection is "
          "cut as a slow consumer; it reconnects and asks for a replay (0: never).",
