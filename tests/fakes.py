@@ -64,6 +64,7 @@ class FakeSocket:
     @ivar onEvent: the monitor callback given to L{monitor}, or C{None}.
     @ivar cuts: every C{(fd, address)} L{cut} was asked for.
     @ivar cutResult: what L{cut} returns.
+    @ivar resets: the C{reset} argument of every L{cut}.
     @ivar backlogs: fd -> C{(acked, notsent)}, what L{backlog} returns (a
         missing fd: C{None}).
     """
@@ -88,6 +89,7 @@ class FakeSocket:
         self.onEvent = None
         self.cuts = []
         self.cutResult = True
+        self.resets = []
         self._fd = -1
         self.inputLimit = None
         self.outputLimit = None
@@ -139,8 +141,9 @@ class FakeSocket:
     def monitor(self, onEvent):
         self.onEvent = onEvent
 
-    def cut(self, fd, address):
+    def cut(self, fd, address, reset=False):
         self.cuts.append((fd, address))
+        self.resets.append(reset)
         return self.cutResult
 
     def backlog(self, fd):

@@ -126,6 +126,7 @@ class FakeSlowDirectSubscriberTests(SynchronousTestCase):
             self.xpub.backlogs[8] = (self.xpub.backlogs[8][0] + 4200, 0)
             self.clock.advance(0.1)
         self.assertEqual(self.xpub.cuts, [(7, ("127.0.0.1", 7))])
+        self.assertEqual(self.xpub.resets, [True])
         self.assertEqual(self.server.counters["slow-cut"], 1)
         self.assertEqual(len(self.server.slow), 1)
         self.xpub.onEvent("closed", 8, None)

@@ -460,11 +460,13 @@ class ISocket(Interface):
         C{'closed'} (address C{None}) for each that ended.
         """
 
-    def cut(fd, address):
+    def cut(fd, address, reset=False):
         """
         End the connection on descriptor C{fd} if it still has the peer
         C{address} (as C{monitor} reported it).
 
+        @param reset: reset it, dropping what the kernel still holds for
+            the peer, instead of letting that linger.
         @return: C{True} if it was ended.
         """
 

@@ -243,13 +243,13 @@ class ZmqSocket(ZmqConnection):
             return
         self._monitor = watchConnections(self.factory, self.socket, onEvent, self.readBudget)
 
-    def cut(self, fd, address):
+    def cut(self, fd, address, reset=False):
         """
         End one connection of this socket (see L{cutConnection}).
 
         @return: C{True} if it was shut down.
         """
-        return cutConnection(fd, address)
+        return cutConnection(fd, address, reset)
 
     def backlog(self, fd):
         """

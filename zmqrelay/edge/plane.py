@@ -326,11 +326,12 @@ class NotificationPlane:
     def cutSubscriber(self, fd, address):
         """
         End one subscriber's connection if it still has the peer
-        C{address}: libzmq frees what it queued for it.
+        C{address}: libzmq frees what it queued for it, and the kernel what
+        it held (the connection is reset).
 
         @return: C{True} if it was ended.
         """
-        return cutConnection(fd, address)
+        return cutConnection(fd, address, reset=True)
 
     def subscribe(self, frames):
         """

@@ -27,7 +27,7 @@ def tcpBacklog(fd):
     """
     try:
         sock = _socket.socket(fileno=fd)
-    except OSError:
+    except (OSError, ValueError):
         return None
     try:
         info = sock.getsockopt(_socket.IPPROTO_TCP, _TCP_INFO, 152)
@@ -57,7 +57,10 @@ def peerAddress(fd):
         sock.close()
 
 
-def cutConnection(fd, address):
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def cutConnection(fd, address, reset=False):
     """
     End the connection on descriptor C{fd} under ZeroMQ's feet: shut the
     TCP connection down (never close the descriptor, which ZeroMQ owns);
@@ -66,6 +69,11 @@ def cutConnection(fd, address):
     @param address: what L{peerAddress} said for C{fd} when it was
         accepted: if the descriptor now holds another connection (closed
         and reused meanwhile) it is left alone.
+    @param reset: also drop what the kernel still holds for the peer: when
+        ZeroMQ closes the descriptor the connection is reset (C{SO_LINGER}
+        0) instead of lingering, unacknowledged, until a peer that does not
+        read gives up (a slow consumer's queue would otherwise stay in the
+        kernel for minutes).
     @return: C{True} if the connection was shut down.
     """
     try:
@@ -75,6 +83,8 @@ def cutConnection(fd, address):
     try:
         if address is None or sock.getpeername() != address:
             return False
+        if reset:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RESET)
         sock.shutdown(_socket.SHUT_RDWR)
         return True
     except OSError:

@@ -143,7 +143,7 @@ class Server(PresenceViewMixin, Node):
                 # --sub-bytes, as a relay does (zmqrelay.core.slowsub).
                 self.slow = SlowSubscribers(
                     self.reactor, self.config.subBytes, self._directFigures,
-                    self.xpub.backlog, self.xpub.cut,
+                    self.xpub.backlog, self._cutDirect,
                     hwm=self.xpub.socket.getsockopt(zmq.SNDHWM), counters=self.counters,
                 )
                 self.xpub.monitor(self._directConnection)
@@ -210,6 +210,10 @@ class Server(PresenceViewMixin, Node):
         if self.xpub is not None:
             self.xpub.close()
             self.xpub = None
+
+    def _cutDirect(self, fd, address):
+        # A slow consumer: reset, so the kernel lets go of its queue too.
+        return self.xpub is not None and self.xpub.cut(fd, address, reset=True)
 
     def _directFigures(self):
         return tuple(self._directSent)
