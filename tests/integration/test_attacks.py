@@ -14,7 +14,8 @@ under a minute on two cores; C{docs/FLOOD.md} has the full-size figures.
 RSS bounds (KiB over the node's RSS before the attack) are the ones
 C{docs/FLOOD.md} documents: a node may hold one whole multipart message per
 connection (libzmq assembles a message before the node sees any of it),
-and a slow subscriber's queue up to C{--sub-hwm} notifications; anything
+and a slow subscriber's queue up to C{--sub-hwm} notifications and about
+C{--sub-bytes}; anything
 else is noise (Python's allocator, libzmq's buffers).  "Back near the
 start" means within L{NEAR_START} of it after the attack.
 """
@@ -253,6 +254,23 @@ class AttackTests(unittest.TestCase):
         self.assertEqual(figures["published"], 40)
         self.assertEqual(figures["publisherLost"], 0)
         self.assertEqual(figures["normalReceived"], 40)
+        yield self.assertUnharmed(figures)
+        self.assertRss(figures, 10 * MiB + NOISE)
+
+    @defer.inlineCallbacks
+    def test_slowSubscriberCut(self):
+        """
+        The same with queues of the default 10,000 notifications, which
+        would hold all 40 MiB, and --sub-bytes 4 MiB: the cloud cuts the
+        subscriber that never reads as a slow consumer (counted), and holds
+        at most about 4 MiB plus a tenth of a second's traffic for it; the
+        reading subscriber gets everything.
+        """
+        site = yield self.site(relayOptions=["--sub-bytes", str(4 * 1024 * 1024)])
+        figures = yield self.attack("slow", site, megabytes=40, settle=2.0, timeout=30.0)
+        self.assertEqual(figures["published"], 40)
+        self.assertEqual(figures["normalReceived"], 40)
+        self.assertGreaterEqual(figures["stats"].get("notify.slow-cut", 0), 1, figures["stats"])
         yield self.assertUnharmed(figures)
         self.assertRss(figures, 10 * MiB + NOISE)
 
