@@ -89,3 +89,92 @@ class AttemptsOnTwoPathsTests(RoleTestCase):
         self.failureResultOf(cancelled, CancelledError)
         self.assertEqual(self.client._attempts, {})
         self.assertEqual(len(self.client.calls), 0)
+
+
+class DuplicateMessageTests(RoleTestCase):
+    """
+    A directed message (MSG) that comes twice, through two cloud nodes,
+    after the first died with it in flight (PROTOCOL.md 21.4), is
+    acknowledged each time and handed to the application once.
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.client = Client(
+            self.config("c1"), cloud="inproc://cloud", proxy="inproc://proxy",
+            reactor=self.clock, socketFactory=self.factory,
+        )
+        self.got = []
+        self.client.messageHandler = lambda sender, payload: self.got.append((sender, payload))
+        self.start(self.client)
+        self.cloud, self.proxy = self.dealers()
+        self.cloud.receive(welcomeFrames("cloud", role="cloud"))
+        self.proxy.receive(welcomeFrames("proxy1", role="proxy"))
+
+    def message(self, link, rid, payload, **fields):
+        header = {"id": rid, "to": "c1", "from": "s1"}
+        header.update(fields)
+        link.receive(protocol.encode(protocol.MESSAGE, header, payload))
+
+    def acks(self, link):
+        return [m.header["id"] for m in link.ofType(protocol.REPLY)]
+
+    def test_onceToTheApplication(self):
+        """
+        The same C{from} and C{mid} twice (each hop's C{id} differs): two
+        acknowledgements, one delivery, one duplicate counted.
+        """
+        self.message(self.cloud, 7, b"hello", mid="inc1/3")
+        self.message(self.proxy, 90, b"hello", mid="inc1/3")
+        self.assertEqual(self.got, [("s1", b"hello")])
+        self.assertEqual(self.acks(self.cloud), [7])
+        self.assertEqual(self.acks(self.proxy), [90])
+        self.assertEqual(self.client.counters["duplicate-messages"], 1)
+        self.assertEqual(self.client.counters["messages"], 1)
+
+    def test_otherServerOrIncarnation(self):
+        """
+        Another server, or another incarnation of the same one, with the
+        same number is another message.
+        """
+        self.message(self.cloud, 1, b"a", mid="inc1/3")
+        self.message(self.cloud, 2, b"b", mid="inc2/3")
+        self.message(self.cloud, 3, b"c", mid="inc1/3", **{"from": "s2"})
+        self.assertEqual([p for _, p in self.got], [b"a", b"b", b"c"])
+
+    def test_withoutMid(self):
+        """
+        A MSG without C{mid} (a server of an older release) is handed on
+        every time it comes, as before.
+        """
+        self.message(self.cloud, 1, b"a")
+        self.message(self.cloud, 2, b"a")
+        self.assertEqual(len(self.got), 2)
+
+    def test_badMid(self):
+        """
+        A C{mid} that is not a string is refused (ERR bad-message) and not
+        handed on.
+        """
+        self.message(self.cloud, 4, b"a", mid=12)
+        self.assertEqual(self.got, [])
+        [err] = self.cloud.ofType(protocol.ERROR)
+        self.assertEqual((err.header["id"], err.header["code"]), (4, protocol.E_BAD_MESSAGE))
+
+    def test_memoryBounded(self):
+        """
+        Only the last C{MESSAGE_MEMORY} are remembered; an overlong C{mid}
+        is never remembered.
+        """
+        from zmqrelay.roles import client as clientModule
+
+        self.patch(clientModule, "MESSAGE_MEMORY", 3)
+        for n in range(5):
+            self.message(self.cloud, n, b"x", mid=f"i/{n}")
+        self.assertEqual(len(self.client._messages), 3)
+        self.message(self.cloud, 10, b"x", mid="i/0")
+        self.assertEqual(len(self.got), 6)
+        long = "i/" + "9" * 300
+        self.message(self.cloud, 11, b"y", mid=long)
+        self.message(self.cloud, 12, b"y", mid=long)
+        self.assertEqual(len(self.got), 8)

@@ -785,6 +785,8 @@ class ServerTests(RoleTestCase):
         d = self.server.send("c1", b"note")
         [msg] = self.sentTo(router, b"c", protocol.MESSAGE)
         self.assertEqual((msg.header["to"], msg.header["from"], msg.payload), ("c1", "s1", b"note"))
+        # An id of its own that no relay rewrites, unique across restarts.
+        self.assertEqual(msg.header["mid"], f"{self.server.incarnation}/{msg.header['id']}")
         self.assertNoResult(d)
         router.receive([b"c"] + protocol.encode(protocol.REPLY, {"id": msg.header["id"]}))
         self.assertIsNone(self.successResultOf(d))

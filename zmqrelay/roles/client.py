@@ -57,6 +57,14 @@ _RETRYABLE = (
 #: comes back, so ask again after 0.05 s, 0.1 s, ... at most this often.
 MAX_AWAY_DELAY = 0.5
 
+#: Directed messages (MSG) a client remembers by their C{from} and C{mid},
+#: to hand each to the application once when a relay's death made it come
+#: twice (PROTOCOL.md 11).
+MESSAGE_MEMORY = 10000
+
+#: The longest C{mid} remembered (longer ones are handed on as they come).
+MAX_MID = 256
+
 
 class _Attempts:
     """
@@ -367,7 +375,9 @@ class Client(Node):
 
     @ivar links: the L{UpstreamLink}s, one per path.
     @ivar messageHandler: called with (serverId, payload) for each message a
-        server sent this client.
+        server sent this client, once: a message that comes again (the
+        same C{from} and C{mid}, within the last L{MESSAGE_MEMORY}) is
+        acknowledged again and counted C{duplicate-messages}, not handed on.
     """
 
     role = protocol.CLIENT
@@ -439,7 +449,9 @@ class Client(Node):
         self._connectedWaiters = []
         self._changeWaiters = []
         self._known = OrderedDict()
-        self.counters = {"notifications": 0, "replayed": 0, "lost": 0, "messages": 0, "malformed": 0}
+        self._messages = OrderedDict()
+        self.counters = {"notifications": 0, "replayed": 0, "lost": 0, "messages": 0, "malformed": 0,
+                         "duplicate-messages": 0}
 
     def _countedParts(self):
         parts = [(f"link{i}", link) for i, link in enumerate(self.links)] + [("seq", self.tracker)]
@@ -828,9 +840,27 @@ class Client(Node):
     def _message(self, link, message):
         header = message.header
         rid = protocol.field(header, "id", int, required=True)
-        sender = protocol.field(header, "from", str, "")
-        self.counters["messages"] += 1
+        try:
+            sender = protocol.field(header, "from", str, "")
+            mid = protocol.field(header, "mid", str, None)
+        except protocol.ProtocolError as e:
+            # The server is told (its send fails with this error), not left
+            # to time out.
+            link.send(protocol.ERROR, {"id": rid, "code": e.code, "msg": e.message})
+            raise
         link.send(protocol.REPLY, {"id": rid})
+        if mid is not None and len(mid) <= MAX_MID:
+            # Sent again through another relay after one died with it
+            # (PROTOCOL.md 21.4): acknowledged again, handed on once.
+            seen = self._messages
+            key = (sender, mid)
+            if key in seen:
+                self.counters["duplicate-messages"] += 1
+                return
+            seen[key] = None
+            while len(seen) > MESSAGE_MEMORY:
+                seen.popitem(last=False)
+        self.counters["messages"] += 1
         if self.messageHandler is not None:
             try:
                 self.messageHandler(sender, message.payload)

@@ -292,7 +292,8 @@ class Server(PresenceViewMixin, Node):
             return fail(errors.TooLarge(f"{len(payload)} bytes is more than {peer.nodeId} accepts"))
         rid = self.calls.newId()
         d = self.calls.expect(rid, peer, timeout)
-        header = {"id": rid, "to": clientId, "ttl": int(timeout * 1000), "from": self.nodeId}
+        header = {"id": rid, "to": clientId, "ttl": int(timeout * 1000), "from": self.nodeId,
+                  "mid": f"{self.incarnation}/{rid}"}
         if peer.send(protocol.MESSAGE, header, payload):
             self.counters["messages"] += 1
         else:
