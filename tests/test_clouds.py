@@ -354,11 +354,15 @@ class ProxyOfCloudsTests(RoleTestCase):
         router, one, two = self.started()
         for link, epoch, since in ((one, "e1", 5.0), (two, "e2", 6.0)):
             _snapshot(link, epoch, "c9i", since)
-        router.receive([b"s"] + protocol.encode(protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 3000}, b"m"))
-        self.assertEqual(len(two.ofType(protocol.MESSAGE)), 1)
+        router.receive([b"s"] + protocol.encode(
+            protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 3000, "mid": "i1/4"}, b"m"))
+        [first] = two.ofType(protocol.MESSAGE)
         two.receive(protocol.encode(protocol.BYE, {}))
         [again] = one.ofType(protocol.MESSAGE)
         self.assertEqual((again.header["to"], again.payload), ("c9", b"m"))
+        # The same mid (and from) both times: the client hands it on once.
+        self.assertEqual((again.header["mid"], again.header["from"]),
+                         (first.header["mid"], first.header["from"]))
         self.assertEqual(self.sentTo(router, b"s", protocol.ERROR), [])
         one.receive(protocol.encode(protocol.REPLY, {"id": again.header["id"]}))
         [ack] = self.sentTo(router, b"s", protocol.REPLY)
