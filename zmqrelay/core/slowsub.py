@@ -38,6 +38,11 @@ subscriber's ZeroMQ socket, as soon as it reads again, finds its connection
 ended, reconnects and subscribes again by itself; its sequence numbers show
 what it missed (it asks the server to replay it).
 
+What this cannot see: a connection whose kernel buffer keeps room while
+libzmq's queue for it grows, because the node's own I/O thread lags (it
+cannot write as fast as the relay fans out).  Such a queue is bounded by
+C{hwm} alone.
+
 The first figure is an upper bound (a subscriber of a few topics was sent
 less than everything published), so a cut may come early, not late: at
 most one scan's worth of traffic after the bound is crossed.  The second
