@@ -903,13 +903,25 @@ FLOODS = (
 )
 
 
+#: The run of L{floods} that measures the machine, not the nodes.
+FLOOR = "floor: the same flood into a bare reader beside the nodes"
+
+
 def floods(site, seconds=5.0, clients=4, interval=0.02, size=16, variants=None, settle=5.0,
-           children=None, count=2000000):
+           children=None, count=2000000, floor=False):
     """
     Defect 7: a quiet run of C{clients} well-behaved clients (each one
     request at a time every C{interval} seconds, to the server through the
     cloud), then one run per flood of L{FLOODS} (a C{floodbench.py flood}
     process).
+
+    With C{floor}, one more run (L{FLOOR}): the flooder of "one id, 1
+    socket" floods a bare pyzmq ROUTER that reads and drops everything (as
+    C{bench/readfloor.py} does), in a process of its own beside the nodes,
+    while the clients go on through the nodes, which see nothing of the
+    flood.  What their p99 does then is what two busy processes cost the
+    others on this machine's cores, whatever the nodes do: the floor under
+    the p99 goals.
 
     @return: figures, with C{runs}: per run the clients' answered, lost,
         p50 and p99 (and p99 over the quiet p99), the flooder's summary,
@@ -963,6 +975,26 @@ def floods(site, seconds=5.0, clients=4, interval=0.02, size=16, variants=None, 
                 run["p99Ratio"] = round(run["p99"] / quiet["p99"], 2) if quiet["p99"] else None
                 run["goal"] = P99_GOAL_ONE_ID if ids == "same" else P99_GOAL_MANY_IDS
                 runs[name] = run
+            if floor:
+                ready = children.start("floor-reader", [
+                    sys.executable, os.path.join(HERE, "readfloor.py"), "reader",
+                    "--seconds", str(seconds + 5.0),
+                ])
+                children.spawn("floor-flooder", [
+                    sys.executable, floodbench.__file__, "flood", ready["endpoint"],
+                    "--target", site.serverId, "--seconds", str(seconds + 1.0),
+                    "--count", str(count), "--size", str(size), "--sockets", "1",
+                    "--ids", "none", "--id", "floor",
+                ])
+                children.waitFor("floor-flooder", r"^flooding")
+                drive(normal, site.serverId, seconds, interval)
+                run = summarize(normal)
+                children.wait("floor-flooder", seconds + 30.0)
+                children.procs["floor-reader"].terminate()
+                children.procs["floor-reader"].wait(10)
+                run["flooder"] = json.loads(children.lines("floor-flooder")[-1])
+                run["p99Ratio"] = round(run["p99"] / quiet["p99"], 2) if quiet["p99"] else None
+                runs[FLOOR] = run
         finally:
             for c in normal:
                 c.close()
@@ -997,7 +1029,7 @@ BENCH = {
     "subscriptions": ([], {"prefixes": 100010}),
     "slow": ([], {"megabytes": 200}),
     "silent": ([], {"dealers": 500, "tcp": 500, "hold": 10.0}),
-    "floods": ([], {"seconds": 5.0}),
+    "floods": ([], {"seconds": 5.0, "floor": True}),
 }
 
 #: RSS growth (KiB) over its start a node may show at its peak, per attack:
@@ -1091,7 +1123,7 @@ def goals(figures):
                      bool(figures.get("probeWelcomed"))))
     elif attack == "floods":
         for name, run in figures["runs"].items():
-            if name == "quiet":
+            if name in ("quiet", FLOOR):
                 continue
             rows.append((
                 f"{name}: nothing lost, p99 <= {run['goal']:g}x quiet",
