@@ -179,6 +179,8 @@ class SlowSubscribersTests(unittest.TestCase):
         )
         guard.start()
         self.addCleanup(guard.stop)
+        self.figures.connections[1] = (0, 0)
+        guard.accepted(1, ("127.0.0.1", 1))
         # 5 notifications of 100 bytes, then 8 of 1000.
         figures.append((500, 5))
         self.clock.advance(0.1)
@@ -200,6 +202,30 @@ class SlowSubscribersTests(unittest.TestCase):
             self.figures.published += 1024
             self.clock.advance(0.1)
         self.assertEqual(self.figures.reads, reads)
+
+    def test_idleReadsNothing(self):
+        """
+        While no connection is watched, a tick reads nothing (the figure of
+        what was published costs a round trip to the fan-out thread); the
+        first connection reads it afresh.
+        """
+        reads = []
+
+        def published():
+            reads.append(1)
+            return self.figures.published, self.figures.messages
+
+        guard = SlowSubscribers(self.clock, 8 * MiB, published, self.figures.backlog,
+                                self.figures.cut)
+        guard.start()
+        self.addCleanup(guard.stop)
+        self.clock.advance(10)
+        self.assertEqual(len(reads), 1)
+        self.figures.published += 5 * MiB
+        self.figures.connections[2] = (0, 0)
+        guard.accepted(2, ("127.0.0.1", 2))
+        self.assertEqual(len(reads), 2)
+        self.assertEqual(guard._connections[2].published, 5 * MiB)
 
     def test_budget(self):
         """

@@ -144,9 +144,7 @@ class SlowSubscribers:
         Look every L{interval} seconds, until L{stop}.
         """
         if self.limit > 0 and self._call is None:
-            self._seen = self.published()
-            self._history.append(self._seen)
-            self._scanned = self._seen[0]
+            self._scanned = self._see()[0]
             self._call = self.clock.callLater(self.interval, self._tick)
 
     def stop(self):
@@ -173,6 +171,9 @@ class SlowSubscribers:
             self._connections.pop(fd, None)
             return
         acked, notsent = figures
+        if not self._connections:
+            # Nothing was read while nobody was watched.
+            self._see()
         self._connections[fd] = _Connection(address, self._seen[0], acked, notsent)
 
     def closed(self, fd):
@@ -190,16 +191,19 @@ class SlowSubscribers:
 
     def check(self):
         """
-        Read what was published; if it grew by an eighth of the limit since
-        the last scan, and the budget allows, scan every connection.
+        Read what was published (not while no connection is watched); if
+        it grew by an eighth of the limit since the last scan, and the
+        budget allows, scan every connection.
 
         @return: the connections cut (descriptors), or C{None} if no scan
             was made.
         """
-        seen = self._seen = self.published()
-        self._history.append(seen)
+        if not self._connections:
+            # An idle relay's tick costs nothing: no figure is read.
+            return None
+        seen = self._see()
         published = seen[0]
-        if published - self._scanned < self.limit // 8 or not self._connections:
+        if published - self._scanned < self.limit // 8:
             return None
         now = self.clock.seconds()
         if now < self._notBefore:
@@ -210,6 +214,14 @@ class SlowSubscribers:
         self._scanned = published
         self._notBefore = now + took / self.budget
         return cut
+
+    def _see(self):
+        """
+        Read what was published so far, and keep it.
+        """
+        seen = self._seen = self.published()
+        self._history.append(seen)
+        return seen
 
     def _lastHwm(self):
         """
