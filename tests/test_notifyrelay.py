@@ -277,6 +277,44 @@ class SlowConsumerCutTests(RealRelayMixin, SynchronousTestCase):
         self.assertTrue(got)
 
 
+class ProxyThreadTests(SynchronousTestCase):
+    """
+    The reactor never waits long on a plane thread that does not answer.
+    """
+
+    def test_statisticsWhileBusy(self):
+        """
+        While the thread runs something else (not its proxy), a short wait
+        for its figures gives up at once with the last figures; the late
+        answer is not taken for the next command's.
+        """
+        import threading
+
+        from zmqrelay.edge.plane import ProxyThread
+
+        context = zmq.Context()
+        self.addCleanup(context.term)
+        front = context.socket(zmq.XSUB)
+        back = context.socket(zmq.XPUB)
+        for sock in (front, back):
+            sock.setsockopt(zmq.LINGER, 0)
+        thread = ProxyThread(context, "test", front, back)
+        thread.start()
+        self.addCleanup(thread.stop)
+        first = thread.statistics()
+        self.assertEqual(len(first), 8)
+        release = threading.Event()
+        thread.call(lambda: release.wait(5))
+        began = time.monotonic()
+        self.assertEqual(thread.statistics(0.05), first)
+        self.assertLess(time.monotonic() - began, 1.0)
+        release.set()
+        # The answer to the abandoned STATISTICS comes now, and is dropped.
+        self.assertEqual(len(thread.statistics()), 8)
+        thread.call(lambda: None)
+        self.assertEqual(len(thread.statistics()), 8)
+
+
 class PlaneTests(RealRelayMixin, SynchronousTestCase):
     """
     The data plane: frames untouched, frames over the size limit not

@@ -69,6 +69,10 @@ UPSTREAM_WAIT = 0
 #: How long the reactor waits (s) for a proxy thread to answer a command.
 COMMAND_WAIT = 2.0
 
+#: How long the reactor waits (s) for the fan-out thread's figures when
+#: watching slow subscribers; past it, the last figures stand.
+FIGURES_WAIT = 0.05
+
 #: Frames of one notification.  libzmq's proxy counts frames, not
 #: messages: notifications are counted as frames / this.
 FRAMES = len(protocol.encodeNotification(b"", {}, b""))
@@ -93,6 +97,7 @@ class ProxyThread:
         self.dropped = 0
         self._calls = deque()
         self._base = [0] * 8
+        self._last = None
         address = f"inproc://zmqrelay-steer-{name}-{next(_names)}"
         self._control = context.socket(zmq.PAIR)
         self._control.setsockopt(zmq.LINGER, 0)
@@ -108,32 +113,41 @@ class ProxyThread:
         """
         self._thread.start()
 
-    def _ask(self, command):
+    def _ask(self, command, wait=COMMAND_WAIT):
         """
         Send one command and wait for its answer (the proxy answers each).
 
+        @param wait: seconds to wait for it; a shorter wait than
+            L{COMMAND_WAIT} gives up without a log line.
         @return: the answer's frames, or C{None} if none came in time.
         """
         control = self._control
+        # Answers that came after their asker gave up belong to no one now.
+        while control.poll(0):
+            control.recv_multipart()
         control.send(command)
-        if not control.poll(COMMAND_WAIT * 1000):
-            log.warn("notification relay: {name} did not answer {command}",
-                     name=self.name, command=command.decode("ascii"))
+        if not control.poll(wait * 1000):
+            if wait >= COMMAND_WAIT:
+                log.warn("notification relay: {name} did not answer {command}",
+                         name=self.name, command=command.decode("ascii"))
             return None
         return control.recv_multipart()
 
-    def statistics(self):
+    def statistics(self, wait=COMMAND_WAIT):
         """
+        @param wait: seconds to wait for the thread's answer; without one
+            in time, the last figures it gave.
         @return: the proxy's 8 counters since it started (messages and bytes
             in and out at the frontend, then at the backend), multipart
             messages counted once.
         """
         if not self._thread.is_alive():
-            return list(self._base)
-        answer = self._ask(b"STATISTICS")
+            return list(self._last or self._base)
+        answer = self._ask(b"STATISTICS", wait)
         if answer is None or len(answer) != 8:
-            return list(self._base)
-        return [b + _U64.unpack(f)[0] for b, f in zip(self._base, answer)]
+            return list(self._last or self._base)
+        self._last = [b + _U64.unpack(f)[0] for b, f in zip(self._base, answer)]
+        return list(self._last)
 
     def call(self, function):
         """
@@ -313,7 +327,8 @@ class NotificationPlane:
         """
         if self.fanout is None:
             return 0, 0
-        stats = self.fanout.statistics()
+        # Asked ten times a second from the reactor: never wait long.
+        stats = self.fanout.statistics(FIGURES_WAIT)
         return stats[7], stats[6] // FRAMES
 
     def subscriberBacklog(self, fd):
