@@ -308,6 +308,10 @@ class ProxyThreadTests(SynchronousTestCase):
         began = time.monotonic()
         self.assertEqual(thread.statistics(0.05), first)
         self.assertLess(time.monotonic() - began, 1.0)
+        # Still unanswered: the next short ask does not wait at all.
+        began = time.monotonic()
+        self.assertEqual(thread.statistics(0.5), first)
+        self.assertLess(time.monotonic() - began, 0.4)
         release.set()
         # The answer to the abandoned STATISTICS comes now, and is dropped.
         self.assertEqual(len(thread.statistics()), 8)

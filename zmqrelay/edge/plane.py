@@ -98,6 +98,8 @@ class ProxyThread:
         self._calls = deque()
         self._base = [0] * 8
         self._last = None
+        # Commands whose answer has not come (their asker gave up).
+        self._unanswered = 0
         address = f"inproc://zmqrelay-steer-{name}-{next(_names)}"
         self._control = context.socket(zmq.PAIR)
         self._control.setsockopt(zmq.LINGER, 0)
@@ -125,8 +127,13 @@ class ProxyThread:
         # Answers that came after their asker gave up belong to no one now.
         while control.poll(0):
             control.recv_multipart()
+            self._unanswered = max(0, self._unanswered - 1)
+        if self._unanswered and wait < COMMAND_WAIT:
+            # It has not answered the last one yet: do not wait again.
+            return None
         control.send(command)
         if not control.poll(wait * 1000):
+            self._unanswered += 1
             if wait >= COMMAND_WAIT:
                 log.warn("notification relay: {name} did not answer {command}",
                          name=self.name, command=command.decode("ascii"))
