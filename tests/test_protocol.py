@@ -356,3 +356,23 @@ class PropertyTests(SynchronousTestCase):
         else:
             self.assertIsInstance(topic, bytes)
             self.assertIsInstance(message.header, dict)
+
+
+class NotificationEncoderTests(SynchronousTestCase):
+    """
+    L{protocol.notificationEncoder} packs the header's fixed part once and
+    writes the same bytes as L{protocol.encodeNotification}.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        server=st.text(max_size=300), inc=st.text(max_size=64),
+        seq=st.integers(min_value=0, max_value=2 ** 64 - 1),
+        topic=st.binary(max_size=40), payload=st.binary(max_size=100),
+    )
+    def test_sameFrames(self, server, inc, seq, topic, payload):
+        encode = protocol.notificationEncoder(server, inc)
+        self.assertEqual(
+            encode(topic, seq, payload),
+            protocol.encodeNotification(topic, {"server": server, "inc": inc, "seq": seq}, payload),
+        )

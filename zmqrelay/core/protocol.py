@@ -348,6 +348,27 @@ def batchLimit(header):
     return 0
 
 
+def notificationEncoder(server, inc, version=CURRENT_VERSION):
+    """
+    A publisher's encoder of notifications: only the sequence number
+    changes from one to the next, so the rest of the header is packed once.
+
+    @param server: the publisher's id.
+    @param inc: its incarnation.
+    @return: C{encode(topic, seq, payload)}, returning the same frames as
+        C{encodeNotification(topic, {"server": server, "inc": inc, "seq":
+        seq}, payload, version)}.
+    """
+    head = _packb({"server": server, "inc": inc, "seq": 0})[:-1]
+    sig = _SIG[version]
+    packb = _packb
+
+    def encode(topic, seq, payload):
+        return [topic, sig, head + packb(seq), payload]
+
+    return encode
+
+
 def encodeNotification(topic, header, payload, version=CURRENT_VERSION):
     """
     Build the frames of a notification.

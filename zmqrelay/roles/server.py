@@ -105,6 +105,7 @@ class Server(PresenceViewMixin, Node):
         self.xpub = None
         # Prefixes direct subscribers hold on xpub (see _directSubscriptions).
         self._directPrefixes = 0
+        self._encodeNotification = protocol.notificationEncoder(self.nodeId, self.incarnation)
         # What was sent to xpub, for the slow subscribers' watch.
         self._directSent = [0, 0]
         self.slow = None
@@ -240,9 +241,7 @@ class Server(PresenceViewMixin, Node):
             )
         seq = self.history.record(topic, payload)
         self.counters["published"] += 1
-        frames = protocol.encodeNotification(
-            topic, {"server": self.nodeId, "inc": self.incarnation, "seq": seq}, payload
-        )
+        frames = self._encodeNotification(topic, seq, payload)
         xpub = self.xpub
         if xpub is not None and self._directPrefixes:
             # Only while a direct subscriber subscribed to something: a send
