@@ -814,7 +814,7 @@ def sizesReport(sizes, names, args):
         hop = {n: sum(rows[n]["cpu"][h] for h in rows[n]["hops"]) / len(rows[n]["hops"]) for n in names}
         out.append(f"| {_bytes(size)} | " + " | ".join(f"{rows[n]['rate']:,.0f}" for n in names) + " | "
                    + " | ".join(f"{hop[n]:,.1f}" for n in names)
-                   + f" | {hop[names[0]] / hop[base]:.2f}x |")
+                   + f" | {_x(hop[names[0]], hop[base])} |")
     return out
 
 
@@ -844,11 +844,11 @@ def versusReport(versus, note, args):
         "| run | zmqrelay req/s | majortomo req/s | zmqrelay / majortomo |",
         "|---|---|---|---|",
         f"| one request at a time (p50 {z['p50']:,.0f} us vs {m['p50']:,.0f} us) | {z['one']:,.0f} | "
-        f"{m['one']:,.0f} | {z['one'] / m['one']:.2f}x |",
+        f"{m['one']:,.0f} | {_x(z['one'], m['one'])} |",
         f"| {CROWD} clients, one request each | {z['crowd']:,.0f} | {m['crowd']:,.0f} | "
-        f"{z['crowd'] / m['crowd']:.2f}x |",
+        f"{_x(z['crowd'], m['crowd'])} |",
         f"| one client, {args.window} outstanding | {z['window']:,.0f} | {m['window']:,.0f} | "
-        f"{z['window'] / m['window']:.2f}x |",
+        f"{_x(z['window'], m['window'])} |",
         "",
         f"CPU us per request in the {args.window}-outstanding run: zmqrelay "
         + ", ".join(f"{n} {v:.1f}" for n, v in z["cpu"].items()) + "; majortomo "
@@ -858,6 +858,15 @@ def versusReport(versus, note, args):
         if r["errors"]:
             out.append(f"Errors answered ({name}): {r['errors']}.")
     return out
+
+
+def _x(a, b):
+    """
+    @return: C{a / b} as a ratio for a table (C{"2.10x"}), or C{"-"} when
+        C{b} is not positive: a short run under load can measure a process's
+        CPU as 0 (the kernel counts it in clock ticks).
+    """
+    return f"{a / b:.2f}x" if b > 0 else "-"
 
 
 def report(results, large, names, info, command, args, sizes=None, versus=None, versusNote=None):
@@ -917,19 +926,19 @@ def report(results, large, names, info, command, args, sizes=None, versus=None, 
             for n in names:
                 relayCost[n].append(costs[n])
             add(f"| {path} | relay: {hop} | {costs[ref]:.1f} | "
-                + " | ".join(f"{costs[n]:.1f} | {costs[ref] / costs[n]:.2f}x" for n in others)
+                + " | ".join(f"{costs[n]:.1f} | {_x(costs[ref], costs[n])}" for n in others)
                 + " |")
         costs = {n: rows[n]["cpu"][rows[n]["end"]] for n in names}
         add(f"| {path} | end: {z['end']} | {costs[ref]:.1f} | "
-            + " | ".join(f"{costs[n]:.1f} | {costs[ref] / costs[n]:.2f}x" for n in others) + " |")
+            + " | ".join(f"{costs[n]:.1f} | {_x(costs[ref], costs[n])}" for n in others) + " |")
         costs = {n: rows[n]["client"] for n in names}
         add(f"| {path} | client (load generator) | {costs[ref]:.1f} | "
-            + " | ".join(f"{costs[n]:.1f} | {costs[ref] / costs[n]:.2f}x" for n in others) + " |")
+            + " | ".join(f"{costs[n]:.1f} | {_x(costs[ref], costs[n])}" for n in others) + " |")
     if relayCost[ref]:
         mean = {n: sum(v) / len(v) for n, v in relayCost.items()}
         add("")
         add(f"**One relay hop, mean of the relay rows: {ref} {mean[ref]:.1f} us/request; "
-            + "; ".join(f"{n} {mean[n]:.1f} us/request ({ref} costs {mean[ref] / mean[n]:.2f}x)"
+            + "; ".join(f"{n} {mean[n]:.1f} us/request ({ref} costs {_x(mean[ref], mean[n])})"
                         for n in others) + ".**")
     add("")
     add("### CPU per request one at a time, us")

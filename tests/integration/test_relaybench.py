@@ -55,6 +55,15 @@ class TargetTests(SynchronousTestCase):
         self.assertIn("| 5.00x | >= 5x | met |", target("t", ("50", 50.0), ("10", 10.0), "", 5.0, False))
         self.assertIn("| 0.90x | >= 1x | **not met** |", target("t", ("9", 9.0), ("10", 10.0), "", 1.0, False))
 
+    def test_ratioOfZero(self):
+        """
+        A ratio over a figure measured as 0 (a process's CPU in a short run
+        under load: the kernel counts clock ticks) is shown as "-", and the
+        report does not fail on it.
+        """
+        self.assertEqual(self.relaybench._x(3.0, 1.5), "2.00x")
+        self.assertEqual(self.relaybench._x(3.0, 0.0), "-")
+
     def test_notMeasured(self):
         """
         A figure missing on either side makes the row "not measured", never met.
