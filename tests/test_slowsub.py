@@ -257,6 +257,20 @@ class SlowSubscribersTests(unittest.TestCase):
         self.guard.closed(7)
         self.assertEqual(len(self.guard), 0)
 
+    def test_connectionEvent(self):
+        """
+        A monitor's reports watch and forget connections; once stopped,
+        reports are ignored (a late one must not be watched).
+        """
+        self.figures.connections[4] = (0, 0)
+        self.guard.connectionEvent("accepted", 4, ("127.0.0.1", 4))
+        self.assertEqual(len(self.guard), 1)
+        self.guard.connectionEvent("closed", 4, None)
+        self.assertEqual(len(self.guard), 0)
+        self.guard.stop()
+        self.guard.connectionEvent("accepted", 4, ("127.0.0.1", 4))
+        self.assertEqual(len(self.guard), 0)
+
     def test_goneDuringScan(self):
         """
         A connection the kernel no longer knows is forgotten at the next

@@ -182,6 +182,19 @@ class SlowSubscribers:
         """
         self._connections.pop(fd, None)
 
+    def connectionEvent(self, event, fd, address):
+        """
+        A socket monitor's report (C{'accepted'} or C{'closed'}, as
+        L{zmqrelay.interfaces.ISocket.monitor} gives it): watch or forget
+        that connection.  Reports after L{stop} are ignored.
+        """
+        if self._call is None:
+            return
+        if event == "accepted":
+            self.accepted(fd, address)
+        else:
+            self.closed(fd)
+
     def __len__(self):
         return len(self._connections)
 

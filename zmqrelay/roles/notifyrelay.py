@@ -165,20 +165,11 @@ class NotificationRelay:
                 self.reactor, self.subscriberBytes, plane.fanoutBytes,
                 plane.subscriberBacklog, plane.cutSubscriber, hwm=self.subscriberHwm,
             )
-            plane.watchSubscribers(self._subscriberEvent)
+            plane.watchSubscribers(self.slow.connectionEvent)
         endpoints = self.plane.start(self.subAddress, self.pubAddress)
         if self.slow is not None:
             self.slow.start()
         return endpoints
-
-    def _subscriberEvent(self, event, fd, address):
-        # The plane's monitor: a subscriber's connection came or went.
-        if self.slow is None:
-            return
-        if event == "accepted":
-            self.slow.accepted(fd, address)
-        else:
-            self.slow.closed(fd)
 
     def connectUpstream(self, endpoint, via=None):
         """

@@ -147,7 +147,7 @@ class Server(PresenceViewMixin, Node):
                     self.xpub.backlog, self._cutDirect,
                     hwm=self.xpub.socket.getsockopt(zmq.SNDHWM), counters=self.counters,
                 )
-                self.xpub.monitor(self._directConnection)
+                self.xpub.monitor(self.slow.connectionEvent)
             self._endpoints["pub"] = self.xpub.bind(self.pubAddress)
             if self.slow is not None:
                 self.slow.start()
@@ -218,15 +218,6 @@ class Server(PresenceViewMixin, Node):
 
     def _directFigures(self):
         return tuple(self._directSent)
-
-    def _directConnection(self, event, fd, address):
-        # The direct XPUB's monitor: a subscriber's connection came or went.
-        if self.slow is None:
-            return
-        if event == "accepted":
-            self.slow.accepted(fd, address)
-        else:
-            self.slow.closed(fd)
 
     # The application's API
 

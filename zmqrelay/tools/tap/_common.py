@@ -460,7 +460,8 @@ class RelayOptions(NodeOptions):
          _positive(int)],
         ["sub-hwm", None, 10000,
          "Notifications queued per subscriber before dropping for it (memory: this x the "
-         "largest notification + 512 KiB of kernel buffer, and at most about --sub-bytes).",
+         "largest notification + 512 KiB of kernel buffer; one that does not read, about "
+         "--sub-bytes).",
          _positive(int)],
         ["sub-bytes", None, 32 * 1024 * 1024,
          "Bytes held for one subscriber (queued and in the kernel) before its connection is "
