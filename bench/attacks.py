@@ -28,7 +28,11 @@ The attacks (see each function):
   5. L{slow}: a SUB that never reads while a server publishes a lot;
   6. L{silent}: DEALERs and raw TCP connections that never say anything;
   7. L{floods}: floods from one id over one and several sockets, from many
-     ids and from strangers, while well-behaved clients send requests.
+     ids and from strangers, while well-behaved clients send requests;
+  8. L{curve}: against a node with CURVE on (its own site,
+     L{startCurveSite}), a process that keeps dialling with keys the node
+     does not know, with no CURVE and with a wrong server key, while
+     clients with authorized keys send requests.
 
 Usage::
 
@@ -43,7 +47,9 @@ attacks can be re-measured one at a time.  C{run} runs one attack against
 nodes somebody else started (the integration tests do) and prints its
 figures as one JSON line; C{--site} maps node names to
 C{{"pid": ..., "control": ..., "pub": ..., "sub": ...}} and may name the
-server with C{"server-id"}.
+server with C{"server-id"}; a node with CURVE on also carries C{"curve"}:
+C{{"server": <its public key>, "keys": {<client id>: [<public>, <secret>]}}}
+(Z85), the keys its probes and well-behaved clients dial with.
 """
 
 import argparse
@@ -59,6 +65,7 @@ import time
 
 import msgpack
 import zmq
+import zmq.auth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -205,11 +212,20 @@ class Site:
     def endpoint(self, name, kind="control"):
         return self.nodes[name][kind]
 
+    def curve(self, name):
+        """
+        @return: the CURVE keys a probe of node C{name} dials with (see
+            L{secure}), or C{None} if that node speaks plain ZMTP.
+        """
+        return self.nodes[name].get("curve")
 
-def startSite(children, relayOptions=(), nodeOptions=(), serverId="attack-server"):
+
+def startSite(children, relayOptions=(), nodeOptions=(), serverId="attack-server",
+              cloudOptions=(), proxyOptions=()):
     """
     Start cloud <- proxy <- server as C{twistd -n} children, every one with
-    C{nodeOptions}, the cloud and the proxy also with C{relayOptions}.
+    C{nodeOptions}, the cloud and the proxy also with C{relayOptions} (and
+    each with its own C{cloudOptions} or C{proxyOptions}).
 
     @return: a L{Site}.
     """
@@ -217,11 +233,11 @@ def startSite(children, relayOptions=(), nodeOptions=(), serverId="attack-server
     common = list(nodeOptions)
     cloud = children.twistd("cloud", "zmqrelay-cloud", [
         "--id", "attack-cloud", "--listen", loop, "--pub", loop, "--sub", loop,
-    ] + common + list(relayOptions))
+    ] + common + list(relayOptions) + list(cloudOptions))
     proxy = children.twistd("proxy", "zmqrelay-proxy", [
         "--id", "attack-proxy", "--listen", loop, "--pub", loop, "--sub", loop,
         "--cloud", cloud["control"],
-    ] + common + list(relayOptions))
+    ] + common + list(relayOptions) + list(proxyOptions))
     server = children.twistd("server", "zmqrelay-server", [
         "--id", serverId, "--listen", loop, "--pub", loop, "--proxy", proxy["control"],
     ] + common)
@@ -229,6 +245,57 @@ def startSite(children, relayOptions=(), nodeOptions=(), serverId="attack-server
     for name, endpoints in (("cloud", cloud), ("proxy", proxy), ("server", server)):
         nodes[name] = dict(endpoints, pid=children.pid(name))
     return Site(nodes, serverId)
+
+
+#: Well-behaved clients a CURVE site has keys for (C{normal-0} ...), beside
+#: the probe's.
+CURVE_CLIENTS = 8
+
+
+def _z85Keys(publicPath, secretPath=None):
+    """
+    @return: the Z85 text of a certificate's public key (and of its secret
+        one, from C{secretPath}), as L{secure} takes them.
+    """
+    public, _ = zmq.auth.load_certificate(publicPath)
+    if secretPath is None:
+        return public.decode("ascii")
+    _, secret = zmq.auth.load_certificate(secretPath)
+    return public.decode("ascii"), secret.decode("ascii")
+
+
+def startCurveSite(children, nodeOptions=(), serverId="attack-server"):
+    """
+    Start the site of the L{curve} attack: a cloud with CURVE on (its
+    control, pub and sub sockets secured, only the proxy's key and one
+    probe's key authorized), a proxy that dials it with CURVE, and a server
+    on the proxy's plain site hop.
+
+    @return: a L{Site} whose cloud carries the probe's keys (L{Site.curve}).
+    """
+    from zmqrelay.edge.security import writeCertificates
+
+    keys = os.path.join(children.logDir, "keys")
+    authorized = os.path.join(children.logDir, "authorized")
+    os.makedirs(authorized)
+    clients = ["probe"] + [f"normal-{i}" for i in range(CURVE_CLIENTS)]
+    made = {}
+    nodes = [("cloud", "attack-cloud", "cloud"), ("proxy", "attack-proxy", "proxy")]
+    for name, nodeId, role in nodes + [(c, c, "client") for c in clients]:
+        made[name] = writeCertificates(keys, name, nodeId=nodeId, role=role)
+    for name in ["proxy"] + clients:
+        public = made[name][0]
+        os.link(public, os.path.join(authorized, os.path.basename(public)))
+    site = startSite(
+        children, (), nodeOptions, serverId,
+        cloudOptions=["--curve-secret", made["cloud"][1], "--curve-authorized", authorized],
+        proxyOptions=["--curve-secret", made["proxy"][1], "--curve-server-key", made["cloud"][0]],
+    )
+    site.nodes["cloud"]["curve"] = {
+        "server": _z85Keys(made["cloud"][0]),
+        "keys": {name: list(_z85Keys(*made[name])) for name in clients},
+    }
+    return site
 
 
 # ---------------------------------------------------------------------------
@@ -243,10 +310,28 @@ def _probeId(what):
     return f"probe-{what}-{os.getpid()}-{_probes[0]}"
 
 
-def ask(endpoint, target="", sys=None, payload=b"", timeout=3.0, context=None):
+def secure(sock, curve, name="probe"):
+    """
+    Make C{sock} dial with CURVE, if C{curve} is given: a L{dict} of
+    C{server} (the node's public key) and C{keys} (client id to its
+    C{[public, secret]} keypair: a node with CURVE binds each key to one
+    id), Z85 text as C{zmq.auth} certificates hold them.
+
+    @param name: the id whose keypair to use.
+    """
+    if curve:
+        public, secret = curve["keys"][name]
+        sock.curve_publickey = public.encode("ascii")
+        sock.curve_secretkey = secret.encode("ascii")
+        sock.curve_serverkey = curve["server"].encode("ascii")
+
+
+def ask(endpoint, target="", sys=None, payload=b"", timeout=3.0, context=None, curve=None):
     """
     Say HELLO on a fresh DEALER and make one request.
 
+    @param curve: dial with these CURVE keys (see L{secure}), as the
+        client C{probe} (the id its key is bound to).
     @return: the reply payload.
     @raise BenchError: no WELCOME or no answer within C{timeout}.
     """
@@ -255,8 +340,9 @@ def ask(endpoint, target="", sys=None, payload=b"", timeout=3.0, context=None):
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        secure(sock, curve)
         sock.connect(endpoint)
-        floodbench._hello(sock, _probeId("ask"), timeout)
+        floodbench._hello(sock, "probe" if curve else _probeId("ask"), timeout)
         rid = 1
         header = {"id": rid, "to": target, "ttl": int(timeout * 1000)}
         if sys:
@@ -284,7 +370,8 @@ def nodeStats(site, name="cloud", timeout=3.0):
     @return: the counters of node C{name} (C{sys stats}), or C{None}.
     """
     try:
-        return msgpack.unpackb(ask(site.endpoint(name), "", "stats", timeout=timeout), raw=False)
+        return msgpack.unpackb(
+            ask(site.endpoint(name), "", "stats", timeout=timeout, curve=site.curve(name)), raw=False)
     except BenchError:
         return None
 
@@ -299,7 +386,8 @@ def answering(site, timeout=3.0):
         if "control" not in site.nodes[name]:
             continue
         try:
-            result[name] = ask(site.endpoint(name), "", "ping", timeout=timeout) == b"pong"
+            result[name] = ask(
+                site.endpoint(name), "", "ping", timeout=timeout, curve=site.curve(name)) == b"pong"
         except BenchError:
             result[name] = False
     return result
@@ -312,7 +400,8 @@ def waitForRoute(site, timeout=20.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            ask(site.endpoint("cloud"), site.serverId, None, b"ready", timeout=1.0)
+            ask(site.endpoint("cloud"), site.serverId, None, b"ready", timeout=1.0,
+                curve=site.curve("cloud"))
             return
         except BenchError:
             if time.monotonic() > deadline:
@@ -320,24 +409,26 @@ def waitForRoute(site, timeout=20.0):
             time.sleep(0.1)
 
 
-#: The counters of a Front that are not refusals or drops.
-_NOT_REFUSALS = {"received", "pending", "sessions", "strangers-budget"}
+#: The counters of a Front that count a message refused or ignored, each
+#: such message in exactly one of them (C{refused-messages}, C{auth} and
+#: C{discarded} count again what these count; C{requests}, C{batched-in} and
+#: the others count traffic, and C{cut-*} connections).
+REFUSALS = (
+    "ignored-strangers", "ignored", "refused", "rejected", "malformed", "too-large",
+    "unknown-type", "wrong-key", "stale",
+)
 
 
 def refusedOrIgnored(before, after, node="front"):
     """
-    @return: how many messages the node refused, ignored or dropped between
-        two C{sys stats} answers (every C{front.*} counter but C{received}).
+    @return: how many messages the node refused or ignored between two
+        C{sys stats} answers (the L{REFUSALS} counters of C{node}).
     """
     if not before or not after:
         return None
-    total = 0
-    for key, value in after.items():
-        part, _, name = key.partition(".")
-        if part != node or name in _NOT_REFUSALS or not isinstance(value, int):
-            continue
-        total += value - before.get(key, 0)
-    return total
+    return sum(
+        after.get(f"{node}.{name}", 0) - before.get(f"{node}.{name}", 0) for name in REFUSALS
+    )
 
 
 class Measured:
@@ -1005,6 +1096,244 @@ def floods(site, seconds=5.0, clients=4, interval=0.02, size=16, variants=None, 
     return m.figures
 
 
+# ---------------------------------------------------------------------------
+# 8. CURVE: keys the node does not know
+
+
+def curve(site, seconds=5.0, unknown=100, nokey=25, wrongServer=25, periodMs=100,
+          backlog=100, clients=4, interval=0.02, target="cloud", settle=5.0, children=None,
+          floor=False):
+    """
+    Issue 7's CURVE goal, "unknown keys cost nothing past the handshake",
+    against a node with CURVE on (L{startCurveSite}).  For C{seconds}, a
+    separate process (L{churn}) keeps dialling it with
+
+      - C{unknown} DEALERs with CURVE keypairs of their own, which it has
+        never heard of (its ZAP handler says 400),
+      - C{nokey} DEALERs with no CURVE at all (the ZMTP mechanisms do not
+        match),
+      - C{wrongServer} DEALERs with a keypair of their own and a server key
+        that is not the node's (it cannot open their HELLO box),
+
+    each with a HELLO and REQs queued, and replaces all of them with new
+    sockets every C{periodMs} ms: libzmq does not redial after a refused
+    handshake, so an attacker that wants the node to keep paying for
+    handshakes must make new connections, and does.  Meanwhile C{clients}
+    well-behaved clients, each with an authorized key of its own, send one
+    request at a time every C{interval} seconds through the cloud to the
+    server, before (a quiet run of the same length) and during the attack.
+
+    With C{floor}, one more run: the same churn aims at a bare pyzmq
+    ROUTER with CURVE on in a process of its own (L{curveFloor}), while the
+    clients go on through the nodes, which see nothing of it: what the
+    handshakes and the attacking process cost everyone else on this
+    machine's cores, whatever the nodes do.
+
+    @return: figures, with C{quiet} and C{attacked} (the clients' answered,
+        lost, p50, p99; C{floor} likewise, with C{floor}), C{churn} (what
+        the attacking process did, and
+        C{answers}: messages any attacker socket received, which would mean
+        it got past the handshake), C{zapDenied} (handshakes the ZAP
+        handler refused), C{cpuPerHandshakeUs} and C{fdsDuringAttack}.
+    """
+    endpoint = site.endpoint(target)
+    keys = site.curve(target)
+    pid = site.pid(target)
+    if not keys:
+        raise BenchError(f"{target} has no CURVE keys in the site: start it with startCurveSite")
+    if clients > len(keys["keys"]) - 1:
+        raise BenchError(f"the site has keys for {len(keys['keys']) - 1} clients, not {clients}")
+    own = children is None
+    children = children or Children("attacks-")
+
+    def churnArgv(aim, key):
+        return [
+            sys.executable, os.path.abspath(__file__), "churn", aim, key,
+            "--target", site.serverId, "--seconds", str(seconds + 0.5),
+            "--unknown", str(unknown), "--nokey", str(nokey),
+            "--wrong-server", str(wrongServer), "--period-ms", str(periodMs),
+            "--backlog", str(backlog),
+        ]
+
+    context = zmq.Context()
+    normal = []
+    try:
+        for i in range(clients):
+            name = f"normal-{i}"
+            normal.append(NormalClient(
+                context, endpoint, name, curve=lambda sock, name=name: secure(sock, keys, name)))
+        drive(normal, site.serverId, 1.0, interval)
+        cpu0 = cpuSeconds(pid)
+        drive(normal, site.serverId, seconds, interval)
+        quiet = summarize(normal)
+        quietCpuPerSecond = (cpuSeconds(pid) - cpu0) / seconds
+        floorRun = None
+        if floor:
+            ready = children.start("curve-floor", [
+                sys.executable, os.path.abspath(__file__), "curvefloor"])
+            children.spawn("floor-churn", churnArgv(ready["endpoint"], ready["key"]))
+            children.waitFor("floor-churn", r"^churning")
+            time.sleep(0.25)
+            drive(normal, site.serverId, seconds, interval)
+            floorRun = summarize(normal)
+            children.wait("floor-churn", seconds + 30.0)
+            floorRun["churn"] = json.loads(children.lines("floor-churn")[-1])
+            children.procs["curve-floor"].terminate()
+            children.procs["curve-floor"].wait(10)
+        with Measured(site, "curve", settle, target) as m:
+            zapBefore = (m.statsBefore or {}).get("zap.denied", 0)
+            cpu0 = cpuSeconds(pid)
+            children.spawn("churn", churnArgv(endpoint, keys["server"]))
+            children.waitFor("churn", r"^churning")
+            time.sleep(0.25)
+            m.figures["fdsDuringAttack"] = fdCount(pid)
+            drive(normal, site.serverId, seconds, interval)
+            m.figures["attacked"] = summarize(normal)
+            children.wait("churn", seconds + 30.0)
+            cpu = cpuSeconds(pid) - cpu0
+            m.attackEnded()
+            during = nodeStats(site, target)
+            m.figures["churn"] = json.loads(children.lines("churn")[-1])
+            m.figures["zapDenied"] = denied = (during or {}).get("zap.denied", 0) - zapBefore
+            m.figures["cpu"] = round(cpu, 3)
+            handshakes = m.figures["churn"]["handshakes"]
+            if handshakes:
+                extra = max(0.0, cpu - quietCpuPerSecond * m.figures["attackSeconds"])
+                m.figures["cpuPerHandshakeUs"] = round(extra / handshakes * 1e6, 1)
+            m.figures["attackers"] = {"unknown": unknown, "nokey": nokey,
+                                      "wrongServer": wrongServer, "periodMs": periodMs}
+            del denied
+        m.figures["quiet"] = quiet
+        if floorRun is not None:
+            m.figures["floor"] = floorRun
+        for name in ("attacked", "floor"):
+            if name in m.figures:
+                run = m.figures[name]
+                run["p99Ratio"] = round(run["p99"] / quiet["p99"], 2) if quiet["p99"] else None
+    finally:
+        for c in normal:
+            c.close()
+        context.term()
+        if own:
+            children.stopAll()
+    return m.figures
+
+
+def churn(endpoint, serverKey, target, seconds, unknown, nokey, wrongServer, periodMs, backlog,
+          out=sys.stdout):
+    """
+    The attacking process of L{curve}: every C{periodMs} ms, close every
+    socket (linger 0) and dial C{endpoint} anew with C{unknown} +
+    C{nokey} + C{wrongServer} fresh DEALERs (see L{curve}), each with a
+    HELLO and C{backlog} - 1 REQs queued, until C{seconds} have passed.
+
+    Prints C{churning} once it starts and, at the end, one JSON line:
+    C{rounds}, C{handshakes} (connections dialled), C{answers} (messages
+    any of its sockets received) and C{seconds}.
+    """
+    context = zmq.Context()
+    context.set(zmq.MAX_SOCKETS, 2 * (unknown + nokey + wrongServer) + 64)
+    server = serverKey.encode("ascii")
+    hello = protocol.encode(protocol.HELLO, {
+        "id": "churn", "role": protocol.CLIENT, "inc": os.urandom(8).hex(),
+        "versions": list(protocol.SUPPORTED_VERSIONS), "hb": 1000, "liveness": 3,
+    })
+    requests = [
+        protocol.encode(protocol.REQUEST, {"id": n, "to": target, "ttl": 30000}, b"attack")
+        for n in range(1, backlog)
+    ]
+    rounds = handshakes = answers = 0
+    socks = []
+    print("churning", flush=True, file=out)
+    started = time.monotonic()
+    end = started + seconds
+    try:
+        while time.monotonic() < end:
+            for sock in socks:
+                answers += _drain(sock)
+                sock.close(0)
+            socks = []
+            for kind, count in (("unknown", unknown), ("nokey", nokey), ("wrong", wrongServer)):
+                for _ in range(count):
+                    sock = context.socket(zmq.DEALER)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.SNDHWM, backlog + 1)
+                    if kind != "nokey":
+                        public, secret = zmq.curve_keypair()
+                        sock.curve_publickey = public
+                        sock.curve_secretkey = secret
+                        sock.curve_serverkey = server if kind == "unknown" else zmq.curve_keypair()[0]
+                    sock.connect(endpoint)
+                    for frames in [hello] + requests:
+                        try:
+                            sock.send_multipart(frames, zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                    socks.append(sock)
+                    handshakes += 1
+            rounds += 1
+            time.sleep(max(0.0, min(periodMs / 1000.0, end - time.monotonic())))
+    finally:
+        for sock in socks:
+            answers += _drain(sock)
+            sock.close(0)
+        context.term()
+    print(json.dumps({
+        "rounds": rounds, "handshakes": handshakes, "answers": answers,
+        "seconds": round(time.monotonic() - started, 3),
+    }), flush=True, file=out)
+
+
+def curveFloor(bind="tcp://127.0.0.1:*"):
+    """
+    The floor under the L{curve} attack: a bare pyzmq ROUTER with CURVE on
+    and a ZAP handler (a thread, no Twisted) that refuses every key, in a
+    process of its own.  It never reads a message (none can get through),
+    so what the attack costs it is the handshakes alone, in libzmq.
+
+    Prints C{ready: baseline curvefloor endpoint=... key=...} (its public
+    key, Z85) and runs until killed.
+    """
+    context = zmq.Context()
+    zap = context.socket(zmq.ROUTER)
+    zap.bind("inproc://zeromq.zap.01")
+
+    def refuseAll():
+        while True:
+            try:
+                frames = zap.recv_multipart()
+            except zmq.ZMQError:
+                return
+            # routing id, empty, version, request id, ...: answer 400.
+            zap.send_multipart(frames[:2] + [b"1.0", frames[3], b"400", b"unknown key", b"", b""])
+
+    threading.Thread(target=refuseAll, daemon=True).start()
+    public, secret = zmq.curve_keypair()
+    sock = context.socket(zmq.ROUTER)
+    sock.curve_server = True
+    sock.curve_secretkey = secret
+    sock.zap_domain = b"floor"
+    sock.bind(bind)
+    print("ready: baseline curvefloor endpoint="
+          + sock.getsockopt(zmq.LAST_ENDPOINT).decode() + " key=" + public.decode("ascii"),
+          flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def _drain(sock):
+    """
+    @return: how many messages C{sock} had received (reading them all).
+    """
+    n = 0
+    while True:
+        try:
+            sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return n
+        n += 1
+
+
 ATTACKS = {
     "abort": abort,
     "deaf": deaf,
@@ -1013,6 +1342,7 @@ ATTACKS = {
     "slow": slow,
     "silent": silent,
     "floods": floods,
+    "curve": curve,
 }
 
 
@@ -1030,6 +1360,7 @@ BENCH = {
     "slow": ([], {"megabytes": 200}),
     "silent": ([], {"dealers": 500, "tcp": 500, "hold": 10.0}),
     "floods": ([], {"seconds": 5.0, "floor": True}),
+    "curve": ([], {"seconds": 5.0, "unknown": 100, "nokey": 25, "wrongServer": 25, "floor": True}),
 }
 
 #: RSS growth (KiB) over its start a node may show at its peak, per attack:
@@ -1042,6 +1373,7 @@ RSS_PEAK_BOUND_KIB = {
     "slow": 96 * 1024,
     "silent": 64 * 1024,
     "floods": 64 * 1024,
+    "curve": 64 * 1024,
 }
 
 
@@ -1137,6 +1469,32 @@ def goals(figures):
                     run["cpuPerRefusedUs"] <= CPU_GOAL_US,
                 ))
         cpu = None
+    elif attack == "curve":
+        answers = figures["churn"]["answers"]
+        refused = figures.get("refusedOrIgnored")
+        rows.append((
+            "no attacker gets past the handshake: none of their messages read, none answered",
+            f"{refused} refused or ignored by the node, {answers} answers to the attackers "
+            f"({figures['churn']['handshakes']} connections; {figures.get('zapDenied')} "
+            "refused by ZAP)",
+            answers == 0 and refused == 0,
+        ))
+        node = nodes[figures["target"]]
+        attackers = sum(v for k, v in figures["attackers"].items() if k != "periodMs")
+        during = figures.get("fdsDuringAttack")
+        base = node["fdsBefore"] or 0
+        rows.append((
+            "descriptors: at most one per attacking socket during the attack, back to the start after",
+            f"{base} before, {during} during ({attackers} attackers), {node['fdsAfter']} after",
+            during is not None and during - base <= attackers
+            and node["fdsAfter"] is not None and node["fdsAfter"] - base <= 2,
+        ))
+        run = figures["attacked"]
+        rows.append((
+            f"clients with an authorized key: nothing lost, p99 <= {P99_GOAL_MANY_IDS:g}x quiet",
+            f"lost {run['lost']}, p99 {run['p99'] * 1000:.1f} ms = {run['p99Ratio']}x",
+            run["lost"] == 0 and run["p99Ratio"] is not None and run["p99Ratio"] <= P99_GOAL_MANY_IDS,
+        ))
     if cpu is not None and attack == "abort":
         rows.append((
             f"<= {CPU_GOAL_US:g} us CPU per refused or ignored message",
@@ -1179,6 +1537,30 @@ def report(figures, params, options):
                 f"{flooder.get('sent', '-')} | {run.get('refusedOrIgnored', '-')} | "
                 f"{run.get('cpuPerRefusedUs', '-')} |"
             )
+    elif attack == "curve":
+        a = figures["attackers"]
+        lines += [
+            "",
+            "| run | answered | lost | p50 | p99 | p99 / quiet |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name in ("quiet", "attacked", "floor"):
+            if name not in figures:
+                continue
+            run = figures[name]
+            lines.append(
+                f"| {name} | {run['answered']} | {run['lost']} | {run['p50'] * 1000:.1f} ms | "
+                f"{run['p99'] * 1000:.1f} ms | {run.get('p99Ratio', '-') or '-'} |"
+            )
+        c = figures["churn"]
+        lines += ["", (
+            f"Attackers, replaced by new ones every {a['periodMs']:g} ms: {a['unknown']} DEALERs with "
+            f"keys of their own, {a['nokey']} with no CURVE, {a['wrongServer']} with a wrong server "
+            f"key, each with a HELLO and REQs queued: {c['handshakes']} connections in "
+            f"{c['seconds']:g} s. The ZAP handler refused {figures['zapDenied']}; the cloud spent "
+            f"{figures['cpu']} s of CPU over the attack, {figures.get('cpuPerHandshakeUs', '-')} us "
+            "per connection beyond its quiet load."
+        )]
     elif attack == "silent":
         series = " ".join(f"{t:g}s:{fds}" for t, fds in figures["fdSeries"][::2])
         lines += ["", f"Cloud descriptors over time: {series}."]
@@ -1196,7 +1578,7 @@ def report(figures, params, options):
         )]
     interesting = {
         k: v for k, v in (figures.get("stats") or {}).items()
-        if k.startswith(("front.", "notify.")) and v
+        if k.startswith(("front.", "notify.", "zap.")) and v
     }
     if interesting:
         lines += ["", "Counters of the attacked node afterwards: " + ", ".join(
@@ -1265,9 +1647,12 @@ def runOne(name, extraOptions=(), params=None, relayOptions=()):
     params = dict(defaults, **(params or {}))
     children = Children(f"attack-{name}-")
     try:
-        site = startSite(children, relayOptions, options)
+        if name == "curve":
+            site = startCurveSite(children, options)
+        else:
+            site = startSite(children, relayOptions, options)
         waitForRoute(site)
-        if name == "floods":
+        if name in ("floods", "curve"):
             params["children"] = children
         figures = ATTACKS[name](site, **params)
         params.pop("children", None)
@@ -1282,6 +1667,24 @@ def runOne(name, extraOptions=(), params=None, relayOptions=()):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "churn":
+        parser = argparse.ArgumentParser(prog="attacks.py churn")
+        parser.add_argument("endpoint")
+        parser.add_argument("server_key", help="the node's public key, Z85")
+        parser.add_argument("--target", default="s1")
+        parser.add_argument("--seconds", type=float, default=5.0)
+        parser.add_argument("--unknown", type=int, default=100)
+        parser.add_argument("--nokey", type=int, default=25)
+        parser.add_argument("--wrong-server", type=int, default=25)
+        parser.add_argument("--period-ms", type=float, default=100.0)
+        parser.add_argument("--backlog", type=int, default=100)
+        a = parser.parse_args(argv[1:])
+        churn(a.endpoint, a.server_key, a.target, a.seconds, a.unknown, a.nokey,
+              a.wrong_server, a.period_ms, a.backlog)
+        return
+    if argv and argv[0] == "curvefloor":
+        curveFloor()
+        return
     if argv and argv[0] == "run":
         parser = argparse.ArgumentParser(prog="attacks.py run")
         parser.add_argument("attack", choices=sorted(ATTACKS))

@@ -185,10 +185,16 @@ class NormalClient:
     One raw DEALER client sending one request at a time.
     """
 
-    def __init__(self, context, endpoint, name):
+    def __init__(self, context, endpoint, name, curve=None):
+        """
+        @param curve: C{None}, or a function that makes the socket dial
+            with CURVE (given the socket, before it connects).
+        """
         self.name = name
         self.sock = context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve(self.sock)
         self.sock.connect(endpoint)
         _hello(self.sock, name)
         self.rid = 0

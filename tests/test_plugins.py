@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from zope.interface import implementer
 
+from zmqrelay.core.config import NodeConfig
 from zmqrelay.interfaces import ICloud, IClient, IProxy, IRequestHandler, IServer
 from zmqrelay.tools import tac
 from zmqrelay.tools.tap._common import parseEndpoint
@@ -118,6 +119,27 @@ class CommonOptionsTests(OptionsTestCase):
         self.assertEqual(config.rate, 0.0)
         self.assertEqual(config.versions, (1, 2))
         self.assertEqual((config.cooldown, config.rejectDelay), (3.0, 7.0))
+
+    def test_ioThreads(self):
+        """
+        --io-threads reaches the NodeConfig; by default (0) a node's context
+        gets one I/O thread, or two when CURVE secures what it binds; a
+        negative count is a usage error.
+        """
+        config = self.parse(cloudTap, ["--io-threads", "3"]).nodeConfig()
+        self.assertEqual((config.ioThreads, config.zmqIoThreads()), (3, 3))
+        config = self.parse(cloudTap, []).nodeConfig()
+        self.assertEqual((config.ioThreads, config.zmqIoThreads()), (0, 1))
+
+        class Curve:
+            registry = object()
+            nodeId = None
+
+        self.assertEqual(NodeConfig("c", curve=Curve()).zmqIoThreads(), 2)
+        Curve.registry = None
+        self.assertEqual(NodeConfig("c", curve=Curve()).zmqIoThreads(), 1)
+        self.assertEqual(NodeConfig("c", curve=Curve(), ioThreads=1).zmqIoThreads(), 1)
+        self.assertUsageError(cloudTap, ["--io-threads", "-1"])
 
     def test_defaultId(self):
         """

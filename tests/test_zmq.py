@@ -71,6 +71,25 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(sock.getsockopt(zmq.BACKLOG), 4096)
         self.assertEqual(sock.getsockopt(zmq.LINGER), 0)
 
+    def test_ioThreads(self):
+        """
+        The context has one I/O thread unless the factory is given more.
+        """
+        self.assertEqual(self.factory.context.get(zmq.IO_THREADS), 1)
+        factory = SocketFactory(self.reactor, SocketOptions(), ioThreads=2)
+        self.addCleanup(factory.shutdown)
+        self.assertEqual(factory.context.get(zmq.IO_THREADS), 2)
+        # Both can carry traffic (the option reached the context before any socket).
+        server = factory.socket("router", self.received.append)
+        endpoint = server.bind("inproc://io-threads-test")
+        peer = zmq.Socket(factory.context, zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 0)
+        self.addCleanup(peer.close)
+        peer.connect(endpoint)
+        peer.send(b"hi")
+        server.doRead()
+        self.assertEqual([frames[1:] for frames in self.received], [[b"hi"]])
+
     def test_limitInput(self):
         """
         limitInput sets the receive high-water mark alone.

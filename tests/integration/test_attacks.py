@@ -136,6 +136,74 @@ class AttackTests(unittest.TestCase):
         )
         return json.dumps(nodes)
 
+    @defer.inlineCallbacks
+    def curveSite(self, clients=4):
+        """
+        Start cloud (CURVE on) <- proxy (dialling it with CURVE) <- s1
+        (plain), with keys for the proxy, C{clients} well-behaved clients
+        (C{normal-0} ...), the attack's probe and our checking client, all
+        authorized at the cloud.
+
+        @return: the C{--site} JSON of C{attacks.py run}, whose cloud
+            carries the clients' keys.
+        """
+        from zmq.auth import load_certificate
+
+        from zmqrelay.core.config import NodeConfig
+        from zmqrelay.edge.security import CurveConfig, writeCertificates
+        from zmqrelay.roles.client import Client
+
+        keys = os.path.abspath(self.mktemp())
+        authorized = os.path.abspath(self.mktemp())
+        os.makedirs(authorized)
+        clientIds = ["probe", "checker"] + [f"normal-{i}" for i in range(clients)]
+        made = {}
+        for name, role in [("cloud", "cloud"), ("proxy", "proxy")] + [(c, "client") for c in clientIds]:
+            made[name] = writeCertificates(keys, name, role=role)
+            if name != "cloud":
+                os.link(made[name][0], os.path.join(authorized, os.path.basename(made[name][0])))
+        common = ["--heartbeat", "0.5"]
+        cloud = yield self.cluster.start("cloud", "zmqrelay-cloud", [
+            "--id", "cloud", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+            "--curve-secret", made["cloud"][1], "--curve-authorized", authorized,
+        ] + common)
+        proxy = yield self.cluster.start("proxy", "zmqrelay-proxy", [
+            "--id", "proxy", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+            "--cloud", cloud.endpoints["control"],
+            "--curve-secret", made["proxy"][1], "--curve-server-key", made["cloud"][0],
+        ] + common)
+        yield self.cluster.start("s1", "zmqrelay-server", [
+            "--id", "s1", "--listen", LOOPBACK, "--pub", LOOPBACK,
+            "--proxy", proxy.endpoints["control"],
+        ] + common)
+
+        def z85(path):
+            return load_certificate(path)[0].decode("ascii")
+
+        nodes = {"server-id": "s1"}
+        for name, key in (("cloud", "cloud"), ("proxy", "proxy"), ("s1", "server")):
+            node = self.cluster[name]
+            nodes[key] = dict(node.endpoints, pid=node.pid)
+        nodes["cloud"]["curve"] = {
+            "server": z85(made["cloud"][0]),
+            "keys": {c: [z85(made[c][0]), load_certificate(made[c][1])[1].decode("ascii")]
+                     for c in clientIds if c != "checker"},
+        }
+        endpoint = cloud.endpoints["control"]
+        curve = CurveConfig.fromFiles(made["checker"][1], {endpoint: made["cloud"][0]})
+        self.checker = Client(
+            NodeConfig("checker", curve=curve, requestTimeout=3.0, attempts=1),
+            cloud=endpoint, reactor=self.cluster.reactor,
+        )
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
+        yield self.checker.whenConnected(10.0)
+        yield poll(
+            lambda: self.checker.request("s1", b"ready", timeout=0.5, attempts=1),
+            10.0, 0.05, "the route to s1",
+        )
+        return json.dumps(nodes)
+
     def attack(self, name, site, timeout=40.0, **params):
         """
         Run C{attacks.py run NAME} against C{site}.
@@ -386,6 +454,35 @@ class AttackTests(unittest.TestCase):
         self.assertTrue(figures["probeWelcomed"])
         self.assertLessEqual(figures["fdsEndOfHold"] - before, 50 + 15, figures["fdSeries"])
         yield poll(lambda: _fds(cloud.pid) <= before + 5, 10.0, 0.1, "descriptors back")
+        yield self.assertUnharmed(figures)
+        self.assertRss(figures, NOISE)
+
+    @defer.inlineCallbacks
+    def test_curveUnknownKeysCostNothingPastHandshake(self):
+        """
+        With CURVE on, a process that keeps dialling the cloud with keys it
+        does not know, with no CURVE and with a wrong server key (new
+        connections all the time, each with a HELLO and requests queued)
+        gets nothing past the handshake: not one of its messages is read,
+        none is answered, no descriptor or memory stays; meanwhile clients
+        with authorized keys lose nothing.
+        """
+        site = yield self.curveSite()
+        cloud = self.cluster["cloud"]
+        before = _fds(cloud.pid)
+        figures = yield self.attack(
+            "curve", site, seconds=2.0, unknown=40, nokey=10, wrongServer=10, settle=1.0,
+        )
+        churn = figures["churn"]
+        self.assertGreaterEqual(churn["handshakes"], 60 * 5, churn)
+        self.assertEqual(churn["answers"], 0, churn)
+        self.assertGreater(figures["zapDenied"], 0, figures["stats"])
+        self.assertEqual(figures["refusedOrIgnored"], 0, figures["stats"])
+        self.assertLessEqual(figures["fdsDuringAttack"] - before, 60 + 5, figures["fdSeries"])
+        yield poll(lambda: _fds(cloud.pid) <= before + 2, 10.0, 0.1, "descriptors back")
+        for run in (figures["quiet"], figures["attacked"]):
+            self.assertEqual(run["lost"], 0, run)
+            self.assertGreater(run["answered"], 0, run)
         yield self.assertUnharmed(figures)
         self.assertRss(figures, NOISE)
 

@@ -82,6 +82,8 @@ class NodeConfig:
         below 2, none (and it sends none to peers that announced none).
     @ivar outputHwm: messages the node's listening (ROUTER) socket queues
         toward one connection that does not read: its send high-water mark.
+    @ivar ioThreads: I/O threads of the node's ZeroMQ context; 0: chosen
+        by L{zmqIoThreads}.
     @ivar inputHwm: messages one connection may have queued unread at the
         node's listening (ROUTER) socket: its receive high-water mark.  Past
         it ZeroMQ stops reading that connection (TCP pushes back), so a
@@ -125,12 +127,28 @@ class NodeConfig:
         self.outputHwm = kw.pop("outputHwm", 1000)
         self.batch = kw.pop("batch", 64)
         self.forwardWindow = kw.pop("forwardWindow", 32)
+        self.ioThreads = kw.pop("ioThreads", 0)
         if kw:
             raise TypeError(f"unknown settings: {', '.join(sorted(kw))}")
         if self.helloTimeout is None:
             self.helloTimeout = self.heartbeat * self.liveness
         if self.heartbeat <= 0 or self.liveness < 1:
             raise ValueError("heartbeat must be > 0 and liveness >= 1")
+
+    def zmqIoThreads(self):
+        """
+        @return: how many I/O threads this node's ZeroMQ context gets:
+            C{ioThreads} if set, otherwise 2 when CURVE secures the sockets
+            it binds (a CURVE handshake keeps an I/O thread busy for
+            0.2-0.7 ms, during which that thread's other connections wait:
+            a second thread halves the stall a stream of handshakes from
+            unknown keys puts on everyone; docs/FLOOD.md, the curve
+            section), else 1.
+        """
+        if self.ioThreads:
+            return self.ioThreads
+        curve = self.curve
+        return 2 if curve is not None and getattr(curve, "registry", None) is not None else 1
 
     def socketOptions(self, curve=None):
         """

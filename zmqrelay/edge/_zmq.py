@@ -559,6 +559,16 @@ def watchConnections(factory, raw, onEvent, readBudget=200):
     return monitor
 
 
+class _ContextFactory(ZmqFactory):
+    """
+    txzmq's factory, with the I/O threads of its context given per instance.
+    """
+
+    def __init__(self, ioThreads):
+        self.ioThreads = ioThreads
+        ZmqFactory.__init__(self)
+
+
 @implementer(ISocketFactory)
 class SocketFactory:
     """
@@ -567,7 +577,11 @@ class SocketFactory:
     @ivar reactor: the reactor sockets are read in.
     """
 
-    def __init__(self, reactor, options=None):
+    def __init__(self, reactor, options=None, ioThreads=1):
+        """
+        @param ioThreads: I/O threads of the ZeroMQ context (libzmq spreads
+            connections over them, fewest first).
+        """
         self.reactor = reactor
         self.options = options or SocketOptions()
         self._flushes = []
@@ -576,7 +590,7 @@ class SocketFactory:
         self._flushing = False
         #: How many sockets of this factory are reading right now.
         self._reads = 0
-        self._factory = ZmqFactory()
+        self._factory = _ContextFactory(ioThreads)
         self._factory.reactor = reactor
         self._factory.lingerPeriod = 0
         self._closed = False

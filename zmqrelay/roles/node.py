@@ -92,7 +92,9 @@ class Node(MultiService):
         if self._socketFactory is None:
             from zmqrelay.edge._zmq import SocketFactory
 
-            self._socketFactory = SocketFactory(self.reactor, self.config.socketOptions())
+            self._socketFactory = SocketFactory(
+                self.reactor, self.config.socketOptions(), self.config.zmqIoThreads()
+            )
         return self._socketFactory
 
     def endpoints(self):

@@ -268,6 +268,9 @@ class NodeOptions(CheckedOptions):
          "Seconds a connection may hold no session (no HELLO yet) before it is cut.", _positive(float)],
         ["max-pending", None, 10000,
          "Connections that may wait for their HELLO at once; beyond it the oldest are cut.", _positive(int)],
+        ["io-threads", None, 0,
+         "I/O threads of the node's ZeroMQ context (0: 2 if CURVE secures the sockets it "
+         "binds, else 1).", _nonNegative(int)],
         ["stranger-rate", None, 2000.0,
          "Messages a second read, in all, from connections without a session (0: no limit).",
          _nonNegative(float)],
@@ -436,6 +439,7 @@ class NodeOptions(CheckedOptions):
             handshakeTimeout=self["handshake-timeout"],
             maxPending=self["max-pending"],
             strangerRate=self["stranger-rate"],
+            ioThreads=self["io-threads"],
         )
         if self["protocol-versions"]:
             kw["versions"] = self["protocol-versions"]
