@@ -1148,7 +1148,8 @@ def curve(site, seconds=5.0, unknown=100, nokey=25, wrongServer=25, periodMs=100
 
     def churnArgv(aim, key):
         return [
-            sys.executable, os.path.abspath(__file__), "churn", aim, key,
+            # "--server-key=KEY", not "KEY": a Z85 key may begin with "-".
+            sys.executable, os.path.abspath(__file__), "churn", aim, f"--server-key={key}",
             "--target", site.serverId, "--seconds", str(seconds + 0.5),
             "--unknown", str(unknown), "--nokey", str(nokey),
             "--wrong-server", str(wrongServer), "--period-ms", str(periodMs),
@@ -1256,6 +1257,7 @@ def churn(endpoint, serverKey, target, seconds, unknown, nokey, wrongServer, per
             for kind, count in (("unknown", unknown), ("nokey", nokey), ("wrong", wrongServer)):
                 for _ in range(count):
                     sock = context.socket(zmq.DEALER)
+                    socks.append(sock)
                     sock.setsockopt(zmq.LINGER, 0)
                     sock.setsockopt(zmq.SNDHWM, backlog + 1)
                     if kind != "nokey":
@@ -1269,7 +1271,6 @@ def churn(endpoint, serverKey, target, seconds, unknown, nokey, wrongServer, per
                             sock.send_multipart(frames, zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                    socks.append(sock)
                     handshakes += 1
             rounds += 1
             time.sleep(max(0.0, min(periodMs / 1000.0, end - time.monotonic())))
@@ -1670,7 +1671,7 @@ def main(argv=None):
     if argv and argv[0] == "churn":
         parser = argparse.ArgumentParser(prog="attacks.py churn")
         parser.add_argument("endpoint")
-        parser.add_argument("server_key", help="the node's public key, Z85")
+        parser.add_argument("--server-key", required=True, help="the node's public key, Z85")
         parser.add_argument("--target", default="s1")
         parser.add_argument("--seconds", type=float, default=5.0)
         parser.add_argument("--unknown", type=int, default=100)

@@ -123,7 +123,7 @@ class CommonOptionsTests(OptionsTestCase):
     def test_ioThreads(self):
         """
         --io-threads reaches the NodeConfig; by default (0) a node's context
-        gets one I/O thread, or two when CURVE secures what it binds; a
+        gets one I/O thread, or four when CURVE secures what it binds; a
         negative count is a usage error.
         """
         config = self.parse(cloudTap, ["--io-threads", "3"]).nodeConfig()
@@ -135,7 +135,7 @@ class CommonOptionsTests(OptionsTestCase):
             registry = object()
             nodeId = None
 
-        self.assertEqual(NodeConfig("c", curve=Curve()).zmqIoThreads(), 2)
+        self.assertEqual(NodeConfig("c", curve=Curve()).zmqIoThreads(), 4)
         Curve.registry = None
         self.assertEqual(NodeConfig("c", curve=Curve()).zmqIoThreads(), 1)
         self.assertEqual(NodeConfig("c", curve=Curve(), ioThreads=1).zmqIoThreads(), 1)

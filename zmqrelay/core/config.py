@@ -25,6 +25,11 @@ def defaultNodeId(role):
     return f"{role}-{socket.gethostname()}-{os.getpid()}"
 
 
+#: I/O threads of a node whose bound sockets CURVE secures, unless
+#: C{--io-threads} says otherwise (see L{NodeConfig.zmqIoThreads}).
+CURVE_IO_THREADS = 4
+
+
 class NodeConfig:
     """
     Settings of one node.
@@ -138,17 +143,19 @@ class NodeConfig:
     def zmqIoThreads(self):
         """
         @return: how many I/O threads this node's ZeroMQ context gets:
-            C{ioThreads} if set, otherwise 2 when CURVE secures the sockets
-            it binds (a CURVE handshake keeps an I/O thread busy for
-            0.2-0.7 ms, during which that thread's other connections wait:
-            a second thread halves the stall a stream of handshakes from
-            unknown keys puts on everyone; docs/FLOOD.md, the curve
-            section), else 1.
+            C{ioThreads} if set, otherwise L{CURVE_IO_THREADS} when CURVE
+            secures the sockets it binds, else 1.  A CURVE handshake keeps
+            an I/O thread busy for 0.2-0.7 ms, during which that thread's
+            other connections wait: spread over more threads, a stream of
+            handshakes from unknown keys stalls each connection less often
+            (docs/FLOOD.md, the curve section).
         """
         if self.ioThreads:
             return self.ioThreads
         curve = self.curve
-        return 2 if curve is not None and getattr(curve, "registry", None) is not None else 1
+        if curve is not None and getattr(curve, "registry", None) is not None:
+            return CURVE_IO_THREADS
+        return 1
 
     def socketOptions(self, curve=None):
         """

@@ -46,7 +46,7 @@ def peerAddress(fd):
         or C{None} if it is not a connected socket (any more).
     """
     try:
-        sock = _socket.socket(fileno=os.dup(fd))
+        sock = _socket.socket(fileno=fd)
     except OSError:
         return None
     try:
@@ -54,7 +54,8 @@ def peerAddress(fd):
     except OSError:
         return None
     finally:
-        sock.close()
+        # The descriptor stays ZeroMQ's: let go of it, never close it.
+        sock.detach()
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

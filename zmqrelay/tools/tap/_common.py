@@ -269,7 +269,7 @@ class NodeOptions(CheckedOptions):
         ["max-pending", None, 10000,
          "Connections that may wait for their HELLO at once; beyond it the oldest are cut.", _positive(int)],
         ["io-threads", None, 0,
-         "I/O threads of the node's ZeroMQ context (0: 2 if CURVE secures the sockets it "
+         "I/O threads of the node's ZeroMQ context (0: 4 if CURVE secures the sockets it "
          "binds, else 1).", _nonNegative(int)],
         ["stranger-rate", None, 2000.0,
          "Messages a second read, in all, from connections without a session (0: no limit).",
