@@ -148,3 +148,36 @@ class CallsTests(SynchronousTestCase):
         for d in ds:
             self.failureResultOf(d, errors.ShuttingDown)
         self.assertEqual(len(self.calls), 0)
+
+    def test_outstandingAndRoom(self):
+        """
+        L{Calls.outstanding} counts the calls waiting on each peer, and
+        C{onRoom} hears of each one that ends on its own (answered, failed,
+        timed out, forgotten, cancelled), not of those L{Calls.failPeer}
+        ends all at once.
+        """
+        room = []
+        self.calls.onRoom = room.append
+        ds = [self.calls.expect(rid, self.peer, 1.0) for rid in (1, 2, 3, 4, 5)]
+        other = self.calls.expect(6, self.other, 1.0)
+        self.assertEqual((self.calls.outstanding(self.peer), self.calls.outstanding(self.other)), (5, 1))
+        self.calls.settle(self.peer, _answer(protocol.REPLY, {"id": 1}, b"a"))
+        self.calls.fail(2, errors.OverLimit("full", 0.05))
+        self.calls.forget(3)
+        ds[3].cancel()
+        self.assertEqual(room, [self.peer] * 4)
+        self.assertEqual(self.calls.outstanding(self.peer), 1)
+        self.clock.advance(1.0)
+        self.assertEqual(room, [self.peer] * 5 + [self.other])
+        self.assertEqual((self.calls.outstanding(self.peer), self.calls.outstanding(self.other)), (0, 0))
+        self.successResultOf(ds[0])
+        self.failureResultOf(ds[1], errors.OverLimit)
+        self.failureResultOf(ds[3], CancelledError)
+        self.failureResultOf(ds[4], errors.RequestTimeout)
+        self.failureResultOf(other, errors.RequestTimeout)
+        gone = [self.calls.expect(rid, self.peer, 1.0) for rid in (7, 8)]
+        self.calls.failPeer(self.peer, errors.TargetLost("gone"))
+        self.assertEqual(self.calls.outstanding(self.peer), 0)
+        self.assertEqual(len(room), 6)
+        for d in gone:
+            self.failureResultOf(d, errors.TargetLost)

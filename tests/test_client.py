@@ -178,3 +178,135 @@ class DuplicateMessageTests(RoleTestCase):
         self.message(self.cloud, 11, b"y", mid=long)
         self.message(self.cloud, 12, b"y", mid=long)
         self.assertEqual(len(self.got), 8)
+
+
+class InFlightWindowTests(RoleTestCase):
+    """
+    A client keeps at most the C{inflight} its attach node announced in
+    WELCOME in flight through it (PROTOCOL.md 10.6); the rest wait in the
+    client, within their deadlines, instead of being refused at the node
+    (where each refusal is a strike).
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.client = Client(
+            self.config("c1", requestTimeout=1.0, attempts=1),
+            cloud="inproc://cloud", proxy="inproc://proxy",
+            reactor=self.clock, socketFactory=self.factory,
+        )
+        self.start(self.client)
+        self.cloud, self.proxy = self.dealers()
+        self.cloud.receive(welcomeFrames("cloud", role="cloud"))
+        self.proxy.receive(welcomeFrames("proxy1", role="proxy", inflight=2))
+
+    def sent(self, link):
+        return [m.header["id"] for m in link.ofType(protocol.REQUEST)]
+
+    def request(self, *args, **kw):
+        """
+        C{self.client.request}; what is still unanswered at the end fails
+        when the client stops, and that is expected.
+        """
+        d = self.client.request("echo", b"q", *args, **kw)
+        self.addCleanup(d.addErrback, lambda f: f.trap(errors.ShuttingDown, CancelledError))
+        return d
+
+    def reply(self, link, rid):
+        link.receive(protocol.encode(protocol.REPLY, {"id": rid}, b"a%d" % rid))
+
+    def test_staysWithinInflight(self):
+        """
+        Four requests through a proxy that allows two: two are sent, and
+        each answer lets one more go; all four are answered.
+        """
+        ds = [self.request() for _ in range(4)]
+        self.assertEqual(len(self.sent(self.proxy)), 2)
+        self.assertEqual(self.sent(self.cloud), [])
+        self.assertEqual(self.client.counters["waited-for-room"], 2)
+        first, second = self.sent(self.proxy)
+        self.reply(self.proxy, first)
+        self.assertEqual(len(self.sent(self.proxy)), 3)
+        self.reply(self.proxy, second)
+        rest = self.sent(self.proxy)[2:]
+        self.assertEqual(len(rest), 2)
+        for rid in rest:
+            self.reply(self.proxy, rid)
+        self.assertEqual(
+            sorted(self.successResultOf(d) for d in ds),
+            sorted(b"a%d" % rid for rid in self.sent(self.proxy)),
+        )
+        self.assertEqual(self.client.calls.outstanding(self.client.links[1]), 0)
+
+    def test_errorsAndTimeoutsMakeRoomToo(self):
+        """
+        An attempt that ends with an error or a timeout frees its place as
+        an answer does.
+        """
+        ds = [self.request(timeout=0.5) for _ in range(3)]
+        first, second = self.sent(self.proxy)
+        self.proxy.receive(protocol.encode(
+            protocol.ERROR, {"id": first, "code": protocol.E_HANDLER, "msg": "no"}))
+        self.failureResultOf(ds[0], errors.RelayError)
+        self.assertEqual(len(self.sent(self.proxy)), 3)
+        self.clock.advance(0.5)
+        for d in ds[1:]:
+            self.failureResultOf(d, errors.RequestTimeout)
+        self.assertEqual(self.client._roomWaiters, {})
+
+    def test_waitedTheWholeTimeout(self):
+        """
+        A request that found no room for its whole timeout fails with
+        over-limit, saying so: it was never sent, so it did not run.
+        """
+        held = [self.request(timeout=10.0) for _ in range(2)]
+        late = self.request(timeout=0.5)
+        self.clock.advance(0.5)
+        failure = self.failureResultOf(late, errors.OverLimit)
+        self.assertIn("2 requests already in flight through proxy1", str(failure.value))
+        self.assertEqual(len(self.sent(self.proxy)), 2)
+        self.assertEqual(self.client._roomWaiters, {})
+        for d in held:
+            self.assertNoResult(d)
+
+    def test_cancelWhileWaiting(self):
+        """
+        A request cancelled while it waits for room is forgotten: the room
+        that frees later goes to nobody.
+        """
+        held = [self.request() for _ in range(2)]
+        waiting = self.request()
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.assertEqual(self.client._roomWaiters, {})
+        self.reply(self.proxy, self.sent(self.proxy)[0])
+        self.assertEqual(len(self.sent(self.proxy)), 2)
+        self.successResultOf(held[0])
+
+    def test_failFastDoesNotWait(self):
+        """
+        A fail-fast request finds the node full: over-limit at once.
+        """
+        for _ in range(2):
+            self.request()
+        d = self.request(failFast=True)
+        self.failureResultOf(d, errors.OverLimit)
+        self.assertEqual(len(self.sent(self.proxy)), 2)
+
+    def test_linkDownWakesThoseWaiting(self):
+        """
+        When the full path goes, those waiting for room there take another.
+        """
+        for _ in range(2):
+            self.request(timeout=5.0)
+        waiting = self.request(timeout=5.0)
+        self.assertEqual(self.sent(self.cloud), [])
+        self.proxy.receive(protocol.encode(protocol.BYE, {"reason": "shutdown"}))
+        self.clock.advance(0)
+        # The two it had taken come back to be retried; the one that waited
+        # goes too, first.
+        self.assertEqual(len(self.sent(self.cloud)), 3)
+        [rid] = set(self.sent(self.cloud)) - set(self.sent(self.proxy))
+        self.assertEqual(self.sent(self.cloud)[0], rid)
+        self.reply(self.cloud, rid)
+        self.assertEqual(self.successResultOf(waiting), b"a%d" % rid)

@@ -256,12 +256,18 @@ class LimitTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_maxInFlight(self):
         """
-        With --max-in-flight 3 at the cloud, six slow requests at once: three
-        are answered, three fail at once with over-limit and a retry-after.
+        With --max-in-flight 3 at the cloud, six slow requests at once from a
+        client that does not keep within the C{inflight} the cloud announced
+        (our own client does: see the next test): three are answered, three
+        fail at once with over-limit and a retry-after.
         """
         cloud = yield self.site(cloudOptions=["--max-in-flight", "3"])
         client = yield self.client("eager", cloud, requestTimeout=5.0)
         yield reachable(client, "s1")
+        [link] = client.links
+        self.assertEqual(link.inflight, 3)
+        # As a client written without regard for it would.
+        link.inflight = None
         started = reactor.seconds()
         results = yield defer.DeferredList(
             [client.request("s1", b"sleep:1") for _ in range(6)], consumeErrors=True
@@ -276,6 +282,29 @@ class LimitTests(unittest.TestCase):
             self.assertIsNotNone(error.retryAfter)
             self.assertIn("in flight", error.message)
         self.assertLess(elapsed, 4.0)
+
+    @defer.inlineCallbacks
+    def test_clientKeepsWithinInflight(self):
+        """
+        The same six slow requests from our client, which keeps within the
+        cloud's C{inflight} (3, from WELCOME; PROTOCOL.md 10.6): three go at
+        once and three when those are answered; all six are answered, none
+        refused, and the cloud counts no refusal (so no strike).
+        """
+        cloud = yield self.site(cloudOptions=["--max-in-flight", "3"])
+        client = yield self.client("patient", cloud, requestTimeout=5.0)
+        yield reachable(client, "s1")
+        before = yield stats(client)
+        started = reactor.seconds()
+        results = yield defer.DeferredList(
+            [client.request("s1", b"sleep:1") for _ in range(6)], consumeErrors=True
+        )
+        elapsed = reactor.seconds() - started
+        self.assertEqual([r for ok, r in results], [b"sleep:1"] * 6, results)
+        self.assertEqual(client.counters["waited-for-room"], 3)
+        self.assertGreater(elapsed, 1.9)
+        after = yield stats(client)
+        self.assertEqual(after.get("front.refused", 0), before.get("front.refused", 0))
 
     @defer.inlineCallbacks
     def test_floodSparesOthers(self):

@@ -53,10 +53,22 @@ class Calls:
         self.reactor = reactor
         self._ids = itertools.count(1)
         self._calls = {}
+        # Peer -> how many calls wait on it.
+        self._byPeer = {}
         self.late = 0
+        #: C{None}, or called with a peer when a call to it has ended (it was
+        #: answered, failed, timed out, forgotten or cancelled; not when
+        #: L{failPeer} or L{failAll} end them all): room for another.
+        self.onRoom = None
 
     def __len__(self):
         return len(self._calls)
+
+    def outstanding(self, peer):
+        """
+        @return: how many calls sent to C{peer} wait for their answer.
+        """
+        return self._byPeer.get(peer, 0)
 
     def newId(self):
         """
@@ -73,23 +85,37 @@ class Calls:
         """
 
         def cancel(d):
-            self._forget(rid)
+            call = self._forget(rid)
+            if call is not None:
+                self._room(call.peer)
 
         d = Deferred(cancel)
         timer = self.reactor.callLater(timeout, self._timedOut, rid, timeout)
         self._calls[rid] = _Call(rid, d, timer, peer)
+        self._byPeer[peer] = self._byPeer.get(peer, 0) + 1
         return d
 
     def _forget(self, rid):
         call = self._calls.pop(rid, None)
-        if call is not None and call.timer.active():
-            call.timer.cancel()
+        if call is not None:
+            if call.timer.active():
+                call.timer.cancel()
+            left = self._byPeer[call.peer] - 1
+            if left:
+                self._byPeer[call.peer] = left
+            else:
+                del self._byPeer[call.peer]
         return call
 
+    def _room(self, peer):
+        if self.onRoom is not None:
+            self.onRoom(peer)
+
     def _timedOut(self, rid, timeout):
-        call = self._calls.pop(rid, None)
+        call = self._forget(rid)
         if call is not None:
             call.deferred.errback(errors.RequestTimeout(f"no answer within {timeout:.3g}s"))
+            self._room(call.peer)
 
     def settle(self, peer, message):
         """
@@ -119,6 +145,7 @@ class Calls:
             server, sinc = header.get("server"), header.get("sinc")
             error.server = (server, sinc) if isinstance(server, str) and isinstance(sinc, str) else None
             call.deferred.errback(error)
+        self._room(peer)
         return True
 
     def fail(self, rid, error):
@@ -128,13 +155,16 @@ class Calls:
         call = self._forget(rid)
         if call is not None:
             call.deferred.errback(error)
+            self._room(call.peer)
 
     def forget(self, rid):
         """
         Stop waiting for call C{rid} without firing it (its answer came by
         another way).
         """
-        self._forget(rid)
+        call = self._forget(rid)
+        if call is not None:
+            self._room(call.peer)
 
     def failPeer(self, peer, error):
         """

@@ -99,6 +99,9 @@ class UpstreamLink:
         self.lastSent = 0.0
         self.heartbeat = config.heartbeat
         self.maxSize = config.maxMessageSize
+        #: How many requests the node we dial lets us have in flight through
+        #: it (WELCOME C{inflight}; C{None}: it said nothing).
+        self.inflight = None
         # The most messages the upstream takes in one BATCH (its WELCOME's
         # batch; 0: none), and what waits to go out as one.
         self.batchMax = 0
@@ -411,6 +414,10 @@ class UpstreamLink:
         liveness = header.get("liveness")
         self.liveness = liveness if isinstance(liveness, int) and liveness > 0 else self.config.liveness
         self.maxSize = protocol.announcedMax(header, self.config.maxMessageSize)
+        inflight = header.get("inflight")
+        self.inflight = (
+            inflight if inflight.__class__ is int and inflight > 0 else None
+        )
         self.batchMax = protocol.batchLimit(header)
         self.lastSent = now
         self.draining = False

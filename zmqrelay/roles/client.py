@@ -97,6 +97,8 @@ class _Attempts:
         self.timer = None
         self.expiry = None
         self.waiter = None
+        #: The link this request waits for room on (its C{inflight}), or C{None}.
+        self.roomOn = None
         self.away = 0
         self.sent = 0
         self.lastError = None
@@ -151,6 +153,14 @@ class _Attempts:
                 f"({link.maxSize - protocol.HEADROOM})"
             ))
             return
+        room = link.inflight
+        if room is not None and client.calls.outstanding(link) >= room:
+            # PROTOCOL.md 10.6: no more than the node's inflight at once.  The
+            # rest wait here, not at the node, which would refuse them (and
+            # count each refusal as a strike against this client).
+            self._waitForRoom(link)
+            return
+        self.roomOn = None
         if self.failFast:
             wait = ttl = self.timeout
         else:
@@ -180,6 +190,22 @@ class _Attempts:
         if not link.send(protocol.REQUEST, header, self.payload):
             # Fail this attempt only: the other calls on this link were sent.
             client.calls.fail(self.rid, errors.OverLimit("send queue full", 0.05))
+
+    def _waitForRoom(self, link):
+        """
+        C{link} has as many of our requests in flight as it allows: wait
+        until one of them ends (or a link changes), within the deadline.
+        """
+        client = self.client
+        if self.failFast:
+            self._finish(errors.OverLimit(
+                f"{link.inflight} requests already in flight through {link.nodeId}", 0.05))
+            return
+        if self.roomOn is None:
+            client.counters["waited-for-room"] += 1
+        self.roomOn = link
+        self.waiter = client.whenRoom(link)
+        self.waiter.addCallbacks(self._changed, _ignoreCancel)
 
     def _noPath(self):
         """
@@ -255,6 +281,12 @@ class _Attempts:
             return
         if self.current is not None:
             error = errors.RequestTimeout(f"no answer within {self.timeout:.3g}s")
+        elif self.roomOn is not None:
+            # Never sent: it did not run.
+            error = errors.OverLimit(
+                f"{self.roomOn.inflight} requests already in flight through "
+                f"{self.roomOn.nodeId} for the whole {self.timeout:.3g}s"
+            )
         elif not any(l.alive for l in self.client.links):
             last = f" (last: {self.lastError})" if self.lastError is not None else ""
             error = errors.NotConnected(f"no live path within {self.timeout:.3g}s{last}")
@@ -448,10 +480,13 @@ class Client(Node):
         self._replayTimers = set()
         self._connectedWaiters = []
         self._changeWaiters = []
+        # Link -> Deferreds of requests waiting for room on it, first first.
+        self._roomWaiters = {}
+        self.calls.onRoom = self._room
         self._known = OrderedDict()
         self._messages = OrderedDict()
         self.counters = {"notifications": 0, "replayed": 0, "lost": 0, "messages": 0, "malformed": 0,
-                         "duplicate-messages": 0}
+                         "duplicate-messages": 0, "waited-for-room": 0}
 
     def _countedParts(self):
         parts = [(f"link{i}", link) for i, link in enumerate(self.links)] + [("seq", self.tracker)]
@@ -609,6 +644,39 @@ class Client(Node):
         waiters, self._changeWaiters = self._changeWaiters, []
         for d in waiters:
             d.callback(None)
+
+    def whenRoom(self, link):
+        """
+        @return: a L{Deferred} firing with C{None} when fewer of our
+            requests than C{link.inflight} are in flight through C{link}
+            (first come, first served), or when C{link} goes down;
+            cancelling it forgets it.
+        """
+
+        def cancel(d):
+            waiters = self._roomWaiters.get(link)
+            if waiters is not None and d in waiters:
+                waiters.remove(d)
+                if not waiters:
+                    del self._roomWaiters[link]
+
+        d = Deferred(cancel)
+        self._roomWaiters.setdefault(link, []).append(d)
+        return d
+
+    def _room(self, link, everyone=False):
+        """
+        A request through C{link} has ended: wake those waiting for room
+        there while there is some (each one woken may take it, or go
+        another way), or all of them with C{everyone}.
+        """
+        waiters = self._roomWaiters.get(link)
+        while waiters and (
+            everyone or link.inflight is None or self.calls.outstanding(link) < link.inflight
+        ):
+            waiters.pop(0).callback(None)
+        if not waiters:
+            self._roomWaiters.pop(link, None)
 
     def request(self, target, payload, timeout=None, attempts=None, sys=None, failFast=False):
         if not isinstance(target, str) or not isinstance(payload, bytes):
@@ -790,6 +858,8 @@ class Client(Node):
                 self._moves.append(self.reactor.callLater(0, self._moveFrom, link, reason))
         self.calls.failPeer(link, errors.TargetLost(f"{link.name} lost: {reason}"))
         self._answering(link, False)
+        # Those waiting for room there go another way, or wait for a path.
+        self._room(link, everyone=True)
         if reason == "bye":
             # It said goodbye: what it took, it answered; requests bound to
             # it may go elsewhere.
