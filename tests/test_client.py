@@ -310,3 +310,16 @@ class InFlightWindowTests(RoleTestCase):
         self.assertEqual(self.sent(self.cloud)[0], rid)
         self.reply(self.cloud, rid)
         self.assertEqual(self.successResultOf(waiting), b"a%d" % rid)
+
+    def test_noPathAfterWaitingIsNotOverLimit(self):
+        """
+        A request that waited for room, and then lost every path, ends as
+        one with no path does, not as one that found no room.
+        """
+        for _ in range(2):
+            self.request(timeout=0.5)
+        waiting = self.request(timeout=0.5)
+        self.cloud.receive(protocol.encode(protocol.BYE, {"reason": "shutdown"}))
+        self.proxy.receive(protocol.encode(protocol.BYE, {"reason": "shutdown"}))
+        self.clock.advance(0.5)
+        self.failureResultOf(waiting, errors.NotConnected)

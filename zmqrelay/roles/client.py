@@ -99,6 +99,7 @@ class _Attempts:
         self.waiter = None
         #: The link this request waits for room on (its C{inflight}), or C{None}.
         self.roomOn = None
+        self.waitedForRoom = False
         self.away = 0
         self.sent = 0
         self.lastError = None
@@ -140,6 +141,7 @@ class _Attempts:
 
     def _try(self):
         self.timer = None
+        self.roomOn = None
         if self.result.called:
             return
         client = self.client
@@ -160,7 +162,6 @@ class _Attempts:
             # count each refusal as a strike against this client).
             self._waitForRoom(link)
             return
-        self.roomOn = None
         if self.failFast:
             wait = ttl = self.timeout
         else:
@@ -201,7 +202,8 @@ class _Attempts:
             self._finish(errors.OverLimit(
                 f"{link.inflight} requests already in flight through {link.nodeId}", 0.05))
             return
-        if self.roomOn is None:
+        if not self.waitedForRoom:
+            self.waitedForRoom = True
             client.counters["waited-for-room"] += 1
         self.roomOn = link
         self.waiter = client.whenRoom(link)
