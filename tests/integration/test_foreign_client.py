@@ -500,7 +500,7 @@ class ForeignClientTests(unittest.TestCase):
         self.assertIn(1, h["versions"])
         self.assertEqual((h["hb"], h["liveness"]), (1000, 3))
         self.assertEqual(h["max"], 4 * 1024 * 1024)
-        self.assertEqual(h["inflight"], 1000)
+        self.assertEqual(h["inflight"], 256)
         self.assertEqual(advertised(h["pub"], cloud.endpoints["control"]), cloud.endpoints["pub"])
         self.assertEqual(advertised(h["sub"], cloud.endpoints["control"]), cloud.endpoints["sub"])
         client.send(BYE, {"reason": "shutdown"})

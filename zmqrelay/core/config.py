@@ -106,7 +106,7 @@ class NodeConfig:
         self.rejectDelay = kw.pop("rejectDelay", 5.0)
         self.maxMessageSize = kw.pop("maxMessageSize", 4 * 1024 * 1024)
         self.hwm = kw.pop("hwm", 10000)
-        self.maxInFlight = kw.pop("maxInFlight", 1000)
+        self.maxInFlight = kw.pop("maxInFlight", 256)
         self.rate = kw.pop("rate", 20000.0)
         self.burst = kw.pop("burst", 2000.0)
         self.byteRate = kw.pop("byteRate", 256.0 * 1024 * 1024)

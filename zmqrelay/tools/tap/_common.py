@@ -255,7 +255,7 @@ class NodeOptions(CheckedOptions):
         ["input-hwm", None, 1000, "Messages one connection may have queued unread at a "
          "listening socket (its receive high-water mark); past it ZeroMQ stops reading that "
          "connection.", _positive(int)],
-        ["max-in-flight", None, 1000, "Requests one client may have in flight here.", _positive(int)],
+        ["max-in-flight", None, 256, "Requests one client may have in flight here.", _positive(int)],
         ["rate", None, 20000.0, "Messages a second one client may send (0: no limit).", _nonNegative(float)],
         ["burst", None, 2000.0, "Messages one client may send at once above --rate.", _positive(float)],
         ["byte-rate", None, 256.0 * 1024 * 1024, "Bytes a second one client may send (0: no limit).", _nonNegative(float)],
