@@ -1131,10 +1131,10 @@ def curve(site, seconds=5.0, unknown=100, nokey=25, wrongServer=25, periodMs=100
 
     @return: figures, with C{quiet} and C{attacked} (the clients' answered,
         lost, p50, p99; C{floor} likewise, with C{floor}), C{churn} (what
-        the attacking process did, and
-        C{answers}: messages any attacker socket received, which would mean
-        it got past the handshake), C{zapDenied} (handshakes the ZAP
-        handler refused), C{cpuPerHandshakeUs} and C{fdsDuringAttack}.
+        the attacking process did, with C{answers}: messages any attacker
+        socket received, which would mean it got past the handshake),
+        C{zapDenied} (handshakes the ZAP handler refused),
+        C{cpuPerHandshakeUs} and C{fdsDuringAttack}.
     """
     endpoint = site.endpoint(target)
     keys = site.curve(target)
@@ -1195,7 +1195,7 @@ def curve(site, seconds=5.0, unknown=100, nokey=25, wrongServer=25, periodMs=100
             m.attackEnded()
             during = nodeStats(site, target)
             m.figures["churn"] = json.loads(children.lines("churn")[-1])
-            m.figures["zapDenied"] = denied = (during or {}).get("zap.denied", 0) - zapBefore
+            m.figures["zapDenied"] = (during or {}).get("zap.denied", 0) - zapBefore
             m.figures["cpu"] = round(cpu, 3)
             handshakes = m.figures["churn"]["handshakes"]
             if handshakes:
@@ -1203,7 +1203,6 @@ def curve(site, seconds=5.0, unknown=100, nokey=25, wrongServer=25, periodMs=100
                 m.figures["cpuPerHandshakeUs"] = round(extra / handshakes * 1e6, 1)
             m.figures["attackers"] = {"unknown": unknown, "nokey": nokey,
                                       "wrongServer": wrongServer, "periodMs": periodMs}
-            del denied
         m.figures["quiet"] = quiet
         if floorRun is not None:
             m.figures["floor"] = floorRun
