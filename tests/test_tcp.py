@@ -123,3 +123,23 @@ class TcpTests(SynchronousTestCase):
         self.assertFalse(cutConnection(self.writer.fileno(), ("127.0.0.1", 1), reset=True))
         self.writer.send(b"open")
         self.assertEqual(self.reader.recv(100), b"open")
+
+    def test_peerAddress(self):
+        """
+        C{peerAddress} names the peer, and leaves the descriptor open (it is
+        ZeroMQ's); a descriptor that is not a connected socket gives
+        C{None}.
+        """
+        self.assertEqual(peerAddress(self.writer.fileno()), self.reader.getsockname())
+        self.writer.send(b"still open")
+        self.assertEqual(self.reader.recv(100), b"still open")
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.assertEqual(peerAddress(a.fileno()), "")
+        a.send(b"open too")
+        self.assertEqual(b.recv(100), b"open too")
+        self.assertIsNone(peerAddress(-1))
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        self.assertIsNone(peerAddress(listener.fileno()))

@@ -47,7 +47,7 @@ def peerAddress(fd):
     """
     try:
         sock = _socket.socket(fileno=fd)
-    except OSError:
+    except (OSError, ValueError):
         return None
     try:
         return sock.getpeername()
