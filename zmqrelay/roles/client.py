@@ -11,7 +11,7 @@ L{SequenceTracker} drops the duplicates and finds the gaps, which are then
 replayed from the server.
 """
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import msgpack
 from twisted.internet import defer
@@ -663,7 +663,10 @@ class Client(Node):
                     del self._roomWaiters[link]
 
         d = Deferred(cancel)
-        self._roomWaiters.setdefault(link, []).append(d)
+        waiters = self._roomWaiters.get(link)
+        if waiters is None:
+            waiters = self._roomWaiters[link] = deque()
+        waiters.append(d)
         return d
 
     def _room(self, link, everyone=False):
@@ -672,13 +675,18 @@ class Client(Node):
         there while there is some (each one woken may take it, or go
         another way), or all of them with C{everyone}.
         """
+        if everyone:
+            # Each of these once: one woken may wait again (on a new list).
+            for d in self._roomWaiters.pop(link, ()):
+                if not d.called:
+                    d.callback(None)
+            return
         waiters = self._roomWaiters.get(link)
-        while waiters and (
-            everyone or link.inflight is None or self.calls.outstanding(link) < link.inflight
-        ):
-            waiters.pop(0).callback(None)
-        if not waiters:
-            self._roomWaiters.pop(link, None)
+        while waiters and (link.inflight is None or self.calls.outstanding(link) < link.inflight):
+            waiters.popleft().callback(None)
+        if waiters is not None and not waiters and self._roomWaiters.get(link) is waiters:
+            # (Not one that a request woken above made anew, waiting again.)
+            del self._roomWaiters[link]
 
     def request(self, target, payload, timeout=None, attempts=None, sys=None, failFast=False):
         if not isinstance(target, str) or not isinstance(payload, bytes):
