@@ -154,6 +154,15 @@ class FakeSlowDirectSubscriberTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+#: What the real slow-subscriber test publishes (1 KiB notifications), and
+#: the byte bound it cuts at: a quarter of it, so that the subscriber that
+#: reads is not cut for a moment's lag on a loaded machine (1 MiB of
+#: notifications is published in a few milliseconds), while the one that
+#: never reads passes the bound by far.
+PUBLISHED = 4096
+SLOW_BYTES = 1024 * 1024
+
+
 class RealSlowDirectSubscriberTests(SynchronousTestCase):
     """
     Over real TCP connections: a direct subscriber that never reads is cut
@@ -166,16 +175,22 @@ class RealSlowDirectSubscriberTests(SynchronousTestCase):
         factory = SocketFactory(reactor, SocketOptions(hwm=100000))
         self.addCleanup(factory.shutdown)
         server = Server(
-            NodeConfig("s1", incarnation="i1", subBytes=256 * 1024, hwm=100000),
+            NodeConfig("s1", incarnation="i1", subBytes=SLOW_BYTES, hwm=100000),
             RecordingHandler(), ("echo",),
             listen=None, pub="tcp://127.0.0.1:*", reactor=reactor, socketFactory=factory,
         )
         server.startService()
         self.addCleanup(server.stopService)
         endpoint = server._endpoints["pub"]
+        # The subscribers' own context, as other processes would have: in the
+        # server's, one I/O thread both writes to them and reads for them,
+        # and on a loaded machine the one that reads fell behind enough to be
+        # cut as slow itself.
+        context = zmq.Context()
+        self.addCleanup(context.term)
         subs = []
         for rcvbuf in (-1, 4096):
-            sub = zmq.Socket(factory.context, zmq.SUB)
+            sub = zmq.Socket(context, zmq.SUB)
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.RCVHWM, 100000 if rcvbuf < 0 else 1)
             sub.setsockopt(zmq.RCVBUF, rcvbuf)
@@ -191,7 +206,7 @@ class RealSlowDirectSubscriberTests(SynchronousTestCase):
             server.xpub._monitor.doRead()
         self.assertEqual(len(server.slow), 2)
         got = []
-        for n in range(1024):
+        for n in range(PUBLISHED):
             server.publish(b"t", b"x" * 1024)
             if n % 32 == 31:
                 while fast.poll(0):
@@ -201,12 +216,12 @@ class RealSlowDirectSubscriberTests(SynchronousTestCase):
         # on a loaded machine libzmq's I/O thread may still be writing what
         # was published, so the slow subscriber's kernel buffer fills later.
         deadline = time.monotonic() + 5
-        while (len(got) < 1024 or not server.counters["slow-cut"]) and time.monotonic() < deadline:
+        while (len(got) < PUBLISHED or not server.counters["slow-cut"]) and time.monotonic() < deadline:
             while fast.poll(10):
                 got.append(fast.recv_multipart())
             server.slow.check()
         self.assertEqual([protocol.decodeNotification(f)[1].header["seq"] for f in got],
-                         list(range(1, 1025)))
+                         list(range(1, PUBLISHED + 1)))
         self.assertEqual(server.counters["slow-cut"], 1)
         self.assertEqual(server.counters.get("slow-dropped", 0), 0)
 
