@@ -40,7 +40,7 @@ bench-flood: $(STAMP)
 	$(PY) bench/attacks.py --write docs/FLOOD.md
 	$(PY) bench/readfloor.py --write docs/FLOOD.md
 
-# docs/BENCHMARKS.md: ten thousand idle clients on one cloud, and 1,000 and 3,000 for the growth table (about 3 minutes).
+# docs/BENCHMARKS.md: ten thousand idle clients on one cloud, a bare ROUTER and the heartbeat floor under the same load, and 1,000 and 3,000 for the growth table (about 4 minutes).
 bench-idle: $(STAMP)
 	$(PY) bench/idleclients.py --clients 10000 --counts 1000,3000 --write docs/BENCHMARKS.md
 

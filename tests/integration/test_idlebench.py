@@ -32,9 +32,11 @@ def _node(clients, welcomed, lastWelcome, cpu, io, rssKiB, byes=0, reasons=None)
     }
 
 
-def _pair(clients, connect, cloud, router):
+def _pair(clients, connect, cloud, router, floor=None):
+    if floor is None:
+        floor = dict(router, cpu=router["cpu"] * 1.25)
     return {"clients": clients, "connect": connect, "steady": 10.0, "processes": 1,
-            "cloud": cloud, "router": router,
+            "cloud": cloud, "router": router, "floor": floor,
             "ratio": cloud["rssPerClient"] / router["rssPerClient"]}
 
 
@@ -57,7 +59,7 @@ class ReportTests(SynchronousTestCase):
             "command": "python bench/idleclients.py --clients 10000 --counts 1000,3000",
             "date": "2026-12-06", "heartbeat": 1.0, "load": {"before": 1.5, "after": 2.5},
             "clients": 10000, "connect": 30.0, "steady": 10.0, "processes": 10,
-            "cloud": main["cloud"], "router": main["router"], "ratio": main["ratio"],
+            "cloud": main["cloud"], "router": main["router"], "floor": main["floor"], "ratio": main["ratio"],
             "counts": sorted(counts + [main], key=lambda pair: pair["clients"]),
         }
 
@@ -71,9 +73,14 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("`python bench/idleclients.py --clients 10000 --counts 1000,3000`", text)
         self.assertIn("load average 1.5 before the run, 2.5 at the end", text)
         self.assertIn("| zmqrelay cloud | 10000 | 8.0 s | 0 | 36 % | 17 % | 46.0 KiB |", text)
+        self.assertIn("| heartbeat floor (pyzmq) | - | - | 0 | 30 % | 10 % | 40.0 KiB |", text)
+        self.assertIn("the heartbeat floor alone used 30 % of a core (10 % in libzmq's I/O thread) on the same "
+                      "load; the cloud used 1.20x the floor.", text)
         table = text.split("### How the cost grows with client count", 1)[1]
-        self.assertIn("| 1,000 | 1,000 | 2.0 s | 5 % | 2 % | 2 % | 50.0 us/s | 44.0 / 40.0 KiB | 1.10x |", table)
-        self.assertIn("| 10,000 | 10,000 | 8.0 s | 36 % | 17 % | 24 % | 36.0 us/s | 46.0 / 40.0 KiB | 1.15x |", table)
+        self.assertIn("| 1,000 | 1,000 | 2.0 s | 5 % | 2 % | 2 % | 2 % | 50.0 us/s | 44.0 / 40.0 KiB | 1.10x |",
+                      table)
+        self.assertIn("| 10,000 | 10,000 | 8.0 s | 36 % | 17 % | 24 % | 30 % | 36.0 us/s | 46.0 / 40.0 KiB "
+                      "| 1.15x |", table)
         self.assertLess(table.index("| 1,000 |"), table.index("| 10,000 |"))
         self.assertIn("Every client of every row was welcomed within its connect phase", table)
 
@@ -131,10 +138,12 @@ class SmallRunTests(SynchronousTestCase):
             clients = pair["clients"]
             self.assertEqual(pair["cloud"]["clients"], clients)
             self.assertEqual(pair["router"]["clients"], clients)
-            # Every client was welcomed by the cloud; the bare ROUTER answers nothing.
+            self.assertEqual(pair["floor"]["clients"], clients)
+            # Every client was welcomed by the cloud; the bare ROUTER and the floor welcome nobody.
             self.assertEqual(pair["cloud"]["welcomed"], clients, pair["cloud"])
             self.assertEqual(pair["router"]["welcomed"], 0, pair["router"])
-            for node in (pair["cloud"], pair["router"]):
+            self.assertEqual(pair["floor"]["welcomed"], 0, pair["floor"])
+            for node in (pair["cloud"], pair["router"], pair["floor"]):
                 for key in ("cpu", "io"):
                     self.assertIsInstance(node[key], float, (clients, key))
                     self.assertGreaterEqual(node[key], 0.0, (clients, key))
@@ -146,3 +155,68 @@ class SmallRunTests(SynchronousTestCase):
         self.assertIn("--clients 40 --counts 20 --connect 4 --steady 1", text)
         self.assertIn("| 20 | 20 | ", text)
         self.assertIn("| 40 | 40 | ", text)
+
+
+class HeartbeatFloorTests(SynchronousTestCase):
+    """
+    C{idleclients.py router --heartbeats}, the floor the CPU goal is read
+    against, as a real process: it keeps a peer's liveness as PROTOCOL.md 7
+    asks, and forgets a silent one.
+    """
+
+    def test_keepsAndForgets(self):
+        """
+        A peer that sends HB gets the protocol's HB back about every
+        heartbeat; once it is silent for three, it gets no more.
+        """
+        import subprocess
+        import sys
+        import time
+
+        import zmq
+
+        from zmqrelay.core import protocol
+
+        from tests.integration.helpers import ROOT
+
+        floor = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "bench", "idleclients.py"), "router", "--heartbeats",
+             "--heartbeat", "0.2"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+
+        def stop():
+            floor.kill()
+            floor.wait()
+            floor.stdout.close()
+
+        self.addCleanup(stop)
+        line = floor.stdout.readline()
+        self.assertIn("endpoint=", line)
+        endpoint = line.strip().split("endpoint=", 1)[1]
+        context = zmq.Context()
+        self.addCleanup(context.term)
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        self.addCleanup(dealer.close)
+        dealer.connect(endpoint)
+        beat = protocol.encode(protocol.HEARTBEAT, {})
+
+        def received(seconds):
+            got = []
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if dealer.poll(50):
+                    got.append(dealer.recv_multipart())
+            return got
+
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            dealer.send_multipart(beat)
+            got += received(0.2)
+        self.assertGreaterEqual(len(got), 3, "the floor sent no heartbeats")
+        self.assertEqual(got[0], beat)
+        # Silent for three heartbeats (0.6 s) and a check: forgotten.
+        received(1.0)
+        self.assertEqual(received(1.0), [])
