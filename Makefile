@@ -33,6 +33,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) bench/relaybench.py --write docs/BENCHMARKS.md
 	$(PY) bench/coalesce.py --write docs/BENCHMARKS.md
+	$(PY) bench/onebyone.py --write docs/BENCHMARKS.md
 
 # docs/FLOOD.md: the single-flooder run, each attack of issue 7, and the read-and-drop floor (a few minutes).
 bench-flood: $(STAMP)

@@ -1,0 +1,188 @@
+"""
+Where a lone request's time goes: the proxy path (client -> relay -> end),
+one request at a time, zmqrelay against the pyzmq-raw chain, per thread.
+
+    python bench/onebyone.py [--rounds 3] [--seconds 2] [--write docs/BENCHMARKS.md]
+
+For the relay and the end of each system it reads, for every thread, from
+C{/proc/<pid>/task/<tid>/}: the voluntary and involuntary context switches
+(C{status}), the time the scheduler ran it (C{schedstat}, exact) and its
+user and system time (C{stat}, in clock ticks), before and after a run of
+round trips, and divides by the round trips.  The same number of voluntary
+switches per request means both systems sleep and wake as often (a relay's
+main thread twice a request, once per message); the user and system times
+then say whether the difference is in the kernel (system calls, wakeups) or
+in the process itself (Python and libzmq in user space).
+
+The rounds alternate the two systems, so that other work on the machine hits
+both alike; figures are medians over the rounds.  Every process it starts is
+ended by pid.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import zmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+BEGIN = "<!-- onebyone:begin -->"
+END = "<!-- onebyone:end -->"
+
+#: The clock ticks of C{/proc/<pid>/task/<tid>/stat}, in microseconds.
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def threadFigures(pid):
+    """
+    @return: C{{thread name: [voluntary, involuntary, run us, user us,
+        system us]}} of process C{pid}, threads of one name summed.
+    """
+    figures = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(base + "/comm") as f:
+                name = f.read().strip()
+            with open(base + "/status") as f:
+                status = f.read()
+            with open(base + "/schedstat") as f:
+                run = int(f.read().split()[0]) / 1000.0
+            with open(base + "/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            # A thread that ended meanwhile.
+            continue
+        voluntary = int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+        involuntary = int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+        row = figures.setdefault(name, [0.0] * 5)
+        for i, value in enumerate((voluntary, involuntary, run, int(stat[11]) * TICK_US,
+                                   int(stat[12]) * TICK_US)):
+            row[i] += value
+    return figures
+
+
+def perRequest(before, after, count):
+    """
+    @return: C{after - before} per request, for each thread name in both.
+    """
+    return {
+        name: [(after[name][i] - before[name][i]) / count for i in range(5)]
+        for name in after if name in before
+    }
+
+
+def measure(client, pids, seconds, payload):
+    """
+    One run of round trips, one at a time.
+
+    @return: C{(round trips, p50 seconds, {role: {thread: figures}})}.
+    """
+    before = {role: threadFigures(pid) for role, pid in pids.items()}
+    times = client.latency(10 ** 6, seconds, payload)
+    after = {role: threadFigures(pid) for role, pid in pids.items()}
+    count = max(len(times), 1)
+    times.sort()
+    return len(times), times[len(times) // 2], {
+        role: perRequest(before[role], after[role], count) for role in pids
+    }
+
+
+def _median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def report(results, args, info, load):
+    """
+    @return: the Markdown block: one row per system, role and thread.
+    """
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {info['nproc']} CPUs ({info['cpu']}), "
+        f"Linux {info['kernel']}; Python {info['python']}, pyzmq {info['pyzmq']}, libzmq "
+        f"{info['libzmq']}, Twisted {info['twisted']}. Load average before the run: {load[0]:.1f}, "
+        f"after: {load[1]:.1f}.",
+        "",
+        f"Command: `python bench/onebyone.py{' --write ' + args.write if args.write else ''}`: the proxy "
+        f"path, one request at a time ({args.payload}-byte payloads), {args.rounds} rounds of "
+        f"{args.seconds:g} s per system, alternating; medians over the rounds, per round trip.",
+        "",
+        "| system | p50 round trip, us | process | thread | voluntary switches | involuntary "
+        "| run, us | user, us | system, us |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for system, runs in results.items():
+        p50 = _median([p for _, p, _ in runs]) * 1e6
+        for role in ("relay", "end"):
+            names = set.intersection(*[set(r[role]) for _, _, r in runs])
+            # The main thread first (named after the program), then libzmq's.
+            for name in sorted(names, key=lambda n: (n.startswith("ZMQ"), n)):
+                if not any(r[role][name][0] or r[role][name][2] for _, _, r in runs):
+                    continue
+                cells = [_median([r[role][name][i] for _, _, r in runs]) for i in range(5)]
+                thread = name if name.startswith("ZMQ") else "main"
+                lines.append(
+                    f"| {system} | {p50:.0f} | {role} | {thread} | {cells[0]:.2f} | {cells[1]:.2f} "
+                    f"| {cells[2]:.0f} | {cells[3]:.0f} | {cells[4]:.0f} |"
+                )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="round trips per run, seconds")
+    parser.add_argument("--payload", type=int, default=100, help="payload bytes")
+    parser.add_argument("--write", metavar="FILE", help="write the report into this file's onebyone block")
+    args = parser.parse_args(argv)
+    import relaybench
+    from children import BenchError, Children
+
+    load = [os.getloadavg()[0]]
+    context = zmq.Context()
+    children = Children("onebyone-")
+    payload = b"x" * args.payload
+    results = {"zmqrelay": [], "pyzmq-raw": []}
+    try:
+        zmqrelay = relaybench.startZmqrelay(children)
+        raw = relaybench.startBaseline(children, "raw")
+        systems = [
+            ("zmqrelay", zmqrelay, {"relay": children.pid("proxy"), "end": children.pid("server")}),
+            ("pyzmq-raw", raw, {"relay": children.pid("raw-relay2"), "end": children.pid("raw-echo")}),
+        ]
+        for _ in range(args.rounds):
+            for name, system, pids in systems:
+                # A fresh client each run: one idle while the other system
+                # runs would outlive its session (3 s without a message).
+                client = relaybench.LoadClient(
+                    context, system.paths["proxy"],
+                    relaybench.SERVER_ID if system.hello else "echo", hello=system.hello,
+                )
+                try:
+                    if system.hello:
+                        client.ready()
+                    client.latency(300, 0.5, payload)
+                    count, p50, figures = measure(client, pids, args.seconds, payload)
+                finally:
+                    client.sock.close(0)
+                results[name].append((count, p50, figures))
+                print(f"{name}: {count} round trips, p50 {p50 * 1e6:.0f} us", flush=True)
+    except BenchError as e:
+        print(f"benchmark failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        children.stopAll()
+        context.term()
+    load.append(os.getloadavg()[0])
+    block = report(results, args, relaybench.machine(), load)
+    print(block)
+    if args.write:
+        relaybench.writeInto(args.write, block, BEGIN, END)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
