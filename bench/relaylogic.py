@@ -1,0 +1,189 @@
+"""
+What a cloud relay's own Python costs per request and reply, with no
+sockets, no kernel and no other process: the logic alone, warm.
+
+    python bench/relaylogic.py [--batch 32] [--cycles 2000] [--profile]
+
+A L{zmqrelay.roles.cloud.Cloud} runs on a L{Clock} and the test suite's fake
+sockets (C{tests/fakes.py}), with a proxy (announcing server C{s1}) and a
+client attached, both taking batches.  Each cycle the client sends one BATCH
+of C{--batch} requests, the cloud forwards them (one BATCH to the proxy),
+the proxy answers them all (one BATCH), and the cloud sends the replies back
+(one BATCH to the client): every message goes through C{Front}, the limits,
+the route table, the forwarder's in-flight table and window, and the
+outboxes, as in the running node.  What the fake peers do (encoding their
+batches, decoding the cloud's) is timed alone and taken off.
+
+Compare the result with the CPU per request of the cloud in C{relaybench.py}
+(both threads of the real process, under load): the difference is what the
+process pays besides its logic, per message and per wakeup (pyzmq and
+libzmq, the kernel, the reactor) and for running cold after sleeping.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import msgpack  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+
+from tests.fakes import FakeSocketFactory, helloFrames  # noqa: E402
+from zmqrelay.core import protocol  # noqa: E402
+from zmqrelay.core.config import NodeConfig  # noqa: E402
+from zmqrelay.roles.cloud import Cloud  # noqa: E402
+
+LISTEN = "tcp://127.0.0.1:*"
+PAYLOAD = b"x" * 100
+
+
+def _items(message):
+    if message.type == protocol.BATCH:
+        return protocol.decodeBatch(message, 10 ** 6)
+    return [message]
+
+
+class Bench:
+    """
+    A started cloud on fake sockets, with its proxy and client attached.
+    """
+
+    def __init__(self, batch):
+        self.batch = batch
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.factory = FakeSocketFactory()
+        # The limits still run on every message, raised so that they do not
+        # refuse the load (as relaybench.py raises them).
+        config = NodeConfig("cloud", incarnation="cloud-inc", rate=1e9, burst=1e9, byteRate=1e12)
+        self.cloud = Cloud(config, LISTEN, LISTEN, LISTEN, reactor=self.clock, socketFactory=self.factory)
+        self.cloud.startService()
+        [self.router] = self.factory.ofKind("router")
+        self.router.receive([b"P"] + helloFrames("proxy1", "pi", role=protocol.PROXY, batch=1000))
+        self.router.receive([b"P"] + protocol.encode(
+            protocol.ROUTES, {"map": "routes", "kind": "snapshot", "epoch": "e1", "seq": 0},
+            msgpack.packb([["s1", ["s1-inc", ["echo"]]]]),
+        ))
+        self.router.receive([b"C"] + helloFrames("client1", "ci", batch=1000))
+        self.flush()
+        self.router.clear()
+        self.nextId = 1
+
+    def stop(self):
+        self.cloud.stopService()
+
+    def flush(self):
+        """
+        End the read: send the outboxes, as the socket factory does.
+        """
+        flushes, self.factory.flushes[:] = list(self.factory.flushes), []
+        for flush in flushes:
+            flush()
+
+    def requests(self):
+        items = []
+        for _ in range(self.batch):
+            items.append((protocol.REQUEST, {"id": self.nextId, "to": "s1", "ttl": 10000}, PAYLOAD))
+            self.nextId += 1
+        return [b"C"] + protocol.encodeBatch(items)
+
+    def cycle(self):
+        """
+        One batch of requests through the cloud and its replies back.
+
+        @return: the replies the client got.
+        """
+        router = self.router
+        router.receive(self.requests())
+        self.flush()
+        answers = []
+        for frames in router.sent:
+            if frames[0] != b"P":
+                raise RuntimeError(f"expected the proxy, got {frames[0]!r}: {_items(protocol.decode(frames[1:]))}")
+            for item in _items(protocol.decode(frames[1:])):
+                answers.append((protocol.REPLY, {"id": item.header["id"]}, item.payload))
+        router.clear()
+        router.receive([b"P"] + protocol.encodeBatch(answers))
+        self.flush()
+        replies = 0
+        for frames in router.sent:
+            if frames[0] != b"C":
+                raise RuntimeError(f"expected the client, got {frames[0]!r}")
+            replies += len(_items(protocol.decode(frames[1:])))
+        router.clear()
+        return replies
+
+    def peersOnly(self):
+        """
+        What the fake peers of one cycle do alone: the client's batch, the
+        decoding of the forwarded batch, the proxy's answers, the decoding
+        of the replies.
+        """
+        requests = self.requests()
+        forwarded = [b"P"] + protocol.encodeBatch([
+            (protocol.REQUEST, {"id": i, "to": "s1", "ttl": 9999, "client": "client1", "cinc": "ci",
+                                "creq": i, "path": "cloud", "server": "s1"}, PAYLOAD)
+            for i in range(self.batch)
+        ])
+        answers = [(protocol.REPLY, {"id": item.header["id"]}, item.payload)
+                   for item in _items(protocol.decode(forwarded[1:]))]
+        replies = protocol.encodeBatch(answers)
+        _items(protocol.decode(replies))
+        return requests
+
+
+def measure(batch, cycles, rounds=5):
+    """
+    @return: C{(cycle, peers)}: microseconds per request and reply of a
+        whole cycle and of the fake peers' part of it (best of C{rounds}).
+    """
+    bench = Bench(batch)
+    try:
+        for _ in range(200):
+            if bench.cycle() != batch:
+                raise RuntimeError("a request was not answered")
+        best = peers = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(cycles):
+                bench.cycle()
+            best = min(best, (time.perf_counter() - started) / (cycles * batch))
+            started = time.perf_counter()
+            for _ in range(cycles):
+                bench.peersOnly()
+            peers = min(peers, (time.perf_counter() - started) / (cycles * batch))
+        return best * 1e6, peers * 1e6
+    finally:
+        bench.stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=32, help="requests per BATCH (the relay window is 32)")
+    parser.add_argument("--cycles", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the cycles instead")
+    args = parser.parse_args(argv)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        bench = Bench(args.batch)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.cycles):
+            bench.cycle()
+        profiler.disable()
+        bench.stop()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        return 0
+    cycle, peers = measure(args.batch, args.cycles)
+    print(f"batches of {args.batch}: {cycle:.2f} us per request and reply in all, {peers:.2f} us of it the "
+          f"fake peers': the cloud's logic {cycle - peers:.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
