@@ -18,8 +18,7 @@ class RelayLogicTests(SynchronousTestCase):
 
     def test_cycle(self):
         """
-        Every request of a cycle is forwarded to the proxy and its reply goes back to the client; the
-        forwarder counts each once.
+        Every request of a cycle goes to the proxy and its reply back to the client, each counted once.
         """
         bench = self.relaylogic.Bench(5)
         self.addCleanup(bench.stop)

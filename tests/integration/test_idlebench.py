@@ -166,8 +166,7 @@ class HeartbeatFloorTests(SynchronousTestCase):
 
     def test_keepsAndForgets(self):
         """
-        A peer that sends HB gets the protocol's HB back about every
-        heartbeat; once it is silent for three, it gets no more.
+        A peer that sends HB gets the protocol's HB back every heartbeat, and none once silent for three.
         """
         import subprocess
         import sys

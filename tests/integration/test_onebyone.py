@@ -23,8 +23,7 @@ class FiguresTests(SynchronousTestCase):
 
     def test_threadFigures(self):
         """
-        Each thread name of a live process (this one) gets its switches and its run, user and system times,
-        the threads of one name summed.
+        Each thread name of a live process gets its switches and run, user and system times, summed by name.
         """
         started, done = threading.Event(), threading.Event()
 
@@ -88,8 +87,7 @@ class ShortRunTests(SynchronousTestCase):
 
     def test_shortRun(self):
         """
-        One round of each system: a row for the main thread of each relay and end, whose threads slept and
-        woke for every round trip, and the block written into a file.
+        One round of each system gives a row per relay and end main thread, woken every round trip, in the file.
         """
         directory = tempfile.mkdtemp(prefix="onebyone-test-")
         self.addCleanup(shutil.rmtree, directory, True)
