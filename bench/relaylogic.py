@@ -3,6 +3,7 @@ What a cloud relay's own Python costs per request and reply, with no
 sockets, no kernel and no other process: the logic alone, warm.
 
     python bench/relaylogic.py [--batch 32] [--cycles 2000] [--profile]
+    python bench/relaylogic.py --heartbeats 10000
 
 A L{zmqrelay.roles.cloud.Cloud} runs on a L{Clock} and the test suite's fake
 sockets (C{tests/fakes.py}), with a proxy (announcing server C{s1}) and a
@@ -18,6 +19,11 @@ Compare the result with the CPU per request of the cloud in C{relaybench.py}
 (both threads of the real process, under load): the difference is what the
 process pays besides its logic, per message and per wakeup (pyzmq and
 libzmq, the kernel, the reactor) and for running cold after sleeping.
+
+With C{--heartbeats CLIENTS} it measures instead what an idle client's HB
+costs the cloud's C{Front} (session lookup, limits, C{lastSeen}) with that
+many clients attached: zmqrelay's own share of the idle-client cost that
+C{idleclients.py} measures whole.
 """
 
 import argparse
@@ -160,12 +166,55 @@ def measure(batch, cycles, rounds=5):
         bench.stop()
 
 
+def heartbeatCost(sessions, rounds=5):
+    """
+    What the cloud's C{Front} spends on one idle client's HB, warm: the
+    session lookup, the limits and C{lastSeen}, with C{sessions} clients
+    attached (the socket's reading is not in it).
+
+    @return: microseconds per HB (best of C{rounds} passes over every client).
+    """
+    clock = Clock()
+    clock.advance(1000)
+    factory = FakeSocketFactory()
+    config = NodeConfig("cloud", incarnation="cloud-inc", strangerRate=1e9)
+    cloud = Cloud(config, LISTEN, LISTEN, LISTEN, reactor=clock, socketFactory=factory)
+    cloud.startService()
+    try:
+        [router] = factory.ofKind("router")
+        routingIds = [b"r%06d" % i for i in range(sessions)]
+        for i, routingId in enumerate(routingIds):
+            router.receive([routingId] + helloFrames(f"idle-{i}", "idle"))
+        if len(cloud.front.sessions) != sessions:
+            raise RuntimeError(f"{len(cloud.front.sessions)} of {sessions} clients welcomed")
+        beat = protocol.encode(protocol.HEARTBEAT, {})
+        messages = [[routingId] + beat for routingId in routingIds]
+        onMessage = router.onMessage
+        best = float("inf")
+        for _ in range(rounds):
+            clock.advance(0.5)
+            started = time.perf_counter()
+            for frames in messages:
+                onMessage(frames)
+            best = min(best, (time.perf_counter() - started) / sessions)
+        return best * 1e6
+    finally:
+        cloud.stopService()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32, help="requests per BATCH (the relay window is 32)")
     parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--profile", action="store_true", help="cProfile the cycles instead")
+    parser.add_argument("--heartbeats", type=int, metavar="CLIENTS", default=0,
+                        help="measure instead what one idle client's HB costs the cloud's Front, "
+                             "with CLIENTS attached")
     args = parser.parse_args(argv)
+    if args.heartbeats:
+        print(f"{args.heartbeats} idle clients: {heartbeatCost(args.heartbeats):.2f} us of the cloud's "
+              "Front per HB (reading the socket not included)")
+        return 0
     if args.profile:
         import cProfile
         import pstats

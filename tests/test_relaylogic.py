@@ -35,3 +35,9 @@ class RelayLogicTests(SynchronousTestCase):
         cycle, peers = self.relaylogic.measure(4, 10, rounds=1)
         self.assertGreater(peers, 0)
         self.assertGreater(cycle, peers)
+
+    def test_heartbeatCost(self):
+        """
+        With every client welcomed, an idle client's HB costs the Front a positive time.
+        """
+        self.assertGreater(self.relaylogic.heartbeatCost(50, rounds=1), 0)
