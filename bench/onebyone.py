@@ -14,8 +14,14 @@ main thread twice a request, once per message); the user and system times
 then say whether the difference is in the kernel (system calls, wakeups) or
 in the process itself (Python and libzmq in user space).
 
-The rounds alternate the two systems, so that other work on the machine hits
-both alike; figures are medians over the rounds.  Every process it starts is
+A second table takes the end alone (the direct path: client -> end) and puts
+a third end beside zmqrelay's server and the raw echo: a Twisted reactor
+echoing frames on zmqrelay's own socket adapter (C{zmqrelay.edge._zmq}) with
+nothing else (this file, run as C{onebyone.py echo}), which tells what the
+reactor and the adapter cost from what the server's own logic costs.
+
+The rounds alternate the systems, so that other work on the machine hits
+them alike; figures are medians over the rounds.  Every process it starts is
 ended by pid.
 """
 
@@ -91,14 +97,33 @@ def measure(client, pids, seconds, payload):
     }
 
 
+def twistedEcho(bind):
+    """
+    The Twisted echo: a ROUTER on zmqrelay's socket adapter that sends every
+    message back as it came, and nothing else.  Runs until killed.
+    """
+    from twisted.internet import reactor
+
+    from zmqrelay.edge._zmq import SocketFactory
+
+    factory = SocketFactory(reactor)
+    holder = []
+    sock = factory.socket("router", lambda frames: holder[0].send(frames))
+    holder.append(sock)
+    endpoint = sock.bind(bind)
+    print(f"ready: baseline twisted-echo endpoint={endpoint}", flush=True)
+    reactor.run()
+
+
 def _median(values):
     values = sorted(values)
     return values[len(values) // 2]
 
 
-def report(results, args, info, load):
+def report(results, args, info, load, ends=None):
     """
-    @return: the Markdown block: one row per system, role and thread.
+    @return: the Markdown block: one row per system, role and thread (and,
+        with C{ends}, a second table: the end alone, per system).
     """
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {info['nproc']} CPUs ({info['cpu']}), "
@@ -128,16 +153,41 @@ def report(results, args, info, load):
                     f"| {system} | {p50:.0f} | {role} | {thread} | {cells[0]:.2f} | {cells[1]:.2f} "
                     f"| {cells[2]:.0f} | {cells[3]:.0f} | {cells[4]:.0f} |"
                 )
+    if ends:
+        lines += [
+            "",
+            "The end alone (direct path: client -> end), main thread; the Twisted echo is a reactor echoing "
+            "frames on zmqrelay's socket adapter and nothing else:",
+            "",
+            "| end | p50 round trip, us | voluntary switches | involuntary | run, us | user, us | system, us |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for system, runs in ends.items():
+            p50 = _median([p for _, p, _ in runs]) * 1e6
+            names = set.intersection(*[set(r["end"]) for _, _, r in runs])
+            main = [n for n in names if not n.startswith("ZMQ")]
+            if not main:
+                continue
+            cells = [_median([r["end"][main[0]][i] for _, _, r in runs]) for i in range(5)]
+            lines.append(
+                f"| {system} | {p50:.0f} | {cells[0]:.2f} | {cells[1]:.2f} | {cells[2]:.0f} "
+                f"| {cells[3]:.0f} | {cells[4]:.0f} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "echo"])
+    parser.add_argument("--bind", default="tcp://127.0.0.1:*", help="the Twisted echo's endpoint (echo)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="round trips per run, seconds")
     parser.add_argument("--payload", type=int, default=100, help="payload bytes")
     parser.add_argument("--write", metavar="FILE", help="write the report into this file's onebyone block")
     args = parser.parse_args(argv)
+    if args.role == "echo":
+        twistedEcho(args.bind)
+        return 0
     import relaybench
     from children import BenchError, Children
 
@@ -146,30 +196,43 @@ def main(argv=None):
     children = Children("onebyone-")
     payload = b"x" * args.payload
     results = {"zmqrelay": [], "pyzmq-raw": []}
+    ends = {"zmqrelay server": [], "Twisted echo": [], "pyzmq-raw echo": []}
+
+    def run(endpoint, hello, pids):
+        # A fresh client each run: one idle while another system runs would
+        # outlive its session (3 s without a message).
+        client = relaybench.LoadClient(context, endpoint, relaybench.SERVER_ID if hello else "echo",
+                                       hello=hello)
+        try:
+            if hello:
+                client.ready()
+            client.latency(300, 0.5, payload)
+            return measure(client, pids, args.seconds, payload)
+        finally:
+            client.sock.close(0)
+
     try:
         zmqrelay = relaybench.startZmqrelay(children)
         raw = relaybench.startBaseline(children, "raw")
+        echo = children.start("twisted-echo", [sys.executable, os.path.abspath(__file__), "echo"])
         systems = [
             ("zmqrelay", zmqrelay, {"relay": children.pid("proxy"), "end": children.pid("server")}),
             ("pyzmq-raw", raw, {"relay": children.pid("raw-relay2"), "end": children.pid("raw-echo")}),
         ]
+        direct = [
+            ("zmqrelay server", zmqrelay.paths["direct"], True, children.pid("server")),
+            ("Twisted echo", echo["endpoint"], False, children.pid("twisted-echo")),
+            ("pyzmq-raw echo", raw.paths["direct"], False, children.pid("raw-echo")),
+        ]
         for _ in range(args.rounds):
             for name, system, pids in systems:
-                # A fresh client each run: one idle while the other system
-                # runs would outlive its session (3 s without a message).
-                client = relaybench.LoadClient(
-                    context, system.paths["proxy"],
-                    relaybench.SERVER_ID if system.hello else "echo", hello=system.hello,
-                )
-                try:
-                    if system.hello:
-                        client.ready()
-                    client.latency(300, 0.5, payload)
-                    count, p50, figures = measure(client, pids, args.seconds, payload)
-                finally:
-                    client.sock.close(0)
+                count, p50, figures = run(system.paths["proxy"], system.hello, pids)
                 results[name].append((count, p50, figures))
                 print(f"{name}: {count} round trips, p50 {p50 * 1e6:.0f} us", flush=True)
+            for name, endpoint, hello, pid in direct:
+                count, p50, figures = run(endpoint, hello, {"end": pid})
+                ends[name].append((count, p50, figures))
+                print(f"{name} alone: {count} round trips, p50 {p50 * 1e6:.0f} us", flush=True)
     except BenchError as e:
         print(f"benchmark failed: {e}", file=sys.stderr)
         return 1
@@ -177,7 +240,7 @@ def main(argv=None):
         children.stopAll()
         context.term()
     load.append(os.getloadavg()[0])
-    block = report(results, args, relaybench.machine(), load)
+    block = report(results, args, relaybench.machine(), load, ends)
     print(block)
     if args.write:
         relaybench.writeInto(args.write, block, BEGIN, END)

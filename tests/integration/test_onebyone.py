@@ -104,3 +104,8 @@ class ShortRunTests(SynchronousTestCase):
                 voluntary = float(rows[0].split("|")[5])
                 # Each round trip wakes each main thread at least once.
                 self.assertGreaterEqual(voluntary, 0.9, rows[0])
+        # The ends alone, the Twisted echo among them.
+        for end in ("zmqrelay server", "Twisted echo", "pyzmq-raw echo"):
+            rows = [line for line in text.splitlines() if line.startswith(f"| {end} |")]
+            self.assertEqual(len(rows), 1, (end, output))
+            self.assertGreaterEqual(float(rows[0].split("|")[3]), 0.9, rows[0])
