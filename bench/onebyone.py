@@ -27,6 +27,7 @@ ended by pid.
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -102,9 +103,12 @@ def twistedEcho(bind):
     The Twisted echo: a ROUTER on zmqrelay's socket adapter that sends every
     message back as it came, and nothing else.  Runs until killed.
     """
+    from baseline import _dieWithParent
     from twisted.internet import reactor
 
     from zmqrelay.edge._zmq import SocketFactory
+
+    _dieWithParent()
 
     factory = SocketFactory(reactor)
     holder = []
@@ -132,8 +136,9 @@ def report(results, args, info, load, ends=None):
         f"after: {load[1]:.1f}.",
         "",
         f"Command: `python bench/onebyone.py{' --write ' + args.write if args.write else ''}`: the proxy "
-        f"path, one request at a time ({args.payload}-byte payloads), {args.rounds} rounds of "
-        f"{args.seconds:g} s per system, alternating; medians over the rounds, per round trip.",
+        f"path, then each end alone on the direct path, one request at a time ({args.payload}-byte "
+        f"payloads), {args.rounds} rounds of {args.seconds:g} s per system and path, alternating; "
+        "medians over the rounds, per round trip.",
         "",
         "| system | p50 round trip, us | process | thread | voluntary switches | involuntary "
         "| run, us | user, us | system, us |",
@@ -191,6 +196,11 @@ def main(argv=None):
     import relaybench
     from children import BenchError, Children
 
+    def terminated(signum, frame):
+        # As Ctrl-C: the children are ended below.
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, terminated)
     load = [os.getloadavg()[0]]
     context = zmq.Context()
     children = Children("onebyone-")
