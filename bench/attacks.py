@@ -1087,11 +1087,7 @@ def floods(site, seconds=5.0, clients=4, interval=0.02, size=16, variants=None, 
                 run["p99Ratio"] = round(run["p99"] / quiet["p99"], 2) if quiet["p99"] else None
                 runs[FLOOR] = run
         finally:
-            for c in normal:
-                c.close()
-            context.term()
-            if own:
-                children.stopAll()
+            _release(normal, context, children if own else None)
         m.figures["runs"] = runs
     return m.figures
 
@@ -1211,12 +1207,20 @@ def curve(site, seconds=5.0, unknown=100, nokey=25, wrongServer=25, periodMs=100
                 run = m.figures[name]
                 run["p99Ratio"] = round(run["p99"] / quiet["p99"], 2) if quiet["p99"] else None
     finally:
-        for c in normal:
-            c.close()
-        context.term()
-        if own:
-            children.stopAll()
+        _release(normal, context, children if own else None)
     return m.figures
+
+
+def _release(clients, context, children=None):
+    """
+    End a run with well-behaved clients: close them, end their context and,
+    if the run started its own processes, those too.
+    """
+    for client in clients:
+        client.close()
+    context.term()
+    if children is not None:
+        children.stopAll()
 
 
 def churn(endpoint, serverKey, target, seconds, unknown, nokey, wrongServer, periodMs, backlog,
