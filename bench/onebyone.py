@@ -1,8 +1,22 @@
 """
-Where a lone request's time goes: the proxy path (client -> relay -> end),
-one request at a time, zmqrelay against the pyzmq-raw chain, per thread.
+Where a lone request's time goes: the one-relay path (client -> relay ->
+end), one request at a time, per thread, for four systems:
 
-    python bench/onebyone.py [--rounds 3] [--seconds 2] [--write docs/BENCHMARKS.md]
+  - zmqrelay: client -> proxy -> server;
+  - the Twisted floor: a relay and an echo that run on Twisted and
+    zmqrelay's socket adapter and move frames with no protocol at all (this
+    file, run as C{onebyone.py relay} and C{onebyone.py echo}): the least a
+    node on this stack can cost;
+  - pyzmq-raw: the same without Twisted (C{bench/baseline.py --raw});
+  - majortomo: client -> broker -> worker (C{bench/baseline.py mdbroker,
+    mdworker}), if it is installed (the C{bench} extra) and not left out
+    with C{--no-majortomo}.
+
+The first table gives each chain's round trips per second and its ratio to
+majortomo's: issue 13 asks for zmqrelay at 1x or more, and the Twisted
+floor tells how much room this stack leaves for the protocol's work.
+
+    python bench/onebyone.py [--rounds 3] [--seconds 2] [--no-majortomo] [--write docs/BENCHMARKS.md]
 
 For the relay and the end of each system it reads, for every thread, from
 C{/proc/<pid>/task/<tid>/}: the voluntary and involuntary context switches
@@ -119,15 +133,56 @@ def twistedEcho(bind):
     reactor.run()
 
 
+def twistedRelay(bind, connect):
+    """
+    The Twisted relay: a ROUTER bound to C{bind} and a DEALER connected to
+    C{connect}, on zmqrelay's socket adapter, each message moved as it came
+    to the other socket and nothing else.  What it reads in one read is sent
+    when that read ends, as zmqrelay's nodes send their outboxes
+    (L{zmqrelay.interfaces.ISocketFactory.flushSoon}).  With the Twisted echo
+    behind it, it is the floor of a relay hop on this stack: a reactor, the
+    adapter, and no protocol.  Runs until killed.
+    """
+    from baseline import _dieWithParent
+    from twisted.internet import reactor
+
+    from zmqrelay.edge._zmq import SocketFactory
+
+    _dieWithParent()
+
+    factory = SocketFactory(reactor)
+    outbox = []
+
+    def flush():
+        sending, outbox[:] = list(outbox), []
+        for sock, frames in sending:
+            sock.send(frames)
+
+    def forwardTo(name):
+        def forward(frames):
+            outbox.append((sockets[name], frames))
+            factory.flushSoon(flush)
+        return forward
+
+    sockets = {"front": factory.socket("router", forwardTo("back")),
+               "back": factory.socket("dealer", forwardTo("front"))}
+    sockets["back"].connect(connect)
+    endpoint = sockets["front"].bind(bind)
+    print(f"ready: baseline twisted-relay endpoint={endpoint}", flush=True)
+    reactor.run()
+
+
 def _median(values):
     values = sorted(values)
     return values[len(values) // 2]
 
 
-def report(results, args, info, load, ends=None):
+def report(results, args, info, load, ends=None, note=None):
     """
-    @return: the Markdown block: one row per system, role and thread (and,
-        with C{ends}, a second table: the end alone, per system).
+    @return: the Markdown block: the round trips of each system on the
+        one-relay path (against majortomo's, if it ran; else C{note} says
+        why not), then one row per system, role and thread (and, with
+        C{ends}, a table of the end alone, per system).
     """
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {info['nproc']} CPUs ({info['cpu']}), "
@@ -139,6 +194,23 @@ def report(results, args, info, load, ends=None):
         f"path, then each end alone on the direct path, one request at a time ({args.payload}-byte "
         f"payloads), {args.rounds} rounds of {args.seconds:g} s per system and path, alternating; "
         "medians over the rounds, per round trip.",
+        "",
+        "| system (one relay) | round trips/s | p50 round trip, us | / majortomo |",
+        "|---|---:|---:|---:|",
+    ]
+    rates = {system: _median([count for count, _, _ in runs]) / args.seconds
+             for system, runs in results.items() if runs}
+    for system, runs in results.items():
+        if not runs:
+            continue
+        p50 = _median([p for _, p, _ in runs]) * 1e6
+        ratio = f"{rates[system] / rates['majortomo']:.2f}x" if rates.get("majortomo") else "-"
+        lines.append(f"| {system} | {rates[system]:,.0f} | {p50:.0f} | {ratio} |")
+    if "majortomo" not in rates:
+        lines += ["", f"majortomo: not measured: {note or 'not installed'}."]
+    lines += [
+        "",
+        "Per thread, per round trip:",
         "",
         "| system | p50 round trip, us | process | thread | voluntary switches | involuntary "
         "| run, us | user, us | system, us |",
@@ -183,15 +255,23 @@ def report(results, args, info, load, ends=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "echo"])
-    parser.add_argument("--bind", default="tcp://127.0.0.1:*", help="the Twisted echo's endpoint (echo)")
+    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "echo", "relay"])
+    parser.add_argument("--bind", default="tcp://127.0.0.1:*",
+                        help="the endpoint of the Twisted echo or relay (echo, relay)")
+    parser.add_argument("--connect", help="what the Twisted relay forwards to (relay)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="round trips per run, seconds")
     parser.add_argument("--payload", type=int, default=100, help="payload bytes")
     parser.add_argument("--write", metavar="FILE", help="write the report into this file's onebyone block")
+    parser.add_argument("--no-majortomo", action="store_true", help="leave majortomo's broker out")
     args = parser.parse_args(argv)
     if args.role == "echo":
         twistedEcho(args.bind)
+        return 0
+    if args.role == "relay":
+        if not args.connect:
+            parser.error("relay needs --connect")
+        twistedRelay(args.bind, args.connect)
         return 0
     import relaybench
     from children import BenchError, Children
@@ -205,16 +285,21 @@ def main(argv=None):
     context = zmq.Context()
     children = Children("onebyone-")
     payload = b"x" * args.payload
-    results = {"zmqrelay": [], "pyzmq-raw": []}
+    results = {}
     ends = {"zmqrelay server": [], "Twisted echo": [], "pyzmq-raw echo": []}
+    versus = {}
 
-    def run(endpoint, hello, pids):
+    def run(endpoint, kind, pids):
         # A fresh client each run: one idle while another system runs would
         # outlive its session (3 s without a message).
-        client = relaybench.LoadClient(context, endpoint, relaybench.SERVER_ID if hello else "echo",
-                                       hello=hello)
+        if kind == "mdp":
+            client = relaybench.MdpClient(context, endpoint)
+        else:
+            hello = kind == "zmqrelay"
+            client = relaybench.LoadClient(context, endpoint, relaybench.SERVER_ID if hello else "echo",
+                                           hello=hello)
         try:
-            if hello:
+            if kind == "zmqrelay":
                 client.ready()
             client.latency(300, 0.5, payload)
             return measure(client, pids, args.seconds, payload)
@@ -224,23 +309,36 @@ def main(argv=None):
     try:
         zmqrelay = relaybench.startZmqrelay(children)
         raw = relaybench.startBaseline(children, "raw")
-        echo = children.start("twisted-echo", [sys.executable, os.path.abspath(__file__), "echo"])
+        here = os.path.abspath(__file__)
+        echo = children.start("twisted-echo", [sys.executable, here, "echo"])
+        relay = children.start("twisted-relay", [sys.executable, here, "relay", "--connect", echo["endpoint"]])
         systems = [
-            ("zmqrelay", zmqrelay, {"relay": children.pid("proxy"), "end": children.pid("server")}),
-            ("pyzmq-raw", raw, {"relay": children.pid("raw-relay2"), "end": children.pid("raw-echo")}),
+            ("zmqrelay", zmqrelay.paths["proxy"], "zmqrelay",
+             {"relay": children.pid("proxy"), "end": children.pid("server")}),
+            ("Twisted floor", relay["endpoint"], "frames",
+             {"relay": children.pid("twisted-relay"), "end": children.pid("twisted-echo")}),
+            ("pyzmq-raw", raw.paths["proxy"], "frames",
+             {"relay": children.pid("raw-relay2"), "end": children.pid("raw-echo")}),
         ]
+        broker, versus["note"] = (None, "skipped (--no-majortomo)") if args.no_majortomo \
+            else relaybench.startMajortomo(children)
+        if broker is not None:
+            systems.append(("majortomo", broker, "mdp",
+                            {"relay": children.pid("md-broker"), "end": children.pid("md-worker")}))
+        for name, *_ in systems:
+            results[name] = []
         direct = [
-            ("zmqrelay server", zmqrelay.paths["direct"], True, children.pid("server")),
-            ("Twisted echo", echo["endpoint"], False, children.pid("twisted-echo")),
-            ("pyzmq-raw echo", raw.paths["direct"], False, children.pid("raw-echo")),
+            ("zmqrelay server", zmqrelay.paths["direct"], "zmqrelay", children.pid("server")),
+            ("Twisted echo", echo["endpoint"], "frames", children.pid("twisted-echo")),
+            ("pyzmq-raw echo", raw.paths["direct"], "frames", children.pid("raw-echo")),
         ]
         for _ in range(args.rounds):
-            for name, system, pids in systems:
-                count, p50, figures = run(system.paths["proxy"], system.hello, pids)
+            for name, endpoint, kind, pids in systems:
+                count, p50, figures = run(endpoint, kind, pids)
                 results[name].append((count, p50, figures))
                 print(f"{name}: {count} round trips, p50 {p50 * 1e6:.0f} us", flush=True)
-            for name, endpoint, hello, pid in direct:
-                count, p50, figures = run(endpoint, hello, {"end": pid})
+            for name, endpoint, kind, pid in direct:
+                count, p50, figures = run(endpoint, kind, {"end": pid})
                 ends[name].append((count, p50, figures))
                 print(f"{name} alone: {count} round trips, p50 {p50 * 1e6:.0f} us", flush=True)
     except BenchError as e:
@@ -250,7 +348,7 @@ def main(argv=None):
         children.stopAll()
         context.term()
     load.append(os.getloadavg()[0])
-    block = report(results, args, relaybench.machine(), load, ends)
+    block = report(results, args, relaybench.machine(), load, ends, versus.get("note"))
     print(block)
     if args.write:
         relaybench.writeInto(args.write, block, BEGIN, END)

@@ -70,14 +70,39 @@ class FiguresTests(SynchronousTestCase):
         args = argparse.Namespace(write=None, payload=100, rounds=3, seconds=2.0)
         info = {"nproc": 2, "cpu": "cpu", "kernel": "k", "python": "3.11", "pyzmq": "27", "libzmq": "4.3.5",
                 "twisted": "26"}
-        text = self.onebyone.report(results, args, info, (0.5, 0.7))
+        text = self.onebyone.report(results, args, info, (0.5, 0.7), note="skipped (--no-majortomo)")
         self.assertIn("Load average before the run: 0.5, after: 0.7.", text)
+        self.assertIn("majortomo: not measured: skipped (--no-majortomo).", text)
         rows = [line for line in text.splitlines() if line.startswith("| zmqrelay |")]
         self.assertEqual(rows, [
+            # Round trips/s: the median count over the run's seconds.
+            "| zmqrelay | 50 | 800 | - |",
             "| zmqrelay | 800 | relay | main | 2.00 | 1.90 | 308 | 264 | 40 |",
             "| zmqrelay | 800 | relay | ZMQbg/IO/0 | 4.00 | 0.10 | 165 | 20 | 130 |",
             "| zmqrelay | 800 | end | main | 1.00 | 0.90 | 160 | 140 | 20 |",
         ])
+
+
+    def test_reportAgainstMajortomo(self):
+        """
+        With majortomo measured, each system's round trips/s is given as a ratio of majortomo's.
+        """
+        import argparse
+
+        def run(count):
+            return (count, 0.0005, {"relay": {}, "end": {}})
+
+        results = {"zmqrelay": [run(2700), run(3000), run(2400)],
+                   "Twisted floor": [run(3300), run(3300), run(3300)],
+                   "majortomo": [run(3000), run(2900), run(3100)]}
+        args = argparse.Namespace(write=None, payload=100, rounds=3, seconds=2.0)
+        info = {"nproc": 2, "cpu": "cpu", "kernel": "k", "python": "3.11", "pyzmq": "27", "libzmq": "4.3.5",
+                "twisted": "26"}
+        lines = self.onebyone.report(results, args, info, (0.5, 0.7)).splitlines()
+        self.assertIn("| zmqrelay | 1,350 | 500 | 0.90x |", lines)
+        self.assertIn("| Twisted floor | 1,650 | 500 | 1.10x |", lines)
+        self.assertIn("| majortomo | 1,500 | 500 | 1.00x |", lines)
+        self.assertFalse([line for line in lines if "not measured" in line])
 
 
 class ShortRunTests(SynchronousTestCase):
@@ -92,11 +117,17 @@ class ShortRunTests(SynchronousTestCase):
         directory = tempfile.mkdtemp(prefix="onebyone-test-")
         self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "BENCH.md")
-        output = runBench(self, "onebyone.py", ["--rounds", "1", "--seconds", "0.5", "--write", path], 120)
+        output = runBench(self, "onebyone.py",
+                          ["--rounds", "1", "--seconds", "0.5", "--no-majortomo", "--write", path], 120)
         with open(path) as f:
             text = f.read()
         self.assertIn("<!-- onebyone:begin -->", text)
-        for system in ("zmqrelay", "pyzmq-raw"):
+        self.assertIn("majortomo: not measured: skipped (--no-majortomo).", text)
+        for system in ("zmqrelay", "Twisted floor", "pyzmq-raw"):
+            # Round trips were made through each one-relay chain.
+            [summary] = [line for line in text.splitlines()
+                         if line.startswith(f"| {system} |") and line.endswith("| - |")]
+            self.assertGreater(float(summary.split("|")[2].replace(",", "")), 0, summary)
             for role in ("relay", "end"):
                 rows = [line for line in text.splitlines()
                         if line.startswith(f"| {system} |") and f"| {role} | main |" in line]
