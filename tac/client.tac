@@ -13,7 +13,7 @@ Built from the same options as C{twistd zmqrelay-client}: every option
   ZMQRELAY_PAYLOAD    request payload                      [whoami]
   ZMQRELAY_EVERY      seconds between requests             [1]
   ZMQRELAY_COUNT      requests to send; 0: no end          [0]
-  ZMQRELAY_SUBSCRIBE  comma-separated topic prefixes       []
+  ZMQRELAY_SUBSCRIBE  comma-separated topic prefixes; set and empty: every topic  []
 """
 
 import os

@@ -77,6 +77,47 @@ class CommandLineTests(unittest.TestCase):
                               "--count", "2"])
         self.assertEqual((opts["interval"], opts["count"]), (0.5, 2))
 
+    def test_everyConnectOptionReachesTheClient(self):
+        """
+        Every command builds its client from all its connect options: each
+        --cloud, --cloud-links, --proxy, --server, --discover and the
+        deadlines (as C{twistd zmqrelay-client} does).
+        """
+        from zmqrelay.tools.tap import client as clientTap
+
+        argv = ["--cloud", "tcp://127.0.0.1:5555", "--cloud", "tcp://127.0.0.1:5565", "--cloud-links", "2",
+                "--proxy", "tcp://127.0.0.1:5556", "--server", "tcp://127.0.0.1:5557", "--discover",
+                "--timeout", "7", "--attempts", "2"]
+        commands = [self.parse([command] + argv + extra)[1]
+                    for command, extra in (("request", ["echo", "hi"]), ("subscribe", []), ("presence", []),
+                                           ("stats", []), ("top", []))]
+        tap = clientTap.Options()
+        tap.parseOptions(argv)
+        for opts in commands + [tap]:
+            client = opts.makeClient()
+            self.assertEqual(client.cloudAddresses, ["tcp://127.0.0.1:5555", "tcp://127.0.0.1:5565"])
+            self.assertEqual(client.cloudLinks, 2)
+            self.assertEqual(client.addresses, ["tcp://127.0.0.1:5555", "tcp://127.0.0.1:5565",
+                                                "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557"])
+            self.assertIsNotNone(client.discovered)
+            self.assertEqual((client.config.requestTimeout, client.config.attempts), (7.0, 2))
+
+    def test_cloudLinksOneOrTwo(self):
+        """--cloud-links is 1 or 2, as README.md says; anything else is a usage error."""
+        for links in ("0", "3", "x"):
+            self.assertRaises(usage.UsageError, self.parse,
+                              ["stats", "--cloud", "tcp://127.0.0.1:5555", "--cloud-links", links])
+
+    def test_commandsServeNoMetrics(self):
+        """
+        A command ends when its work is done: --metrics is refused with a
+        clear error, not accepted and ignored.
+        """
+        for command, extra in (("request", ["echo", "hi"]), ("subscribe", []), ("stats", []), ("top", [])):
+            e = self.assertRaises(usage.UsageError, self.parse,
+                                  [command, "--cloud", "tcp://127.0.0.1:5555", "--metrics", "tcp:9100"] + extra)
+            self.assertIn("--metrics", str(e))
+
     def test_keygenOptions(self):
         """keygen takes NAME, --dir (.), --role (client), --id (default NAME) and --force."""
         _, opts = self.parse(["keygen", "alice"])

@@ -416,6 +416,33 @@ class ClientOptionsTests(OptionsTestCase):
         ):
             self.assertUsageError(clientTap, argv)
 
+    def test_environmentSubscribe(self):
+        """
+        In a .tac file's environment, C{ZMQRELAY_SUBSCRIBE} is a comma-separated list of prefixes;
+        set and empty, it is every topic (C{--subscribe ''}); unset, no subscription.
+        """
+        cloud = {"ZMQRELAY_CLOUD": "tcp://c:1"}
+        for value, prefixes in (("tick.,news.", ["tick.", "news."]), ("", [""]), (None, [])):
+            environ = dict(cloud, **({} if value is None else {"ZMQRELAY_SUBSCRIBE": value}))
+            options = self.parse(clientTap, tac.argumentsFromEnvironment(clientTap.Options, environ))
+            self.assertEqual(options["subscribe"], prefixes, value)
+
+    def test_environmentPlurals(self):
+        """
+        Every repeatable option has a plural variable, as README.md lists them; flags take 1, yes, true or on.
+        """
+        self.assertEqual(
+            [tac.variable(n) for n in ("server", "service", "subscribe", "app-option", "curve-peer-key")],
+            ["ZMQRELAY_SERVERS", "ZMQRELAY_SERVICES", "ZMQRELAY_SUBSCRIBE", "ZMQRELAY_APP_OPTIONS",
+             "ZMQRELAY_CURVE_PEER_KEYS"],
+        )
+        argv = tac.argumentsFromEnvironment(serverTap.Options, {
+            "ZMQRELAY_PROXY": "tcp://p:1", "ZMQRELAY_APP_OPTIONS": "colour=blue,size=3", "ZMQRELAY_DISCOVER": "on",
+        })
+        options = self.parse(serverTap, argv)
+        self.assertEqual(options["appOptions"], {"colour": "blue", "size": "3"})
+        self.assertTrue(options["discover"])
+
     def test_makeService(self):
         """
         makeService() builds a Client with the timeout and attempts asked for.

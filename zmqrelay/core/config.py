@@ -60,7 +60,8 @@ class NodeConfig:
         connections without a session (HELLOs included); beyond it they are
         dropped unread and counted.
     @ivar versions: protocol versions this node speaks.
-    @ivar requestTimeout: default seconds for one request attempt (clients).
+    @ivar requestTimeout: default seconds a request may take in all, its
+        attempts included (clients; per attempt with C{failFast}).
     @ivar attempts: default attempts per request (clients).
     @ivar drainTimeout: seconds a stopping server, proxy or cloud lets the
         work in flight finish before it goes (0: stop at once).

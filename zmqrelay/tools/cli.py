@@ -38,6 +38,7 @@ class _Connect(ConnectOptions):
     """
 
     idPrefix = "cli"
+    servesMetrics = False
 
 
 class RequestOptions(_Connect):
@@ -127,12 +128,7 @@ class Options(usage.Options):
 
 
 def _client(reactor, opts):
-    from zmqrelay.roles.client import Client
-
-    client = Client(
-        opts.clientConfig(), opts["clouds"] or None, opts["proxy"], opts["servers"], reactor=reactor,
-        discover=opts["discover"], discoverInterfaces=opts["discover-interfaces"],
-    )
+    client = opts.makeClient(reactor)
     client.startService()
     return client
 

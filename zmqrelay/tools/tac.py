@@ -4,11 +4,12 @@ as the twistd plugins: environment variables become an argument list, the
 tap module's C{Options} parse it, and its C{makeService} builds the node.
 
 Every option C{--some-name} of a role is read from C{ZMQRELAY_SOME_NAME};
-a flag is on when its variable is C{1}, C{yes} or C{true}; repeatable options
+a flag is on when its variable is C{1}, C{yes}, C{true} or C{on}; repeatable options
 (C{--server}, C{--service}, C{--subscribe}, C{--app-option},
 C{--curve-peer-key}) take comma-separated lists, from C{ZMQRELAY_SERVERS},
 C{ZMQRELAY_SERVICES}, C{ZMQRELAY_SUBSCRIBE}, C{ZMQRELAY_APP_OPTIONS} and
-C{ZMQRELAY_CURVE_PEER_KEYS}.
+C{ZMQRELAY_CURVE_PEER_KEYS}.  C{ZMQRELAY_SUBSCRIBE} set and empty is every
+topic (C{--subscribe ''}).
 """
 
 import os
@@ -61,6 +62,9 @@ def argumentsFromEnvironment(optionsClass, environ, defaults=None):
                 argv.append(f"--{name}")
         elif name in options.defaults:
             argv.append(f"--{name}={value}")
+        elif name == "subscribe" and not str(value):
+            # As --subscribe '': every topic.
+            argv.append("--subscribe=")
         else:
             # Repeatable: handled by an opt_ method, not a parameter.
             argv.extend(f"--{name}={item}" for item in str(value).split(",") if item)

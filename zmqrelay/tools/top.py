@@ -26,6 +26,7 @@ class TopOptions(ConnectOptions):
     """
 
     idPrefix = "top"
+    servesMetrics = False
     synopsis = "[connect options] [--interval SECONDS] [--count N]"
     optParameters = [
         ["interval", None, 1.0, "Seconds between refreshes.", _positive(float)],
@@ -152,10 +153,8 @@ def run(reactor, opts, console=None):
     from rich.console import Console
     from rich.live import Live
 
-    from zmqrelay.roles.client import Client
-
     console = console or Console()
-    client = Client(opts.clientConfig(), opts["cloud"], opts["proxy"], opts["servers"], reactor=reactor)
+    client = opts.makeClient(reactor)
     client.startService()
     try:
         yield client.whenConnected(opts["timeout"])

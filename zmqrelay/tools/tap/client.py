@@ -17,6 +17,16 @@ from zmqrelay.tools.tap._common import (
 )
 
 
+def _oneOrTwo(value):
+    number = int(value)
+    if number not in (1, 2):
+        raise ValueError("must be 1 or 2")
+    return number
+
+
+_oneOrTwo.coerceDoc = "1 or 2."
+
+
 class ConnectOptions(NodeOptions):
     """
     How a client connects: its paths, its deadlines, and every option a
@@ -26,11 +36,16 @@ class ConnectOptions(NodeOptions):
     role = "client"
     optParameters = [
         ["proxy", "p", None, "A site proxy's control endpoint (LAN path)."],
-        ["timeout", None, 5.0, "Seconds per request attempt (and to wait for a path).", _positive(float)],
-        ["attempts", None, 3, "Attempts per request.", _positive(int)],
+        ["timeout", None, 5.0, "Seconds a request may take in all, its attempts included (and "
+         "to wait for a path).", _positive(float)],
+        ["attempts", None, 3, "Attempts per request, within its --timeout.", _positive(int)],
         ["cloud-links", None, 1, "With several --cloud: how many clouds to attach to at once (1 or 2).",
-         _positive(int)],
+         _oneOrTwo],
     ]
+
+    #: Whether C{--metrics} is served: by a node run by twistd, not by a
+    #: command that ends when its work is done.
+    servesMetrics = True
 
     def __init__(self):
         NodeOptions.__init__(self)
@@ -63,6 +78,26 @@ class ConnectOptions(NodeOptions):
         NodeOptions.postOptions(self)
         if not (self["cloud"] or self["proxy"] or self["servers"] or self["discover"]):
             raise usage.UsageError("give --cloud, --proxy, --server or --discover")
+        if self["metrics"] is not None and not self.servesMetrics:
+            raise usage.UsageError(
+                "--metrics: a command serves no metrics; run a client under twistd "
+                "(twistd zmqrelay-client --metrics ...) to have them"
+            )
+
+    def makeClient(self, reactor=None):
+        """
+        @return: the L{zmqrelay.roles.client.Client} these options describe,
+            not started: every path (C{--cloud}, repeated, with
+            C{--cloud-links}; C{--proxy}; C{--server}; C{--discover} on
+            C{--discover-interface}) and the L{clientConfig}.
+        """
+        from zmqrelay.roles.client import Client
+
+        return Client(
+            self.clientConfig(), self["clouds"] or None, self["proxy"], self["servers"],
+            reactor=reactor, discover=self["discover"],
+            discoverInterfaces=self["discover-interfaces"], cloudLinks=self["cloud-links"],
+        )
 
     def clientConfig(self, **extra):
         """
@@ -112,14 +147,9 @@ def makeService(options):
 
 
 def _build(options):
-    from zmqrelay.roles.client import Client
     from zmqrelay.tools.chatter import Chatter
 
-    client = Client(
-        options.clientConfig(), options["clouds"] or None, options["proxy"], options["servers"],
-        discover=options["discover"], discoverInterfaces=options["discover-interfaces"],
-        cloudLinks=options["cloud-links"],
-    )
+    client = options.makeClient()
     Chatter(
         client,
         options["target"],
