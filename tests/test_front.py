@@ -120,6 +120,8 @@ class HelloTests(FrontTestCase):
         [reject] = self.sentTo(b"r1", protocol.REJECT)
         self.assertEqual(reject.header["code"], protocol.E_VERSION)
         self.assertEqual(reject.header["versions"], [1, 2, 3])
+        # Without a session, written in our highest version (PROTOCOL.md 3.1).
+        self.assertEqual(reject.version, 3)
         self.assertIn("[7, 8]", reject.header["msg"])
         self.assertEqual(self.front.sessions, {})
         self.assertEqual(self.owner.joined, [])
@@ -413,6 +415,19 @@ class HeartbeatTests(FrontTestCase):
         self.assertEqual(self.owner.left, [])
         self.clock.pump([0.5] * 6)
         self.assertEqual(self.owner.left, [(session, "heartbeat-timeout")])
+
+
+    def test_welcomeHeartbeatExact(self):
+        """
+        WELCOME's C{hb} is the larger of ours and the HELLO's, to the
+        millisecond (PROTOCOL.md 6.3): 1001 is 1001, not 1000 after a trip
+        through floating-point seconds.
+        """
+        for i, hb in enumerate((1001, 1003, 2999, 59999)):
+            routingId = b"r%d" % i
+            self.hello(routingId, f"c{i}", hb=hb)
+            [welcome] = self.sentTo(routingId, protocol.WELCOME)
+            self.assertEqual(welcome.header["hb"], hb)
 
 
 class StarvationTests(FrontTestCase):

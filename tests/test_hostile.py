@@ -453,7 +453,7 @@ class FrontHostileTests(SynchronousTestCase):
         self.assertLessEqual(session.heartbeat, frontModule.MAX_HEARTBEAT)
         self.assertLessEqual(session.liveness, frontModule.MAX_LIVENESS)
         [(_, welcome)] = sock.ofType(protocol.WELCOME, routed=True)
-        self.assertEqual(welcome.header["hb"], int(session.heartbeat * 1000))
+        self.assertEqual(welcome.header["hb"], int(round(session.heartbeat * 1000)))
         front.stop()
 
 

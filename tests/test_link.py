@@ -177,6 +177,24 @@ class RejectTests(LinkTestCase):
         self.assertEqual(len(self.factory.sockets), 2)
         self.stopAndCheck()
 
+    def test_waitsRetryOfOverLimit(self):
+        """
+        A REJECT C{over-limit} with C{retry} longer than the reject delay (what is left of the id's
+        cooldown) holds the next HELLO back that long: sooner would be refused again (PROTOCOL.md 6.4).
+        A C{retry} out of range is clamped to 60 s; one that is not a number is ignored.
+        """
+        self.link.start()
+        for retry, wait in ((8.5, 8.5), (1.0, 5.0), (1e9, 60.0), (-3, 5.0), ("soon", 5.0), (True, 5.0)):
+            sockets = len(self.factory.sockets)
+            self.socket.receive(protocol.encode(protocol.REJECT, {
+                "code": protocol.E_OVER_LIMIT, "msg": "cooling down", "retry": retry}))
+            self.assertIsInstance(self.link.lastError, errors.OverLimit)
+            self.clock.advance(wait - 0.01)
+            self.assertEqual(len(self.factory.sockets), sockets, retry)
+            self.clock.advance(0.01)
+            self.assertEqual(len(self.factory.sockets), sockets + 1, retry)
+        self.stopAndCheck()
+
     def test_noTightLoop(self):
         """
         An upstream that always rejects gets at most one attempt per rejectDelay.

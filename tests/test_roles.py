@@ -293,6 +293,20 @@ class ProxyTests(RoleTestCase):
         # Its notifications now go on to the cloud.
         self.assertEqual(self.factory.planes[0].upstream[0], "inproc://cloud-sub")
 
+    def test_servicesNil(self):
+        """
+        A server's HELLO with C{services} nil offers no service, as an absent field (PROTOCOL.md 4): it is
+        welcomed and routed by its id; C{services} of the wrong type is refused.
+        """
+        self.start(self.proxy)
+        router = self.router()
+        router.receive([b"s"] + helloFrames("s1", "si", role="server", services=None))
+        self.assertEqual(self.proxy.servers(), {"s1": ()})
+        self.assertEqual([(r, m.type) for r, m in router.messages(routed=True)][:1], [(b"s", protocol.WELCOME)])
+        router.receive([b"t"] + helloFrames("s2", "si", role="server", services="echo"))
+        [reject] = [m for r, m in router.messages(routed=True) if m.type == protocol.REJECT]
+        self.assertEqual(reject.header["code"], protocol.E_REJECTED)
+
     def test_presenceListsServersDirectClients(self):
         """
         The direct clients a server reports are in the proxy's presence as direct@<server id>, LAN clients as proxy, until the server goes.

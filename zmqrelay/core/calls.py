@@ -18,7 +18,7 @@ from zmqrelay.core import errors, protocol
 MAX_RETRY_AFTER = 60.0
 
 
-def _retryAfter(value):
+def retryAfter(value):
     """
     A peer's retry-after, made safe to hand to C{callLater}: a number from 0
     to L{MAX_RETRY_AFTER}, or C{None}.  (A negative or NaN delay makes the
@@ -137,7 +137,7 @@ class Calls:
             error = errors.fromWire(
                 str(header.get("code", "error")),
                 str(header.get("msg", "")),
-                _retryAfter(retry),
+                retryAfter(retry),
             )
             # ERR no-route with known: the target exists, none of it is in
             # reach now; an ERR from a server says which (PROTOCOL.md 10.2).

@@ -414,9 +414,10 @@ class Front:
             session.gone = True
         return ok
 
-    def _sendRaw(self, routingId, msgtype, header, version=protocol.CURRENT_VERSION):
+    def _sendRaw(self, routingId, msgtype, header):
+        # No session, so no negotiated version: our highest (PROTOCOL.md 3.1).
         if self._socket is not None:
-            self._socket.send([routingId] + protocol.encode(msgtype, header, b"", version))
+            self._socket.send([routingId] + protocol.encode(msgtype, header, b"", max(self.config.versions)))
 
     def peers(self, role=None):
         """
@@ -886,7 +887,7 @@ class Front:
             "inc": c.incarnation,
             "version": session.version,
             "versions": list(c.versions),
-            "hb": int(session.heartbeat * 1000),
+            "hb": int(round(session.heartbeat * 1000)),
             "liveness": session.liveness,
             "max": c.maxMessageSize,
             "inflight": c.maxInFlight,

@@ -31,6 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from zmqrelay.core import errors, protocol
+from zmqrelay.core.calls import retryAfter
 from zmqrelay.edge import security
 from zmqrelay.edge.outbox import reportUndelivered
 from zmqrelay.core.ratelimit import TokenBucket
@@ -269,7 +270,7 @@ class UpstreamLink:
             "role": self.owner.role,
             "inc": c.incarnation,
             "versions": list(c.versions),
-            "hb": int(c.heartbeat * 1000),
+            "hb": int(round(c.heartbeat * 1000)),
             "liveness": c.liveness,
             "max": c.maxMessageSize,
         }
@@ -440,13 +441,18 @@ class UpstreamLink:
         text = header.get("msg", "")
         versions = header.get("versions")
         self.lastError = errors.fromWire(str(code), str(text))
+        delay = max(self.config.rejectDelay, self._nextDelay())
+        retry = retryAfter(header.get("retry"))
+        if retry is not None:
+            # over-limit: the id may say HELLO again only after this (what is
+            # left of its cooldown); sooner would be refused again.
+            delay = max(delay, retry)
         log.error(
             "{link}: refused by upstream: {code}: {text} (it speaks {versions}, we speak "
-            "{ours}); next try in {delay}s",
+            "{ours}); next try in {delay:.1f}s",
             link=self.name, code=code, text=text, versions=versions,
-            ours=list(self.config.versions), delay=self.config.rejectDelay,
+            ours=list(self.config.versions), delay=delay,
         )
-        delay = max(self.config.rejectDelay, self._nextDelay())
         self._wait(delay)
 
     def _tick(self):

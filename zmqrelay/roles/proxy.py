@@ -33,6 +33,15 @@ from zmqrelay.core.routing import AWAY, Route, RouteTable
 log = Logger()
 
 
+def _services(hello):
+    """
+    @return: the C{services} of a server's HELLO; absent or nil, none
+        (PROTOCOL.md 4 and 6.1).
+    """
+    services = hello.get("services")
+    return [] if services is None else services
+
+
 @implementer(IProxy, IFrontOwner, ILinkOwner)
 class Proxy(RelayNode):
     """
@@ -121,13 +130,13 @@ class Proxy(RelayNode):
         if session.role not in (protocol.SERVER, protocol.CLIENT):
             raise Rejected(f"a proxy accepts servers and clients, not {session.role}s")
         if session.role == protocol.SERVER:
-            services = session.hello.get("services", [])
+            services = _services(session.hello)
             if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
                 raise Rejected("services must be a list of names")
 
     def peerJoined(self, session):
         if session.role == protocol.SERVER:
-            services = session.hello.get("services", [])
+            services = _services(session.hello)
             self.routes.add(Route(session.nodeId, session, session.incarnation, services))
             self._toCloud(
                 protocol.ROUTES,
