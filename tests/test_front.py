@@ -168,6 +168,38 @@ class HelloTests(FrontTestCase):
         self.assertEqual(error.header["id"], 42)
         self.assertEqual(self.owner.received, [])
 
+    def test_helloFirstCounted(self):
+        """
+        The ERR hello-first answers to strangers are counted by code, as every ERR sent is.
+        """
+        self.receive(b"r9", self.request(rid=42))
+        self.receive(b"r8", self.request(rid=43))
+        self.assertEqual(self.front.errors[protocol.E_HELLO_FIRST], 2)
+
+    def test_errorBeforeHelloNotAnswered(self):
+        """
+        An ERR from a stranger is not answered with ERR hello-first (nobody answers an ERR with an
+        ERR, PROTOCOL.md 10): it is counted and logged.
+        """
+        self.receive(b"r9", protocol.encode(protocol.ERROR, {"id": 4, "code": "bad-message", "msg": "?"}))
+        self.assertEqual(self.sentTo(b"r9"), [])
+        self.assertEqual(self.front.counters["errors-unanswered"], 1)
+
+    def test_malformedErrorNotAnswered(self):
+        """
+        An ERR from a peer that its owner finds malformed (no C{id} where one is needed) is counted
+        as malformed and not answered.
+        """
+        self.hello(b"r1", "c1")
+        self.owner.messageError = protocol.ProtocolError(protocol.E_BAD_MESSAGE, "header field 'id' is required")
+        self.receive(b"r1", protocol.encode(protocol.ERROR, {"code": "over-limit", "msg": "slow down"}))
+        self.assertEqual(self.sentTo(b"r1", protocol.ERROR), [])
+        self.assertEqual((self.front.counters["malformed"], self.front.counters["errors-unanswered"]), (1, 1))
+        # A malformed REQ is answered, as before.
+        self.receive(b"r1", self.request(rid=5))
+        [error] = self.sentTo(b"r1", protocol.ERROR)
+        self.assertEqual((error.header["id"], error.header["code"]), (5, protocol.E_BAD_MESSAGE))
+
     def test_byeBeforeHello(self):
         """
         A BYE from a stranger is dropped without an answer.

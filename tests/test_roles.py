@@ -505,6 +505,44 @@ class ServerTests(RoleTestCase):
         router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 4}, b"y"))
         self.assertEqual(len(self.handler.requests), 3)
 
+    def test_malformedRequestsHoldNoRoom(self):
+        """
+        A direct client's malformed requests (a C{ttl} or C{to} of the wrong type) are answered ERR
+        bad-message and hold none of its in-flight room: a buggy client does not lock itself out.
+        """
+        self.server.config.maxInFlight = 2
+        self.start(self.server)
+        router = self.directClient()
+        for rid, extra in ((1, {"ttl": 1.5}), (2, {"to": 7}), (3, {"ttl": "soon"})):
+            router.receive([b"c"] + protocol.encode(protocol.REQUEST, dict({"id": rid}, **extra), b"x"))
+        errors = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual([(e.header["id"], e.header["code"]) for e in errors],
+                         [(rid, protocol.E_BAD_MESSAGE) for rid in (1, 2, 3)])
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 4}, b"y"))
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual(reply.header["id"], 4)
+
+    def test_errorsNameTheServer(self):
+        """
+        Every ERR a server sends for an application request names it (C{server}, C{sinc}; PROTOCOL.md
+        10.2): over its in-flight limit, past the deadline, too large.
+        """
+        pending = Deferred()
+        self.handler.answers = lambda request: pending
+        self.server.config.maxInFlight = 1
+        self.start(self.server)
+        router = self.directClient()
+        for header in ({"id": 1}, {"id": 2}, {"id": 3, "ttl": 0}):
+            router.receive([b"c"] + protocol.encode(protocol.REQUEST, header, b"x"))
+        pending.callback(b"ok")
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 5, "ttl": 0}, b"x"))
+        errors = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual([(e.header["id"], e.header["code"]) for e in errors],
+                         [(2, protocol.E_OVER_LIMIT), (3, protocol.E_OVER_LIMIT), (5, protocol.E_TIMEOUT)])
+        for error in errors:
+            self.assertEqual((error.header["server"], error.header["sinc"]),
+                             (self.server.nodeId, self.server.incarnation))
+
     def test_replyLargerThanClientAccepts(self):
         """
         A reply larger than the direct client announced in its HELLO goes
@@ -518,6 +556,7 @@ class ServerTests(RoleTestCase):
         self.assertEqual(self.sentTo(router, b"c", protocol.REPLY), [])
         [error] = self.sentTo(router, b"c", protocol.ERROR)
         self.assertEqual((error.header["id"], error.header["code"]), (3, protocol.E_TOO_LARGE))
+        self.assertEqual(error.header["server"], self.server.nodeId)
 
     def test_cachedReplyLargerThanPeerAccepts(self):
         """
@@ -611,6 +650,22 @@ class ServerTests(RoleTestCase):
         self.assertEqual(len(self.handler.requests), 2)
         self.assertEqual(self.handler.requests[0].clientId, "c9")
         self.assertEqual(self.handler.requests[0].path, "cloud")
+
+    def test_malformedProxiedRequestAnswered(self):
+        """
+        A REQ from the proxy the server cannot read (no C{creq}, a float C{ttl}) is answered ERR
+        bad-message with its id at once, so the proxy and the client do not wait for its deadline;
+        an ERR from the proxy that cannot be read is not answered.
+        """
+        self.start(self.server)
+        dealer = self.linkUp()
+        dealer.receive(self.proxied(100, creq=None))
+        dealer.receive(self.proxied(101, ttl=1.5))
+        dealer.receive(protocol.encode(protocol.ERROR, {"code": protocol.E_OVER_LIMIT, "msg": "x", "id": "?"}))
+        errors = dealer.ofType(protocol.ERROR)
+        self.assertEqual([(e.header["id"], e.header["code"]) for e in errors],
+                         [(100, protocol.E_BAD_MESSAGE), (101, protocol.E_BAD_MESSAGE)])
+        self.assertEqual(self.handler.requests, [])
 
     def test_runningRequestJoined(self):
         """

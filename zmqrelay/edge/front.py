@@ -227,6 +227,8 @@ class Front:
             "batches-out": 0,
             "batched-out": 0,
             "undelivered": 0,
+            "errors-unanswered": 0,
+            "strangers-unanswered": 0,
         }
         # ERR answers sent, and hellos rejected, by error code.
         self.errors = {}
@@ -536,7 +538,7 @@ class Front:
             elif msgtype != protocol.BYE:
                 self._error(
                     routingId, None, message.header, protocol.E_HELLO_FIRST,
-                    "no session: send HELLO first",
+                    "no session: send HELLO first", answer=msgtype != protocol.ERROR,
                 )
             return
         if msgtype == _REQUEST:
@@ -573,7 +575,8 @@ class Front:
                 self.counters["unknown-type"] += 1
             else:
                 self.counters["malformed"] += 1
-            self._error(routingId, session, message.header, e.code, e.message)
+            self._error(routingId, session, message.header, e.code, e.message,
+                        answer=msgtype != protocol.ERROR)
 
     def _strangerMayTalk(self, routingId, now):
         """
@@ -697,19 +700,29 @@ class Front:
             session.routingId, session, header, protocol.E_OVER_LIMIT, text, retryAfter=wait,
         )
 
-    def _error(self, routingId, session, header, code, text, retryAfter=None):
+    def _error(self, routingId, session, header, code, text, retryAfter=None, answer=True):
         """
         Answer a bad message with ERR, and log it at a bounded rate.
+
+        @param answer: C{False} if the bad message is itself an ERR: nobody
+            answers an ERR with an ERR (PROTOCOL.md 10); it is logged and
+            counted (C{errors-unanswered}) only.
         """
         now = self.reactor.seconds()
         if self._logBucket.take(now) == 0.0:
             log.warn(
-                "{peer}: {code}: {text}",
+                "{peer}: {code}: {text}{unanswered}",
                 peer=session or routingId.hex(),
                 code=code,
                 text=text,
+                unanswered="" if answer else " (an ERR: not answered)",
             )
+        if not answer:
+            self.counters["errors-unanswered"] += 1
+            return
         if session is None and self._strangers.take(now) != 0.0:
+            # Answers to connections without a session are bounded too.
+            self.counters["strangers-unanswered"] += 1
             return
         reply = {"code": code, "msg": text}
         if header is not None:
@@ -722,6 +735,7 @@ class Front:
             self.sendTo(session, protocol.ERROR, reply)
         else:
             self._sendRaw(routingId, protocol.ERROR, reply)
+            self.errors[code] = self.errors.get(code, 0) + 1
 
     def _reject(self, routingId, code, text, retryAfter=None):
         self.counters["rejected"] += 1

@@ -379,6 +379,14 @@ class UpstreamLink:
                 self.counters["malformed"] += 1
                 if self._logBucket.take(now) == 0.0:
                     log.warn("{link}: bad {type}: {error}", link=self.name, type=msgtype, error=e)
+                if msgtype == protocol.REQUEST or msgtype == protocol.MESSAGE:
+                    # The asker waits for an answer: it gets this one, not
+                    # its deadline (PROTOCOL.md 12).  Never an ERR for an ERR.
+                    header = {"code": e.code, "msg": e.message}
+                    rid = message.header.get("id")
+                    if rid.__class__ is int:
+                        header["id"] = rid
+                    self.send(protocol.ERROR, header)
 
     def _unknownType(self, message, now):
         """

@@ -25,13 +25,17 @@ def advertised(bound, dialled):
     return f"tcp://{host}:{port}"
 
 
-def sendError(peer, rid, code, text, retryAfter=None):
+def sendError(peer, rid, code, text, retryAfter=None, extra=None):
     """
     Send ERR for request C{rid} to C{peer}.
+
+    @param extra: more header fields (a server's C{server} and C{sinc}).
     """
     header = {"id": rid, "code": code, "msg": text}
     if retryAfter is not None:
         header["retry"] = round(retryAfter, 3)
+    if extra:
+        header.update(extra)
     return peer.send(protocol.ERROR, header)
 
 

@@ -421,6 +421,12 @@ class Server(PresenceViewMixin, Node):
         if header.get("sys") == "replay":
             self._replay(peer, rid, message.payload)
             return
+        # Malformed fields are refused (ERR bad-message) before anything is
+        # counted for the request.
+        ttl = min(
+            protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000)), MAX_TTL_MS
+        )
+        target = protocol.field(header, "to", str, self.nodeId)
         key = (clientId, clientInc, creq)
         cached = self.replies.lookup(key)
         if cached is not None and cached.done:
@@ -431,28 +437,20 @@ class Server(PresenceViewMixin, Node):
         if peer.role == protocol.CLIENT:
             waiting = self._waiting.get(peer, 0)
             if waiting >= self.config.maxInFlight:
-                sendError(
-                    peer, rid, protocol.E_OVER_LIMIT,
-                    f"more than {self.config.maxInFlight} requests in flight", 0.05,
-                )
+                self._error(peer, rid, protocol.E_OVER_LIMIT,
+                            f"more than {self.config.maxInFlight} requests in flight", 0.05)
                 return
             self._waiting[peer] = waiting + 1
         if cached is not None:
             cached.waiters.append((peer, rid, peer.incarnation))
             return
-        ttl = min(
-            protocol.field(header, "ttl", int, int(self.config.requestTimeout * 1000)), MAX_TTL_MS
-        )
         now = self.reactor.seconds()
         if ttl <= 0:
             self.counters["expired"] += 1
             self._done(peer)
-            sendError(peer, rid, protocol.E_TIMEOUT, "deadline passed before the server got it")
+            self._error(peer, rid, protocol.E_TIMEOUT, "deadline passed before the server got it")
             return
-        request = Request(
-            clientId, clientInc, creq, protocol.field(header, "to", str, self.nodeId),
-            path, now + ttl / 1000.0, message.payload,
-        )
+        request = Request(clientId, clientInc, creq, target, path, now + ttl / 1000.0, message.payload)
         # The peer's incarnation goes with the waiter: an answer must not go
         # to a restarted proxy that reuses the forward id for another request.
         self.replies.begin(key).waiters.append((peer, rid, peer.incarnation))
@@ -532,10 +530,8 @@ class Server(PresenceViewMixin, Node):
         than the peer accepts.
         """
         if not protocol.fits(peer, payload):
-            sendError(
-                peer, rid, protocol.E_TOO_LARGE,
-                f"the reply of {len(payload)} bytes is more than {peer.nodeId} accepts",
-            )
+            self._error(peer, rid, protocol.E_TOO_LARGE,
+                        f"the reply of {len(payload)} bytes is more than {peer.nodeId} accepts")
             return
         answer = dict(header)
         answer["id"] = rid
@@ -552,7 +548,7 @@ class Server(PresenceViewMixin, Node):
             if not (isinstance(topic, bytes) and isinstance(first, int) and isinstance(last, int)):
                 raise ValueError("bad types")
         except Exception as e:
-            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"bad replay request: {e}")
+            self._error(peer, rid, protocol.E_BAD_MESSAGE, f"bad replay request: {e}")
             return
         items = self.history.replay(topic, first, last) if inc == self.incarnation else []
         # As many as fit what the asker accepts, oldest first; it reports the
@@ -565,9 +561,15 @@ class Server(PresenceViewMixin, Node):
                 break
         peer.send(
             protocol.REPLY,
-            {"id": rid},
+            {"id": rid, "server": self.nodeId, "sinc": self.incarnation},
             msgpack.packb({"inc": self.incarnation, "items": items}, use_bin_type=True),
         )
+
+    def _error(self, peer, rid, code, text, retryAfter=None):
+        """
+        Send ERR for request C{rid}, naming this server (PROTOCOL.md 10.2).
+        """
+        sendError(peer, rid, code, text, retryAfter, {"server": self.nodeId, "sinc": self.incarnation})
 
     def _directSubscriptions(self, frames):
         # ZeroMQ passes on the first subscription to a prefix and the last
