@@ -74,6 +74,29 @@ class AttemptsOnTwoPathsTests(RoleTestCase):
         self.cloud.receive(protocol.encode(protocol.REPLY, {"id": rid}, b"a"))
         self.assertEqual(self.successResultOf(d), b"a")
 
+    def test_serverTimeoutIsFinal(self):
+        """
+        A server's ERR timeout (it names the server: its handler did not finish by the deadline)
+        ends the request: the server keeps that answer for the request id, so a retry would fetch
+        it again. A relay's ERR timeout (no C{server}) is retried as before.
+        """
+        d = self.client.request("echo", b"q")
+        [first] = self.proxy.ofType(protocol.REQUEST)
+        self.proxy.receive(protocol.encode(protocol.ERROR, {
+            "id": first.header["id"], "code": protocol.E_TIMEOUT, "msg": "handler too slow",
+            "server": "s1", "sinc": "s1-inc"}))
+        self.failureResultOf(d, errors.RequestTimeout)
+        self.assertEqual(len(self.proxy.ofType(protocol.REQUEST)), 1)
+        d = self.client.request("echo", b"q")
+        [_, second] = self.proxy.ofType(protocol.REQUEST)
+        self.proxy.receive(protocol.encode(protocol.ERROR, {
+            "id": second.header["id"], "code": protocol.E_TIMEOUT, "msg": "deadline passed before forwarding"}))
+        self.clock.advance(0.05)
+        self.assertNoResult(d)
+        self.assertEqual(len(self.proxy.ofType(protocol.REQUEST)) + len(self.cloud.ofType(protocol.REQUEST)), 3)
+        self.clock.advance(1)
+        self.failureResultOf(d, errors.RelayError)
+
     def test_requestForgottenHoweverItEnds(self):
         """
         A request the client tracks is forgotten once it is answered, fails,
@@ -323,3 +346,88 @@ class InFlightWindowTests(RoleTestCase):
         self.proxy.receive(protocol.encode(protocol.BYE, {"reason": "shutdown"}))
         self.clock.advance(0.5)
         self.failureResultOf(waiting, errors.NotConnected)
+
+
+class RequestContractTests(RoleTestCase):
+    """
+    What C{Client.request} promises about its arguments, its attempts and how it fails
+    (L{zmqrelay.interfaces.IClient.request}, README.md "Writing a client").
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.client = Client(
+            self.config("c1", requestTimeout=2.0, attempts=3),
+            cloud="inproc://cloud", servers=["inproc://a1"],
+            reactor=self.clock, socketFactory=self.factory,
+        )
+        self.start(self.client)
+        self.cloud, self.direct = self.dealers()
+        self.cloud.receive(welcomeFrames("cloud", role="cloud"))
+
+    def test_badArguments(self):
+        """
+        A target that is not str or a payload that is not bytes fails with TypeError; a timeout
+        that is not positive or attempts below 1 with ValueError (not silently the defaults).
+        """
+        self.failureResultOf(self.client.request(b"echo", b"q"), TypeError)
+        self.failureResultOf(self.client.request("echo", "q"), TypeError)
+        for kw in ({"timeout": 0}, {"timeout": -1.0}, {"attempts": 0}, {"attempts": 1.5}):
+            self.failureResultOf(self.client.request("echo", b"q", **kw), ValueError)
+        self.assertEqual(self.cloud.ofType(protocol.REQUEST), [])
+
+    def test_sysIsKeywordOnly(self):
+        """
+        The fifth positional argument is C{failFast}, as in L{IClient.request}; C{sys} is given by
+        name only.
+        """
+        d = self.client.request("echo", b"q", 1.0, 1, True)
+        d.addErrback(lambda f: None)
+        [sent] = self.cloud.ofType(protocol.REQUEST)
+        self.assertNotIn("sys", sent.header)
+        self.assertIs(sent.header["hold"], False)
+        self.assertRaises(TypeError, self.client.request, "echo", b"q", 1.0, 1, False, "ping")
+
+    def test_targetLostBacksOff(self):
+        """
+        Attempts cut short by target-lost do not use up the attempts (the timeout bounds them), and
+        are retried after 0.05 s, 0.1 s, ... at most 0.5 s: never in a tight loop.
+        """
+        d = self.client.request("echo", b"q")
+        times = []
+        while not d.called and self.clock.seconds() < 2.0:
+            for message in self.cloud.ofType(protocol.REQUEST)[len(times):]:
+                times.append(self.clock.seconds())
+                self.cloud.receive(protocol.encode(protocol.ERROR, {
+                    "id": message.header["id"], "code": protocol.E_TARGET_LOST, "msg": "gone"}))
+            self.clock.advance(0.01)
+        self.failureResultOf(d, errors.RelayError)
+        gaps = [round(b - a, 2) for a, b in zip(times, times[1:])]
+        for gap, expected in zip(gaps, [0.05, 0.1, 0.2, 0.4]):
+            self.assertLessEqual(abs(gap - expected), 0.011, gaps)
+        self.assertTrue(all(gap <= 0.51 for gap in gaps), gaps)
+        self.assertGreater(len(times), 3)
+        self.assertLess(len(times), 10)
+
+    def test_unknownWhileAPathIsDown(self):
+        """
+        With the direct path down, a target the cloud does not know is waited for within the
+        timeout (the down path might reach it), then fails with NoRoute, not Unavailable.
+        """
+        d = self.client.request("nobody", b"q")
+        [sent] = self.cloud.ofType(protocol.REQUEST)
+        self.cloud.receive(protocol.encode(protocol.ERROR, {
+            "id": sent.header["id"], "code": protocol.E_NO_ROUTE, "msg": "no such server"}))
+        self.assertNoResult(d)
+        self.clock.advance(2.0)
+        self.failureResultOf(d, errors.NoRoute)
+
+    def test_stopEndsWaitsForChange(self):
+        """
+        Whoever waits for a change of the links (L{Client.whenChanged}) is told when the client
+        stops: every link went down with it.
+        """
+        d = self.client.whenChanged()
+        self.assertNoResult(d)
+        self.successResultOf(self.client.stopService())
+        self.assertIsNone(self.successResultOf(d))

@@ -625,6 +625,22 @@ class ServerTests(RoleTestCase):
         self.assertEqual(reply.payload, b"pong")
         self.assertEqual(self.handler.requests, [])
 
+    def test_sysForAnotherNode(self):
+        """
+        A sys request whose C{to} names neither this server nor one of its services is never handed
+        to the application: ERR no-route (PROTOCOL.md 10.7). A nil C{sys} is an absent one (an
+        ordinary request, for the application).
+        """
+        self.start(self.server)
+        router = self.directClient()
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 5, "to": "other", "sys": "ping"}))
+        [error] = self.sentTo(router, b"c", protocol.ERROR)
+        self.assertEqual((error.header["id"], error.header["code"]), (5, protocol.E_NO_ROUTE))
+        self.assertEqual(self.handler.requests, [])
+        router.receive([b"c"] + protocol.encode(protocol.REQUEST, {"id": 6, "to": "echo", "sys": None}, b"hi"))
+        [reply] = self.sentTo(router, b"c", protocol.REPLY)
+        self.assertEqual((reply.header["id"], reply.payload), (6, b"re:hi"))
+
     def linkUp(self):
         [dealer] = self.dealers()
         dealer.receive(welcomeFrames("proxy1", role="proxy"))
@@ -794,6 +810,27 @@ class ServerTests(RoleTestCase):
         self.assertEqual(error.header["code"], protocol.E_HANDLER)
         self.assertIn("nope", error.header["msg"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_handlerOwnTimeoutIsAHandlerError(self):
+        """
+        A handler that fails with a timeout of its own (the built-in TimeoutError, or Twisted's)
+        before the deadline failed: ERR handler-error, not timeout, which means the deadline passed.
+        """
+        from twisted.internet import defer
+
+        def ownTimeout(request):
+            if request.requestId == 100:
+                raise TimeoutError("the database did not answer")
+            return defer.fail(defer.TimeoutError("an inner call timed out"))
+
+        self.handler.answers = ownTimeout
+        self.start(self.server)
+        dealer = self.linkUp()
+        dealer.receive(self.proxied(100, creq=1))
+        dealer.receive(self.proxied(101, creq=2))
+        self.assertEqual([(m.header["id"], m.header["code"]) for m in dealer.ofType(protocol.ERROR)],
+                         [(100, protocol.E_HANDLER), (101, protocol.E_HANDLER)])
+        self.flushLoggedErrors(TimeoutError, defer.TimeoutError)
 
     def test_handlerResultKinds(self):
         """

@@ -130,10 +130,15 @@ class IRequestHandler(Interface):
         Answer one request.
 
         @param request: an L{IRequest}.
-        @return: the reply L{bytes}, or a L{Deferred} firing with them.  A
-            failure (or a raised exception) goes back to the client as a
-            L{zmqrelay.core.errors.HandlerError}.  The server calls this once per
-            request id: a retried request is answered from the reply cache.
+        @return: the reply L{bytes}, or a L{Deferred} (or a coroutine)
+            with them.  A failure (or a raised exception, whatever its type)
+            goes back to the client as a L{zmqrelay.core.errors.HandlerError}.
+            A result not there by the request's deadline is cancelled and
+            answered L{zmqrelay.core.errors.RequestTimeout}; one still running
+            when the server stops after its drain timeout, with
+            L{zmqrelay.core.errors.ShuttingDown}.  The server calls this once
+            per request id: a retried request is answered from the reply
+            cache (failures and timeouts too).
         """
 
 
@@ -171,19 +176,23 @@ class IServer(INode, IPresenceView):
         @param topic: L{bytes}; subscribers match on prefixes of it.
         @param payload: L{bytes}.
         The notification is queued without waiting.  A server that
-        publishes faster than the hop toward its proxy (or a direct
-        subscriber) takes them learns it: the send finds that queue full.
+        publishes faster than the hop toward its proxy takes them learns it:
+        the send finds that queue full.
 
         @return: the sequence number given to it (L{int}).
+        @raise TypeError: if C{topic} or C{payload} is not L{bytes}.
         @raise zmqrelay.core.errors.TooLarge: if it is larger than this node's
             message size limit allows (not published).
-        @raise zmqrelay.core.errors.OverLimit: if a queue toward the proxy or
-            a direct subscriber was full, so that some subscribers miss it:
-            it was published to the others and kept in the history under
-            the sequence number the exception carries as C{seq} (those who
-            miss it see the gap and may ask for a replay); counted as
+        @raise zmqrelay.core.errors.OverLimit: if the queue toward the proxy
+            was full, so that the subscribers behind it miss it: it was
+            published to the others and kept in the history under the
+            sequence number the exception carries as C{seq} (those who miss
+            it see the gap and may ask for a replay); counted as
             C{publish-dropped}.  Publish more slowly: wait C{retryAfter}
-            seconds or until the reactor has run, then go on.
+            seconds or until the reactor has run, then go on.  A direct
+            subscriber whose own queue is full is skipped without an
+            exception (it is one slow reader, not the publisher's fault):
+            counted as C{slow-dropped}, it sees the gap.
         """
 
     def send(clientId, payload, timeout=None):
@@ -192,11 +201,15 @@ class IServer(INode, IPresenceView):
 
         @param clientId: the client's id.
         @param payload: L{bytes}.
-        @param timeout: seconds to wait for the client's receipt.
+        @param timeout: seconds to wait for the client's receipt (C{None}:
+            the configuration's request timeout, 5 s by default).
         @return: a L{Deferred} firing with C{None} when the client has it, or
             failing with L{zmqrelay.core.errors.NoRoute} (not connected),
-            L{zmqrelay.core.errors.TargetLost}, L{zmqrelay.core.errors.RequestTimeout}
-            or L{zmqrelay.core.errors.TooLarge} (more than the path accepts).
+            L{zmqrelay.core.errors.TargetLost}, L{zmqrelay.core.errors.RequestTimeout},
+            L{zmqrelay.core.errors.TooLarge} (more than the path accepts),
+            L{zmqrelay.core.errors.OverLimit} (the queue toward the path is
+            full), L{zmqrelay.core.errors.ShuttingDown} (the server stops),
+            or L{TypeError} (C{clientId} not L{str}, C{payload} not L{bytes}).
         """
 
 
@@ -213,18 +226,32 @@ class IClient(INode):
             offers it).
         @param payload: L{bytes}.
         @param timeout: the request's whole budget in seconds, shared by its
-            attempts; while no path or no reachable instance of a known
-            target is up, it waits for one within it.
-        @param attempts: how many times to send it at most; a retry reuses
-            the request id and goes to the server that took it while that
-            server lives, so the handler runs once.
+            attempts (C{None}: the configuration's, 5 s by default); while no
+            path or no reachable instance of a known target is up, it waits
+            for one within it.
+        @param attempts: how many attempts may end unanswered (an attempt's
+            share of the budget passed, or the node refused it: over-limit)
+            before the request fails (C{None}: the configuration's, 3).  An
+            attempt cut short (C{target-lost}, C{shutdown}) or that found no
+            route is tried again without using one up, after a backoff of
+            0.05 s doubling up to 0.5 s: the timeout bounds those.  A retry
+            reuses the request id and goes to the server that took it while
+            that server lives, so the handler runs once; a server's own
+            C{timeout} answer is final.
         @param failFast: C{True} for the old behaviour: C{timeout} per
-            attempt, no waiting (L{zmqrelay.core.errors.NotConnected} or
-            L{zmqrelay.core.errors.NoRoute} at once).
+            attempt, no waiting for a route or for room
+            (L{zmqrelay.core.errors.NoRoute} or
+            L{zmqrelay.core.errors.OverLimit} at once); with no live path at
+            all it looks again after C{min(timeout, 0.5)} s while attempts
+            last, then fails with L{zmqrelay.core.errors.NotConnected}.
         @return: a L{Deferred} that always fires: with the reply L{bytes}, or
             with a L{zmqrelay.core.errors.RelayError} (timeout, no route, target
-            lost, over limit, handler error, version mismatch, ...).
-            Cancelling it abandons the request.
+            lost, over limit, handler error, version mismatch, ...); with
+            L{TypeError} or L{ValueError} for arguments of the wrong type or
+            range (nothing sent).  A target no live path knows fails with
+            L{zmqrelay.core.errors.NoRoute}: at once if every path is up,
+            else at the end of C{timeout}.  Cancelling it abandons the
+            request.
         """
 
     def subscribe(prefix, receiver):
@@ -240,9 +267,12 @@ class IClient(INode):
         Undo one L{subscribe}.
         """
 
-    def whenConnected():
+    def whenConnected(timeout=10.0):
         """
-        @return: a L{Deferred} firing when at least one path is up.
+        @return: a L{Deferred} firing with C{None} when at least one path is
+            up, or failing with L{zmqrelay.core.errors.RequestTimeout} after
+            C{timeout} seconds, or with L{zmqrelay.core.errors.ShuttingDown}
+            if the client stops first.  Cancelling it stops the wait.
         """
 
     messageHandler = Attribute(

@@ -101,6 +101,8 @@ class _Attempts:
         self.roomOn = None
         self.waitedForRoom = False
         self.away = 0
+        #: Attempts cut short (target-lost, shutdown): retried, backing off.
+        self.cut = 0
         self.sent = 0
         self.lastError = None
         self.result = Deferred(self._cancel)
@@ -256,6 +258,17 @@ class _Attempts:
             return False
         return all(l.role == protocol.SERVER or l in self.noRoute for l in client.links)
 
+    def _unknownOnLivePaths(self):
+        """
+        @return: C{True} if every live link is a server that is not the
+            target or a relay that said it does not know the target.
+        """
+        client = self.client
+        if client.knows(self.target) or self.server is not None:
+            return False
+        alive = [l for l in client.links if l.alive]
+        return bool(alive) and all(l.role == protocol.SERVER or l in self.noRoute for l in alive)
+
     def _waitForChange(self, delay=None):
         """
         Try again when a link comes up, drains or goes (an event), or after
@@ -292,6 +305,10 @@ class _Attempts:
         elif not any(l.alive for l in self.client.links):
             last = f" (last: {self.lastError})" if self.lastError is not None else ""
             error = errors.NotConnected(f"no live path within {self.timeout:.3g}s{last}")
+        elif self._unknownOnLivePaths():
+            # Some path stayed down; every one that is up said it knows no
+            # such target.
+            error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
         else:
             last = f" (last: {self.lastError})" if self.lastError is not None else ""
             error = errors.Unavailable(f"no instance of {self.target!r} reachable within {self.timeout:.3g}s{last}")
@@ -312,6 +329,12 @@ class _Attempts:
         if server is not None and self.server is None and not isinstance(error, errors.ShuttingDown):
             self.server = server
         if not isinstance(error, _RETRYABLE) or not client.running:
+            self._finish(failure)
+            return
+        if isinstance(error, errors.RequestTimeout) and server is not None:
+            # A server's ERR timeout: its handler did not finish by the
+            # deadline.  The server keeps that answer for this request id, so
+            # a retry would only fetch it again (PROTOCOL.md 12).
             self._finish(failure)
             return
         delay = 0.0
@@ -336,13 +359,13 @@ class _Attempts:
             if link.role == protocol.SERVER or self.server is None:
                 self.server = None
             link.draining = True
-            delay = 0.05
+            delay = self._cutShort()
         elif isinstance(error, errors.TargetLost) and not self.failFast:
             # A hop on the way was lost: the attempt was cut short, not
             # answered.  A retry is safe (sticky choice, reply cache), and
             # the budget, not the attempts cap, bounds how often it repeats.
             self.left += 1
-            delay = 0.05
+            delay = self._cutShort()
         elif self.left <= 0:
             self._finish(failure)
             return
@@ -352,6 +375,17 @@ class _Attempts:
             self.timer = client.reactor.callLater(delay, self._try)
         else:
             self._waitForChange(delay)
+
+    def _cutShort(self):
+        """
+        An attempt was cut short and is tried again: after 0.05 s, then
+        0.1 s, ... at most L{MAX_AWAY_DELAY} (a path that keeps losing its
+        target is not asked in a tight loop).
+
+        @return: the delay.
+        """
+        self.cut += 1
+        return min(0.05 * 2 ** (self.cut - 1), MAX_AWAY_DELAY)
 
     def lateReply(self, payload):
         """
@@ -594,7 +628,9 @@ class Client(Node):
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
             d.errback(stopping)
-        self._changeWaiters = []
+        # Every link went down with the client: a change, which ends the
+        # wait of whoever waits for one.
+        self._changed()
         if self.sub is not None:
             self.sub.close()
             self.sub = None
@@ -631,7 +667,8 @@ class Client(Node):
     def whenChanged(self):
         """
         @return: a L{Deferred} firing with C{None} the next time a link comes
-            up, goes down or says it is draining; cancelling it forgets it.
+            up, goes down or says it is draining, or the client stops;
+            cancelling it forgets it.
         """
 
         def cancel(d):
@@ -688,16 +725,24 @@ class Client(Node):
             # (Not one that a request woken above made anew, waiting again.)
             del self._roomWaiters[link]
 
-    def request(self, target, payload, timeout=None, attempts=None, sys=None, failFast=False):
+    def request(self, target, payload, timeout=None, attempts=None, failFast=False, *, sys=None):
+        """
+        See L{IClient.request}.
+
+        @param sys: a C{sys} operation (PROTOCOL.md 10.7: C{ping},
+            C{stats}, C{routes}, C{presence}) for the node C{target} names
+            (C{""}: the node attached to) instead of an application request.
+        """
         if not isinstance(target, str) or not isinstance(payload, bytes):
             return fail(TypeError("target must be str and payload bytes"))
+        timeout = self.config.requestTimeout if timeout is None else timeout
+        attempts = self.config.attempts if attempts is None else attempts
+        if not timeout > 0 or attempts.__class__ is not int or attempts < 1:
+            return fail(ValueError(f"timeout must be positive and attempts 1 or more, not {timeout!r} and {attempts!r}"))
         if not self.running:
             return fail(errors.NotConnected("client is not running"))
         rid = self.calls.newId()
-        attempt = _Attempts(
-            self, rid, target, payload,
-            timeout or self.config.requestTimeout, attempts or self.config.attempts, sys, failFast,
-        )
+        attempt = _Attempts(self, rid, target, payload, timeout, attempts, sys, failFast)
         self._attempts[rid] = attempt
         self.timings["roundtrip"].timeDeferred(attempt.result, self.reactor)
         # However it ends (answer, failure, cancel, stop), it is forgotten.
@@ -717,12 +762,18 @@ class Client(Node):
         return result
 
     def subscribe(self, prefix, receiver):
+        """
+        See L{IClient.subscribe}.
+        """
         receivers = self._receivers.setdefault(prefix, [])
         receivers.append(receiver)
         if len(receivers) == 1 and self.sub is not None:
             self.sub.subscribe(prefix)
 
     def unsubscribe(self, prefix, receiver):
+        """
+        See L{IClient.unsubscribe}.
+        """
         receivers = self._receivers.get(prefix, [])
         if receiver in receivers:
             receivers.remove(receiver)
@@ -735,8 +786,7 @@ class Client(Node):
 
     def whenConnected(self, timeout=10.0):
         """
-        @return: a L{Deferred} firing with C{None} when at least one path is
-            up, or failing with L{zmqrelay.core.errors.RequestTimeout}.
+        See L{IClient.whenConnected}.
         """
         if any(link.alive for link in self.links):
             return succeed(None)

@@ -204,7 +204,8 @@ class Node(MultiService):
         """
         @return: C{True} if this REQ is a C{sys} request for this node.
         """
-        return "sys" in header and header.get("to") in (None, "", self.nodeId)
+        # A nil sys is an absent one (PROTOCOL.md 4): an ordinary request.
+        return header.get("sys") is not None and header.get("to") in (None, "", self.nodeId)
 
     def answerSys(self, peer, header, payload):
         """

@@ -259,7 +259,7 @@ class Proxy(RelayNode):
             # The cloud chose a server (stamped); but if we sent this request
             # to another one before, and it lives, its retries go there too.
             route = self.routes.choose(target, key, now, now + requestTtl(header, self.config), stamped)
-            if route is None and stamped and "sys" in header:
+            if route is None and stamped and header.get("sys") is not None:
                 route = self.routes.get(stamped)
             if route is None or route is AWAY:
                 noRoute(link, requestId(header), target, "this site",

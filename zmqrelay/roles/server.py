@@ -30,7 +30,7 @@ from zmqrelay.edge.front import Front
 from zmqrelay.core.history import NotificationHistory
 from zmqrelay.interfaces import IFrontOwner, ILinkOwner, IRequest, IServer
 from zmqrelay.edge.link import UpstreamLink
-from zmqrelay.roles.hop import MAX_TTL_MS, advertised, requestId, sendError
+from zmqrelay.roles.hop import MAX_TTL_MS, advertised, noRoute, requestId, sendError
 from zmqrelay.roles.drain import Drain
 from zmqrelay.roles.node import Node, PresenceViewMixin
 from zmqrelay.core.presence import PresenceView
@@ -43,6 +43,17 @@ log = Logger()
 #: Seconds a publisher told it outran a hop (L{Server.publish}) is asked to
 #: wait before publishing again.
 PUBLISH_RETRY = 0.01
+
+
+class _DeadlinePassed(Exception):
+    """
+    A handler's Deferred was cancelled at the request's deadline (answered
+    ERR timeout; anything the handler itself raises is ERR handler-error).
+    """
+
+
+def _deadlinePassed(result, timeout):
+    return Failure(_DeadlinePassed(f"the handler did not answer within {timeout:.3g}s"))
 
 
 @implementer(IRequest)
@@ -222,6 +233,9 @@ class Server(PresenceViewMixin, Node):
     # The application's API
 
     def publish(self, topic, payload):
+        """
+        See L{IServer.publish}.
+        """
         if not isinstance(topic, bytes) or not isinstance(payload, bytes):
             raise TypeError("topic and payload must be bytes")
         if len(topic) + len(payload) > self.config.maxMessageSize - protocol.HEADROOM:
@@ -270,9 +284,12 @@ class Server(PresenceViewMixin, Node):
         self.counters["slow-dropped"] = self.counters.get("slow-dropped", 0) + 1
 
     def send(self, clientId, payload, timeout=None):
+        """
+        See L{IServer.send}.
+        """
         if not isinstance(clientId, str) or not isinstance(payload, bytes):
             return fail(TypeError("clientId must be str and payload bytes"))
-        timeout = timeout or self.config.requestTimeout
+        timeout = self.config.requestTimeout if timeout is None else timeout
         peer = self.front.byNode.get(clientId) if self.front is not None else None
         if peer is None or peer.role != protocol.CLIENT:
             peer = self.link if self.link is not None and self.link.alive else None
@@ -332,8 +349,7 @@ class Server(PresenceViewMixin, Node):
         msgtype = message.type
         if msgtype == protocol.REQUEST:
             header = message.header
-            if self.isSysFor(header) and header.get("sys") != "replay":
-                self.answerSys(session, header, message.payload)
+            if self._sys(session, header, message.payload):
                 return
             rid = requestId(header)
             self._request(
@@ -347,9 +363,26 @@ class Server(PresenceViewMixin, Node):
     def isSysFor(self, header):
         # A server answers sys requests addressed to it by id or by any of
         # its service names; the application never sees them.
-        return "sys" in header and (
+        return header.get("sys") is not None and (
             Node.isSysFor(self, header) or header.get("to") in self.serviceNames
         )
+
+    def _sys(self, peer, header, payload):
+        """
+        A sys request (but replay, which L{_request} answers) is this node's,
+        never the application's (PROTOCOL.md 10.7): answered if it is for
+        this server, else ERR no-route.
+
+        @return: C{True} if C{header} is such a request (it is dealt with).
+        """
+        op = header.get("sys")
+        if op is None or op == "replay":
+            return False
+        if self.isSysFor(header):
+            self.answerSys(peer, header, payload)
+        else:
+            noRoute(peer, requestId(header), header.get("to"), "this server", False)
+        return True
 
     # Link callbacks: the proxy
 
@@ -383,8 +416,7 @@ class Server(PresenceViewMixin, Node):
         msgtype = message.type
         header = message.header
         if msgtype == protocol.REQUEST:
-            if self.isSysFor(header) and header.get("sys") != "replay":
-                self.answerSys(link, header, message.payload)
+            if self._sys(link, header, message.payload):
                 return
             self._request(
                 link,
@@ -478,7 +510,7 @@ class Server(PresenceViewMixin, Node):
             d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
             return
         # A handler that never answers must not pin the request forever.
-        d.addTimeout(ttl / 1000.0, self.reactor)
+        d.addTimeout(ttl / 1000.0, self.reactor, onTimeoutCancel=_deadlinePassed)
         self._running[key] = d
         d.addBoth(self._finished, key)
         d.addCallbacks(self._handled, self._handlerFailed, callbackArgs=(key,), errbackArgs=(key, request))
@@ -501,7 +533,7 @@ class Server(PresenceViewMixin, Node):
         code = protocol.E_HANDLER
         if failure is not None and self._stopping and failure.check(defer.CancelledError):
             code, text = protocol.E_SHUTDOWN, "the server is stopping"
-        elif failure is not None and failure.check(TimeoutError, defer.TimeoutError):
+        elif failure is not None and failure.check(_DeadlinePassed):
             code, text = protocol.E_TIMEOUT, "the handler did not answer before the deadline"
         elif failure is not None:
             log.failure("handler failed for {request}", failure, request=request)
