@@ -124,6 +124,30 @@ class CloudPeeringTests(RoleTestCase):
         [reply] = self.sentTo(router, b"r1", protocol.REPLY)
         self.assertEqual(sorted(msgpack.unpackb(reply.payload)), ["asker", "c9"])
 
+    def test_presenceWithBadIdAnsweredAtOnce(self):
+        """
+        A presence query with an id that is not an int, sent while the cloud waits for its peers,
+        is answered ERR bad-message at once (not lost in a callback after the wait).
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"r1"] + helloFrames("asker", "ai"))
+        router.receive([b"r1"] + protocol.encode(protocol.REQUEST, {"id": True, "sys": "presence"}))
+        [error] = self.sentTo(router, b"r1", protocol.ERROR)
+        self.assertEqual(error.header["code"], protocol.E_BAD_MESSAGE)
+        self.clock.advance(self.cloud.config.heartbeat * self.cloud.config.liveness + 0.01)
+        self.assertEqual(self.sentTo(router, b"r1", protocol.REPLY), [])
+
+    def test_whenReadyCancelled(self):
+        """
+        Cancelling a wait for readiness forgets it.
+        """
+        self.start(self.cloud)
+        d = self.cloud.whenReady()
+        d.cancel()
+        self.failureResultOf(d)
+        self.assertEqual(self.cloud._readyWaiters, [])
+
     def test_notReadyForProbesUntilComplete(self):
         """
         /readyz says not ready while a restarted node waits for its peers' presence.

@@ -460,3 +460,65 @@ class DiscoveringClientTests(RoleTestCase):
         self.start(client)
         client.discovered.seen("a1", serverRecord(), ["10.0.0.2"])
         self.assertEqual(len(client.links), 2)
+
+
+class AnnouncerStopTests(SynchronousTestCase):
+    """
+    An L{Announcer} stopped while its first announcement runs in a thread.
+    """
+
+    def test_stopWhileFirstPublishRuns(self):
+        """
+        The Zeroconf instance the running publish makes is closed (a goodbye sent) once that
+        publish ends: a stopped node does not go on announcing itself.
+        """
+        from twisted.internet.defer import Deferred
+
+        from zmqrelay.edge.discovery import Announcer
+
+        made = []
+
+        class FakeZeroconf:
+            closed = False
+
+            def __init__(self):
+                self.registered = []
+
+            def register_service(self, info, allow_name_change=False):
+                self.registered.append(info)
+
+            def unregister_all_services(self):
+                self.registered = []
+
+            def close(self):
+                self.closed = True
+
+        def makeZeroconf(interfaces):
+            made.append(FakeZeroconf())
+            return made[-1]
+
+        clock = Clock()
+        jobs = []
+
+        def inThread(f, *args, **kw):
+            jobs.append((f, args, kw, Deferred()))
+            return jobs[-1][3]
+
+        announcer = Announcer(clock, "s1", "inc123456789", lambda: {"role": "server"}, lambda: 5575,
+                              interfaces=["127.0.0.1"], zeroconf=makeZeroconf)
+        announcer._inThread = inThread
+        announcer.startService()
+        clock.advance(0)
+        [(publish, args, kw, published)] = jobs
+        stopped = announcer.stopService()
+        # The thread goes on: it makes the instance and registers, then ends.
+        publish(*args, **kw)
+        self.assertEqual(len(made[0].registered), 1)
+        published.callback(None)
+        [_, (close, args, kw, closed)] = jobs
+        close(*args, **kw)
+        closed.callback(None)
+        self.successResultOf(stopped)
+        self.assertTrue(made[0].closed)
+        self.assertEqual(made[0].registered, [])
+        self.assertEqual(clock.getDelayedCalls(), [])

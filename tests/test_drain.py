@@ -62,3 +62,13 @@ class DrainTests(SynchronousTestCase):
         self.work = 0
         self.drain.check()
         self.assertIs(self.drain.drained, False)
+
+    def test_cancel(self):
+        """
+        Cancelling ends the wait at once, as the timeout would: it fires, not drained, and leaves
+        no timer or poll behind.
+        """
+        d = self.drain.start()
+        d.cancel()
+        self.assertIs(self.successResultOf(d), False)
+        self.assertEqual((self.drain.state, self.drain.drained), (DONE, False))

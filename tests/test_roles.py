@@ -411,6 +411,21 @@ class RelayDrainTests(RoleTestCase):
         self.assertEqual(self.sentTo(self.router, b"c", protocol.REPLY), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_cancelledStopStopsNow(self):
+        """
+        Cancelling the stop of a draining relay stops it at once: BYE shutdown, its sockets
+        closed, nothing left scheduled (it does not go on refusing new requests until the drain
+        timeout, half stopped).
+        """
+        self.forwarded()
+        stopped = self.proxy.stopService()
+        self.assertNoResult(stopped)
+        stopped.cancel()
+        self.successResultOf(stopped)
+        self.assertFalse(self.proxy.running)
+        self.assertEqual(self.sentTo(self.router, b"c", protocol.BYE)[0].header, {"reason": "shutdown"})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_idleStopsAtOnce(self):
         """
         With nothing in flight a relay stops at once, without HB drain.

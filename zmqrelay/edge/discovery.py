@@ -166,20 +166,25 @@ class Announcer(Service):
             self._ticker.stop()
         self._ticker = None
         busy, self._busy = self._busy, None
+        if busy is not None:
+            # A publish still runs in its thread, and may be making the
+            # Zeroconf instance right now: close what it made once it ends.
+            busy.addErrback(lambda _: None)
+            return busy.addCallback(lambda _: self._close())
+        return self._close()
+
+    def _close(self):
         zc, self._zc = self._zc, None
         if zc is None:
             return None
 
-        def close(_=None):
+        def close():
             # A goodbye, so browsers forget us now, not at the TTL's end.
             try:
                 zc.unregister_all_services()
             finally:
                 zc.close()
 
-        if busy is not None:
-            busy.addErrback(lambda _: None)
-            return busy.addCallback(lambda _: self._inThread(close)).addErrback(self._closeFailed)
         return self._inThread(close).addErrback(self._closeFailed)
 
     def _closeFailed(self, f):

@@ -131,9 +131,15 @@ class Cloud(RelayNode):
 
     def whenReady(self):
         """
-        @return: a L{Deferred} firing once L{ready}.
+        @return: a L{Deferred} firing once L{ready} (at most a liveness
+            window after the start, or at the stop); cancelling it forgets it.
         """
-        d = Deferred()
+
+        def forget(d):
+            if d in self._readyWaiters:
+                self._readyWaiters.remove(d)
+
+        d = Deferred(forget)
         if self.ready:
             d.callback(None)
         else:
@@ -307,7 +313,11 @@ class Cloud(RelayNode):
         if header.get("sys") == "presence" and not self.ready:
             # Restarted, and the peers' presence is not all in: answer once
             # it is (at most a liveness window), never with a partial view.
-            self.whenReady().addCallback(lambda _: RelayNode.answerSys(self, peer, header, payload))
+            # A bad id is answered now (ERR bad-message), not after the wait.
+            requestId(header)
+            d = self.whenReady()
+            d.addCallback(lambda _: RelayNode.answerSys(self, peer, header, payload))
+            d.addErrback(lambda f: log.failure("answering a presence request", f))
             return
         RelayNode.answerSys(self, peer, header, payload)
 

@@ -39,10 +39,12 @@ class Drain:
         Start draining.
 
         @return: a L{Deferred} firing with C{True} once nothing is in flight,
-            or C{False} at the timeout.
+            or C{False} at the timeout; cancelling it ends the wait at once,
+            as the timeout would (it fires with C{False}): a node whose stop
+            is cancelled stops now instead of draining.
         """
         self.state = DRAINING
-        self._done = Deferred()
+        self._done = Deferred(lambda d: self._finish(False))
         if not self.busy():
             self._finish(True)
             return self._done

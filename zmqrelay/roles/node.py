@@ -144,6 +144,13 @@ class Node(MultiService):
         )
 
     def stopService(self):
+        """
+        Drain (see L{_drain}), then stop.
+
+        @return: a L{Deferred} firing when stopped; cancelling it while the
+            node drains stops it at once, without waiting for the work in
+            flight (what still runs is answered as at the drain timeout).
+        """
         drained = self._drain()
         if drained is None:
             return self._stopNow()
