@@ -515,11 +515,13 @@ class AnswerSyncTests(SynchronousTestCase):
             [(protocol.ROUTES,) + routes.snapshot(), (protocol.PRESENCE,) + local.snapshot()],
         )
 
-    def test_otherMapsIgnored(self):
+    def test_otherMapsRefused(self):
         """
-        A SYNC for a map this node does not replicate to the peer (or naming none) is ignored.
+        A SYNC for a map this node does not replicate to the peer (or naming none) is refused
+        (ProtocolError: its caller answers ERR bad-message), so the asker does not ask for ever.
         """
         peer = _Peer()
-        answerSync(peer, self.sync("routes"), MapSource("presence"))
-        answerSync(peer, protocol.Message(1, protocol.SYNC, {}, b""), MapSource("presence"))
+        for message in (self.sync("routes"), protocol.Message(1, protocol.SYNC, {}, b"")):
+            e = self.assertRaises(protocol.ProtocolError, answerSync, peer, message, MapSource("presence"))
+            self.assertEqual(e.code, protocol.E_BAD_MESSAGE)
         self.assertEqual(peer.sent, [])

@@ -254,12 +254,17 @@ def applyFrom(replica, source, message):
 def answerSync(peer, message, *sources):
     """
     Answer a C{SYNC}: send C{peer} a snapshot of the map it names, if that
-    is one of C{sources}; a C{SYNC} for any other map is ignored.
+    is one of C{sources}.
 
     @param sources: the L{MapSource}s this node replicates to C{peer}.
+    @raise ProtocolError: for any other map (ERR bad-message: the asker
+        learns it will get no snapshot, instead of asking for ever).
     """
     wanted = message.header.get("map")
     for source in sources:
         if source.name == wanted:
             peer.send(source.msgtype, *source.snapshot())
             return
+    raise protocol.ProtocolError(
+        protocol.E_BAD_MESSAGE, f"SYNC for map {wanted!r}: this node sends {[s.name for s in sources]}"
+    )

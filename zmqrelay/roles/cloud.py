@@ -250,6 +250,10 @@ class Cloud(RelayNode):
     def linkMessage(self, link, message):
         if link in self._peerReplicas:
             self._fromPeer(link, message)
+        else:
+            # A --peer that is not a cloud (linkUp said so): nothing of it is
+            # taken, but it is counted.
+            self.counters["not-peer"] = self.counters.get("not-peer", 0) + 1
 
     def _peerUp(self, conn):
         self._peerReplicas[conn] = MapReplica("presence", presence.checkPresenceEntry)
@@ -273,8 +277,14 @@ class Cloud(RelayNode):
             answerSync(conn, message, self.presenceSource)
         elif msgtype == protocol.REQUEST and self.isSysFor(header):
             self.answerSys(conn, header, message.payload)
-        elif msgtype in (protocol.REPLY, protocol.ERROR):
+        elif msgtype == protocol.REPLY:
             pass
+        elif msgtype == protocol.ERROR:
+            # What we sent the peer (presence, a SYNC) was refused: a peer of
+            # another release, or a bug.  Nobody answers an ERR; say it here.
+            self.counters["peer-errors"] = self.counters.get("peer-errors", 0) + 1
+            log.warn("peer cloud {peer} refused what we sent: {code}: {text}", peer=conn.nodeId,
+                     code=header.get("code"), text=header.get("msg"))
         else:
             raise protocol.ProtocolError(
                 protocol.E_UNKNOWN_TYPE, f"a cloud may not send {protocol.typeName(msgtype)} here"
