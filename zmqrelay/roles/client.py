@@ -457,6 +457,15 @@ class Client(Node):
     def __init__(self, config, cloud=None, proxy=None, servers=(), reactor=None, socketFactory=None,
                  discover=False, discoverInterfaces=(), browserFactory=None, cloudLinks=1):
         """
+        @param config: the L{zmqrelay.core.config.NodeConfig}: its C{nodeId}
+            is the client id servers see; its C{requestTimeout} and
+            C{attempts} are the defaults of L{request}.
+        @param proxy: a site proxy's control endpoint (the LAN path), or
+            C{None}.
+        @param servers: control endpoints of servers to reach directly.
+        @param reactor: the reactor (default: the global one).
+        @param socketFactory: an L{zmqrelay.interfaces.ISocketFactory}
+            (default: one of its own).
         @param cloud: the cloud's control endpoint, or a L{list} of those of
             several clouds that form one: the client attaches to
             C{cloudLinks} of them at a time and moves to another when one

@@ -90,6 +90,23 @@ class Server(PresenceViewMixin, Node):
 
     def __init__(self, config, handler, services=(), listen=None, pub=None, proxy=None,
                  reactor=None, socketFactory=None):
+        """
+        @param config: the L{zmqrelay.core.config.NodeConfig} (its C{nodeId}
+            is the server id clients name).
+        @param handler: the L{IRequestHandler}; C{None} if it is made
+            afterwards (it usually wants the server): set C{handler} before
+            L{startService}.
+        @param services: the service names this server offers.
+        @param listen: the endpoint its ROUTER binds for direct clients
+            (C{tcp://*:5575}), or C{None} for none.
+        @param pub: the endpoint its XPUB binds for direct subscribers, or
+            C{None}.
+        @param proxy: the site proxy's control endpoint, or C{None} for a
+            server of direct clients only (then C{listen} is needed).
+        @param reactor: the reactor (default: the global one).
+        @param socketFactory: an L{zmqrelay.interfaces.ISocketFactory}
+            (default: one of its own, on a ZeroMQ context it owns).
+        """
         Node.__init__(self, config, reactor, socketFactory)
         self.handler = handler
         self.serviceNames = tuple(services)
