@@ -61,6 +61,8 @@ class AttemptsOnTwoPathsTests(RoleTestCase):
         late = self.client.calls.late
         self.cloud.receive(protocol.encode(protocol.REPLY, {"id": rid}, b"again"))
         self.assertEqual(self.client.calls.late, late + 1)
+        # Counted where operations see it.
+        self.assertEqual(self.client.stats()["calls.late"], late + 1)
 
     def test_errorFromAnEarlierPath(self):
         """

@@ -403,6 +403,24 @@ class ProxyOfCloudsTests(RoleTestCase):
         [error] = self.sentTo(router, b"s", protocol.ERROR)
         self.assertEqual((error.header["id"], error.header["code"]), (4, protocol.E_TARGET_LOST))
 
+    def test_messagesOfAServerThatLeftForgotten(self):
+        """
+        When a server leaves, its messages in flight through one of several clouds are forgotten:
+        a cloud lost afterwards does not make the proxy send them again for a server that is gone.
+        """
+        router, one, two = self.started()
+        for link, epoch, since in ((one, "e1", 5.0), (two, "e2", 6.0)):
+            _snapshot(link, epoch, "c9i", since)
+        router.receive([b"s"] + protocol.encode(
+            protocol.MESSAGE, {"id": 4, "to": "c9", "ttl": 3000, "mid": "i1/4"}, b"m"))
+        self.assertEqual(len(two.ofType(protocol.MESSAGE)), 1)
+        self.assertEqual(len(self.proxy.forwarder.inflight), 1)
+        router.receive([b"s"] + protocol.encode(protocol.BYE, {}))
+        self.assertEqual(len(self.proxy.forwarder.inflight), 0)
+        two.receive(protocol.encode(protocol.BYE, {}))
+        self.assertEqual(one.ofType(protocol.MESSAGE), [])
+        self.assertNotIn("messages-resent", self.proxy.counters)
+
     def test_publishesToEveryCloud(self):
         """
         Notifications go upstream to every cloud.

@@ -108,6 +108,11 @@ class Node(MultiService):
         if self.zap is not None:
             for key, value in self.zap.counters.items():
                 result[f"zap.{key}"] = value
+        calls = getattr(self, "calls", None)
+        if calls is not None:
+            # Answers that matched no call waiting (late, or an ERR that
+            # concerns the session): seen, not lost.
+            result["calls.late"] = calls.late
         result.update(metrics.figures(self))
         return result
 

@@ -16,6 +16,8 @@ It is made of:
     and it publishes on to the cloud.
 """
 
+from weakref import WeakSet
+
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -66,6 +68,9 @@ class Proxy(RelayNode):
         # One replica of each cloud's presence, by link.
         self._cloudReplicas = {}
         self.cloudLinks = []
+        #: A server's session -> the wrappers its directed messages through
+        #: one of several clouds are in flight under (L{_MessageOrigin}).
+        self._messageOrigins = {}
         # Several clouds: their clients merged, with a grace for moves, into
         # the one C{cloud} path our servers see.
         self.cloudView = None
@@ -158,6 +163,10 @@ class Proxy(RelayNode):
 
     def peerLeft(self, session, reason):
         self.forwarder.peerGone(session, reason)
+        # Its directed messages in flight through one of several clouds are
+        # filed under their wrappers: forget those too.
+        for origin in list(self._messageOrigins.pop(session, ())):
+            self.forwarder.peerGone(origin, reason)
         if session.role == protocol.SERVER:
             route = self.routes.get(session.nodeId)
             if route is not None and route.peer is session:
@@ -200,6 +209,7 @@ class Proxy(RelayNode):
                 origin = session
                 if len(self.cloudLinks) > 1:
                     origin = _MessageOrigin(self, session, message, stamps, link)
+                    self._messageOrigins.setdefault(session, WeakSet()).add(origin)
                 self.forwarder.forward(origin, message, link, stamps)
             else:
                 sendError(session, requestId(header), protocol.E_NO_ROUTE, f"client {to!r} is not connected")
@@ -410,6 +420,7 @@ class _MessageOrigin:
             msgtype == protocol.ERROR
             and header.get("code") in (protocol.E_TARGET_LOST, protocol.E_NO_ROUTE)
             and proxy.running
+            and self._session.alive
         ):
             left = int((self._deadline - proxy.reactor.seconds()) * 1000)
             to = self._message.header.get("to")
