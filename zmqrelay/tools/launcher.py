@@ -140,20 +140,26 @@ class NodeProcess(protocol.ProcessProtocol):
         """
         SIGTERM, then SIGKILL if it has not ended within C{timeout}.
 
-        @return: a L{Deferred} firing when it has ended.
+        @return: a L{Deferred} firing when it has ended.  Cancelling it
+            stops the wait only: the SIGKILL still comes at C{timeout}, and
+            other waiters on the child are not touched.
         """
         if self.exitStatus is not None:
             return defer.succeed(self.exitStatus)
         self.signal(signal.SIGCONT)
         self.signal(signal.SIGTERM)
         killer = self.reactor.callLater(timeout, self.signal, signal.SIGKILL)
+        done = defer.Deferred()
 
         def ended(result):
             if killer.active():
                 killer.cancel()
+            if not done.called:
+                done.callback(result)
             return result
 
-        return self.ended.addBoth(ended)
+        self.ended.addBoth(ended)
+        return done
 
 
 class Topology:
