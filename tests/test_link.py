@@ -128,13 +128,14 @@ class ConnectTests(LinkTestCase):
 
     def test_ignoredWhileConnecting(self):
         """
-        Before WELCOME, other messages are ignored and malformed ones counted.
+        Before WELCOME, other messages are ignored and counted (before-welcome), malformed ones as
+        malformed.
         """
         self.link.start()
         self.socket.receive(protocol.encode(protocol.REQUEST, {"id": 1}))
         self.socket.receive([b"junk"])
         self.assertEqual(self.owner.received, [])
-        self.assertEqual(self.link.counters["malformed"], 1)
+        self.assertEqual((self.link.counters["malformed"], self.link.counters["before-welcome"]), (1, 1))
         self.assertEqual(self.link.state, CONNECTING)
         self.stopAndCheck()
 

@@ -115,7 +115,7 @@ class UpstreamLink:
         self._lastTick = 0.0
         self.counters = {"connects": 0, "lost": 0, "rejects": 0, "malformed": 0, "unknown-type": 0,
                          "stalls": 0, "batches-in": 0, "batched-in": 0, "batches-out": 0,
-                         "batched-out": 0, "undelivered": 0}
+                         "batched-out": 0, "undelivered": 0, "before-welcome": 0}
         # Bad input is counted always but logged at a bounded rate.
         self._logBucket = TokenBucket(1.0, 10.0, reactor.seconds())
         self._socket = None
@@ -330,6 +330,10 @@ class UpstreamLink:
                 self._rejected(message.header)
             elif msgtype == protocol.ERROR:
                 self._rejected(message.header)
+            else:
+                # Before WELCOME nothing else belongs to this session (HB
+                # from a node that still thinks we are attached, say).
+                self.counters["before-welcome"] += 1
             return
         if self.state != CONNECTED:
             return
