@@ -31,14 +31,19 @@ class INode(Interface):
         The endpoints this node has bound, once it is running.
 
         @return: a L{dict} mapping C{'control'}, C{'pub'} and (relays)
-            C{'sub'} to ZeroMQ endpoint strings.
+            C{'sub'} to ZeroMQ endpoint strings: those the node binds (a
+            server only those it was given; a client, which binds nothing,
+            an empty L{dict}).
         """
 
     def stats():
         """
-        Counters of what this node did and dropped.
+        Counters of what this node did and dropped, and figures of its
+        state.
 
-        @return: a L{dict} of counter name to L{int}.
+        @return: a L{dict} of name to number: counters are L{int}; a few
+            figures are L{float} (seconds, such as C{retry-in} and the
+            C{*.seconds} of timings).
         """
 
 

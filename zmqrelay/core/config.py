@@ -185,7 +185,8 @@ class SocketOptions:
     @ivar maxMessageSize: ZeroMQ's C{MAXMSGSIZE} (bytes; -1 for none).
     @ivar heartbeat: the node's heartbeat in seconds: TCP keepalive probes a
         silent connection after a few of them (0 for the system's default).
-        It never turns on ZMTP heartbeats (see the module docstring).
+        It never turns on ZMTP heartbeats (see the docstring of
+        L{zmqrelay.edge._zmq}).
     @ivar readBudget: messages read per reactor turn before yielding.
     @ivar handshake: seconds a connection may take to finish the ZMTP
         handshake (ZeroMQ's C{HANDSHAKE_IVL}; 0 for none).

@@ -286,7 +286,8 @@ class NodeOptions(CheckedOptions):
          "and proxies, the proxy for servers); secures that hop."],
         ["curve-authorized", None, None,
          "CURVE: directory of public certificates (*.key) allowed to connect, each bound to "
-         "its id and role; secures every socket this node binds."],
+         "its id and role; secures every socket this node binds (cloud, proxy, server: a "
+         "client binds nothing and refuses it)."],
     ]
 
     optFlags = [
@@ -295,7 +296,7 @@ class NodeOptions(CheckedOptions):
          "(to emulate another release)."],
         ["discover", None,
          "DNS-SD on the LAN: a server or proxy announces itself, a client finds them "
-         "and uses the direct path (off by default)."],
+         "and uses the direct path (off by default; not for the cloud, which refuses it)."],
     ]
 
     def __init__(self):
