@@ -498,3 +498,31 @@ class BackoffPolicyTests(SynchronousTestCase):
         self.assertAlmostEqual(low(2), 0.25, places=5)
         self.assertAlmostEqual(high(100), 4.0, places=5)
         self.assertAlmostEqual(low(10**6), 2.0, places=5)
+
+
+class UnreadableFromUpstreamTests(LinkTestCase):
+    """
+    A REQ or MSG from the upstream that the owner cannot read is answered; one it does not take is not.
+    """
+
+    def test_badRequestAnswered(self):
+        """
+        The owner finds a REQ malformed: ERR bad-message with its id goes back up.
+        """
+        socket = self.connect()
+        self.owner.messageError = protocol.ProtocolError(protocol.E_BAD_MESSAGE, "no creq")
+        socket.receive(protocol.encode(protocol.REQUEST, {"id": 9}))
+        [error] = [m for m in socket.messages() if m.type == protocol.ERROR]
+        self.assertEqual((error.header["id"], error.header["code"]), (9, protocol.E_BAD_MESSAGE))
+        self.stopAndCheck()
+
+    def test_unexpectedTypeOnlyCounted(self):
+        """
+        A known type the owner does not take from upstream (a REQ at a client) is counted, not answered.
+        """
+        socket = self.connect()
+        self.owner.messageError = protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, "unexpected REQ")
+        socket.receive(protocol.encode(protocol.REQUEST, {"id": 9}))
+        self.assertEqual([m for m in socket.messages() if m.type == protocol.ERROR], [])
+        self.assertEqual(self.link.counters["malformed"], 1)
+        self.stopAndCheck()

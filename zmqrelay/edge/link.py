@@ -383,9 +383,13 @@ class UpstreamLink:
                 self.counters["malformed"] += 1
                 if self._logBucket.take(now) == 0.0:
                     log.warn("{link}: bad {type}: {error}", link=self.name, type=msgtype, error=e)
-                if msgtype == protocol.REQUEST or msgtype == protocol.MESSAGE:
-                    # The asker waits for an answer: it gets this one, not
-                    # its deadline (PROTOCOL.md 12).  Never an ERR for an ERR.
+                if e.code != protocol.E_UNKNOWN_TYPE and (
+                    msgtype == protocol.REQUEST or msgtype == protocol.MESSAGE
+                ):
+                    # The asker of a REQ or MSG we cannot read waits for an
+                    # answer: it gets this one, not its deadline (PROTOCOL.md
+                    # 9).  A known type we do not take from upstream is only
+                    # counted, and nobody answers an ERR with an ERR.
                     header = {"code": e.code, "msg": e.message}
                     rid = message.header.get("id")
                     if rid.__class__ is int:
