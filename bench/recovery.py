@@ -171,21 +171,24 @@ def report(results, problems, rounds, seconds, load):
         "  upstream answers the next heartbeat of each downstream node with ERR",
         "  hello-first, and they say hello again at once.",
         "- **SIGSTOP**: the connections stay open, so a frozen peer is gone only when",
-        "  interval x liveness passes in silence (ZMTP heartbeats close its connections",
-        "  at the same time). After SIGCONT the frozen node first drops every session",
+        "  interval x liveness passes in silence (the node that gives it up cuts its",
+        "  connection then). After SIGCONT the frozen node first drops every session",
         "  that went silent, then takes the new hellos of nodes that are by then waiting",
         "  out their reconnect backoff: these are the slowest recoveries.",
         "- **clean stop**: BYE is seen at once. A stopping upstream says BYE to every",
         "  peer, which then reconnect with backoff, so traffic resumes a backoff after",
         "  the restart, not at once.",
-        "- **backoff**: Twisted's `backoffPolicy`: 0.25 s x 2^attempt (0.5 s the",
-        "  first time), capped at `--reconnect-max`, *plus* up to 1 s of random jitter,",
-        "  so with `--reconnect-max 1` a reconnect waits 0.5 to 2 s.",
+        "- **backoff**: `zmqrelay.edge.link.backoffPolicy`: 0.25 s doubling per attempt,",
+        "  capped at `--reconnect-max`, each delay scaled by a random factor between",
+        "  0.5 and 1 (so the first retry after a BYE comes 0.125 to 0.25 s later).",
+        "  An earlier version used Twisted's `backoffPolicy`, which adds up to 1 s of",
+        "  jitter on top; clean restarts then took about 1 s to recover instead of",
+        "  0.3 s.",
         "- Requests issued during an outage fail fast with a typed error (no route,",
         "  target lost, not connected) once their attempts are used; *first reply* is",
         "  when new requests succeed again. Notifications published while a path was",
         "  down are recovered by replay when it is back (`REPLAY_TRIES` in",
-        "  `zmqrelay/client.py` keeps asking while the relays relearn the route).",
+        "  `zmqrelay/roles/client.py` keeps asking while the relays relearn the route).",
         "",
         "The fault suite (`tests/integration/test_faults.py`) asserts the guarantees and",
         "the detection bounds on every run; it also puts a hop that drops and duplicates",
@@ -351,8 +354,12 @@ def main(argv=None):
             with open(args.write, "w") as f:
                 f.write((head + "\n\n" if head else "") + text)
         elif args.write:
+            # The times are the report's head: keep the matrix section that
+            # follows them (written by --matrix).
+            old = open(args.write).read() if os.path.exists(args.write) else ""
+            matrix = old[old.index(MATRIX_TITLE):] if MATRIX_TITLE in old else ""
             with open(args.write, "w") as f:
-                f.write(text)
+                f.write(text.rstrip("\n") + "\n\n" + matrix if matrix else text)
         if problems:
             raise SystemExit(1)
 
