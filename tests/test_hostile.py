@@ -19,7 +19,7 @@ L{tests.integration.test_fuzz}.
 import os
 
 import msgpack
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, Logger
@@ -544,8 +544,19 @@ class LinkHostileTests(SynchronousTestCase):
     def test_noTightLoopAfterReject(self, answers, delays):
         """
         An upstream that refuses every hello (or answers it with anything but
-        WELCOME) gets at most one hello per reject delay.
+        WELCOME) gets at most one hello per reject delay.  (A WELCOME, or a
+        BYE or hello-first after one, starts a session and a reconnect with
+        its own backoff: not what this property is about.)
         """
+
+        def welcomes(frames):
+            try:
+                message = protocol.decode(frames)
+            except protocol.ProtocolError:
+                return False
+            return message.type == protocol.WELCOME
+
+        assume(not any(welcomes(frames) for frames in answers))
         clock, link, owner, factory = self.makeLink(rejectDelay=2.0)
         start = clock.seconds()
         for i, frames in enumerate(answers):
@@ -555,10 +566,8 @@ class LinkHostileTests(SynchronousTestCase):
         hellos = sum(
             1 for s in factory.ofKind("dealer") for m in s.messages() if m.type == protocol.HELLO
         )
-        rejects = link.counters["rejects"]
         elapsed = clock.seconds() - start
-        if rejects:
-            self.assertLessEqual(hellos, 1 + elapsed / 2.0 + 1)
+        self.assertLessEqual(hellos, 1 + elapsed / 2.0 + 1)
         link.stop()
 
     def test_rejectLogged(self):

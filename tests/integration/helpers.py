@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import threading
 
 import msgpack
 import zmq
@@ -457,6 +458,22 @@ def runProcess(testCase, argv, timeout=20.0, reactor=None):
         return result
 
     return proto.ended.addCallback(ended)
+
+
+def readLineWithin(stream, timeout):
+    """
+    Read one line of a child's output, waiting at most C{timeout} seconds
+    (a plain C{readline} waits for ever on a child that prints nothing).
+
+    @return: the line (empty at the end of the stream), or C{None} if none
+        came in time (the reading thread ends once the test's cleanup kills
+        the child and its output closes).
+    """
+    got = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return got[0] if got else None
 
 
 def loadBench(name):

@@ -984,7 +984,7 @@ class ForeignClientTests(unittest.TestCase):
         Section 6.1: a HELLO max is honoured (a larger reply is ERR too-large) and a max of 1024 or less counts as absent (the node's own); section 3.1: an answer to a message without a session is written with the node's highest version.
         """
         server = yield self.topology.start("server", "zmqrelay-server", [
-            "--id", SERVER_ID, "--listen", LOOPBACK, "--service", "echo",
+            "--id", SERVER_ID, "--listen", LOOPBACK, "--pub", LOOPBACK, "--service", "echo",
         ])
         control = server.endpoints["control"]
         stranger = ForeignClient(self, self.context, control, "stranger")

@@ -11,7 +11,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.helpers import loadBench, runBench
+from tests.integration.helpers import loadBench, readLineWithin, runBench
 
 
 def _loadIdleclients():
@@ -190,7 +190,8 @@ class HeartbeatFloorTests(SynchronousTestCase):
             floor.stdout.close()
 
         self.addCleanup(stop)
-        line = floor.stdout.readline()
+        line = readLineWithin(floor.stdout, 30)
+        self.assertIsNotNone(line, "the floor printed nothing within 30 s")
         self.assertIn("endpoint=", line)
         endpoint = line.strip().split("endpoint=", 1)[1]
         context = zmq.Context()

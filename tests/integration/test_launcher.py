@@ -10,6 +10,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.helpers import readLineWithin
 from zmqrelay.tools.launcher import ROOT
 
 _PARENT = """
@@ -67,7 +68,10 @@ class OrphanTests(SynchronousTestCase):
         self.addCleanup(cleanup)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            line = parent.stdout.readline().decode()
+            line = readLineWithin(parent.stdout, max(0.0, deadline - time.monotonic()))
+            if line is None:
+                break
+            line = line.decode()
             if line.startswith("CHILD"):
                 child = int(line.split()[1])
                 break

@@ -31,8 +31,18 @@ class WrongStartTests(unittest.TestCase):
 
     timeout = 60
 
+    #: Loopback endpoints given before each test's own arguments (which
+    #: override them): a node whose wrong option were no longer refused would
+    #: bind only to loopback, never to every interface.
+    LOOPBACK = {
+        "zmqrelay-cloud": ["--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*", "--sub", "tcp://127.0.0.1:*"],
+        "zmqrelay-proxy": ["--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*", "--sub", "tcp://127.0.0.1:*"],
+        "zmqrelay-server": ["--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*"],
+    }
+
     def twistd(self, plugin, args):
-        return runProcess(self, [sys.executable] + TWISTD + [plugin] + list(args), timeout=30.0)
+        argv = [sys.executable] + TWISTD + [plugin] + self.LOOPBACK.get(plugin, []) + list(args)
+        return runProcess(self, argv, timeout=30.0)
 
     def assertOneLine(self, result, status, *parts):
         code, out, err = result

@@ -75,9 +75,8 @@ class NotificationRelay:
     consumer (counted C{slow-cut}, logged), libzmq frees its queue, and the
     subscriber reconnects when it reads again.  The
     upstream relay a proxy publishes to is no subscriber: it has a socket
-    of its own that never drops (a full queue pushes back on the
-    publishers; one held longer than L{zmqrelay.edge.plane.SEND_WAIT} is
-    dropped and counted).
+    of its own that drops at once, counted, when its upstream is full (a
+    stopped cloud must not stall the intake); see L{zmqrelay.edge.plane}.
 
     @ivar counters: C{notifications} (read from publishers), C{delivered}
         (handed to the subscribers' XPUB), C{upstream} (sent to the
