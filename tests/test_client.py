@@ -374,9 +374,11 @@ class RequestContractTests(RoleTestCase):
         """
         self.failureResultOf(self.client.request(b"echo", b"q"), TypeError)
         self.failureResultOf(self.client.request("echo", "q"), TypeError)
-        for kw in ({"timeout": 0}, {"timeout": -1.0}, {"attempts": 0}, {"attempts": 1.5}):
+        for kw in ({"timeout": 0}, {"timeout": -1.0}, {"timeout": "1"}, {"timeout": float("inf")},
+                   {"timeout": float("nan")}, {"timeout": True}, {"attempts": 0}, {"attempts": 1.5}):
             self.failureResultOf(self.client.request("echo", b"q", **kw), ValueError)
         self.assertEqual(self.cloud.ofType(protocol.REQUEST), [])
+        self.assertEqual(self.client._attempts, {})
 
     def test_sysIsKeywordOnly(self):
         """
@@ -433,3 +435,54 @@ class RequestContractTests(RoleTestCase):
         self.assertNoResult(d)
         self.successResultOf(self.client.stopService())
         self.assertIsNone(self.successResultOf(d))
+
+    def test_failFastShutdownUsesAnAttempt(self):
+        """
+        With failFast (no budget to bound retries), ERR shutdown uses up an attempt: a node that
+        keeps saying it is stopping ends the request after its attempts.
+        """
+        d = self.client.request("echo", b"q", 1.0, 2, True)
+        for _ in range(10):
+            for message in self.cloud.ofType(protocol.REQUEST)[len(getattr(self, "_seen", [])):]:
+                self._seen = getattr(self, "_seen", []) + [message]
+                self.cloud.receive(protocol.encode(protocol.ERROR, {
+                    "id": message.header["id"], "code": protocol.E_SHUTDOWN, "msg": "stopping"}))
+            self.clock.advance(0.6)
+        self.failureResultOf(d, errors.RelayError)
+        self.assertLessEqual(len(self.cloud.ofType(protocol.REQUEST)), 2)
+
+
+class TakenTargetTests(RoleTestCase):
+    """
+    NoRoute at the deadline only for a target no path took.
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.client = Client(
+            self.config("c2", requestTimeout=2.0, attempts=3),
+            cloud="inproc://cloud", proxy="inproc://proxy",
+            reactor=self.clock, socketFactory=self.factory,
+        )
+        self.start(self.client)
+        self.cloud, self.proxy = self.dealers()
+        self.cloud.receive(welcomeFrames("cloud", role="cloud"))
+        self.proxy.receive(welcomeFrames("proxy1", role="proxy"))
+
+    def test_takenTargetIsNotUnknown(self):
+        """
+        A target one path took (it answered target-lost, then went down) is not called unknown at
+        the deadline because the path still up says no-route: Unavailable, not NoRoute.
+        """
+        cloud, proxy = self.cloud, self.proxy
+        d = self.client.request("echo", b"q")
+        [first] = proxy.ofType(protocol.REQUEST)
+        proxy.receive(protocol.encode(protocol.ERROR, {
+            "id": first.header["id"], "code": protocol.E_NO_ROUTE, "msg": "not here"}))
+        [second] = cloud.ofType(protocol.REQUEST)
+        cloud.receive(protocol.encode(protocol.ERROR, {
+            "id": second.header["id"], "code": protocol.E_TARGET_LOST, "msg": "server died"}))
+        cloud.receive(protocol.encode(protocol.BYE, {}))
+        self.clock.advance(2.0)
+        self.failureResultOf(d, errors.Unavailable)
+

@@ -82,6 +82,14 @@ _UNBATCHED = protocol.UNBATCHED
 _ACCEPTED = "accepted"
 
 
+def _typeOf(frames):
+    """
+    @return: the type frame of a message as a ROUTER reads it (routing id,
+        signature, type, ...), or C{None}.
+    """
+    return frames[2] if len(frames) > 2 else None
+
+
 def _peekHeader(frames):
     """
     @return: the header of a routed message if its header frame is small
@@ -466,6 +474,7 @@ class Front:
             self._error(
                 routingId, session, header, protocol.E_TOO_LARGE,
                 f"message of {size} bytes, limit {self.config.maxMessageSize}",
+                answer=_typeOf(frames) != protocol.ERROR,
             )
             return
         try:
@@ -500,12 +509,12 @@ class Front:
             # A client's limits count every message of a batch, as if it had
             # come alone (the batch itself counted once more).
             if session.guard is not None and not self._admitted(
-                session, now, len(item.payload), header=item.header
+                session, now, len(item.payload), header=item.header, msgtype=item.type
             ):
                 continue
             self._dispatch(routingId, session, item, now, userId)
 
-    def _admitted(self, session, now, size, frames=None, header=None):
+    def _admitted(self, session, now, size, frames=None, header=None, msgtype=None):
         """
         Take one message of C{size} bytes from a client's limits.
 
@@ -521,7 +530,7 @@ class Front:
             return False
         if wait:
             self.counters["refused"] += 1
-            self._refuse(session, frames, wait, header)
+            self._refuse(session, frames, wait, header, msgtype)
             if guard.ignoredUntil > now:
                 # Past the strike limit: disconnected for the cooldown.  What
                 # it goes on sending comes without a session: a few messages,
@@ -670,22 +679,25 @@ class Front:
             self.counters["ignored"] += 1
             return
         header = _peekHeader(frames)
+        answer = _typeOf(frames) != protocol.ERROR
         if reason == "too-large":
             self.counters["too-large"] += 1
             self._error(
                 routingId, session, header, protocol.E_TOO_LARGE,
                 f"message of {size} bytes or more, limit {self.config.maxMessageSize}",
+                answer=answer,
             )
         else:
             self.counters["malformed"] += 1
             self._error(
                 routingId, session, header, protocol.E_BAD_MESSAGE,
-                "too many frames in one message",
+                "too many frames in one message", answer=answer,
             )
 
-    def _refuse(self, session, frames, wait, header=None):
+    def _refuse(self, session, frames, wait, header=None, msgtype=None):
         self.counters["refused-messages"] += 1
         if frames is not None:
+            msgtype = _typeOf(frames)
             try:
                 header = protocol.decode(frames[1:]).header
             except protocol.ProtocolError:
@@ -698,6 +710,7 @@ class Front:
             text = "rate limit exceeded"
         self._error(
             session.routingId, session, header, protocol.E_OVER_LIMIT, text, retryAfter=wait,
+            answer=msgtype != protocol.ERROR,
         )
 
     def _error(self, routingId, session, header, code, text, retryAfter=None, answer=True):

@@ -11,6 +11,7 @@ L{SequenceTracker} drops the duplicates and finds the gaps, which are then
 replayed from the server.
 """
 
+import math
 from collections import OrderedDict, deque
 
 import msgpack
@@ -103,6 +104,9 @@ class _Attempts:
         self.away = 0
         #: Attempts cut short (target-lost, shutdown): retried, backing off.
         self.cut = 0
+        #: Whether a path took an attempt (answered anything but "no such
+        #: target"): then the target is not unknown.
+        self.taken = False
         self.sent = 0
         self.lastError = None
         self.result = Deferred(self._cancel)
@@ -264,7 +268,7 @@ class _Attempts:
             target or a relay that said it does not know the target.
         """
         client = self.client
-        if client.knows(self.target) or self.server is not None:
+        if client.knows(self.target) or self.server is not None or self.taken:
             return False
         alive = [l for l in client.links if l.alive]
         return bool(alive) and all(l.role == protocol.SERVER or l in self.noRoute for l in alive)
@@ -325,6 +329,8 @@ class _Attempts:
         error = failure.value
         self.lastError = error
         client = self.client
+        if not isinstance(error, errors.NoRoute) or getattr(error, "known", False):
+            self.taken = True
         server = getattr(error, "server", None)
         if server is not None and self.server is None and not isinstance(error, errors.ShuttingDown):
             self.server = server
@@ -355,7 +361,13 @@ class _Attempts:
         if isinstance(error, errors.ShuttingDown):
             # The node that said so is stopping: another path or server (or
             # the same, back) takes it; what it did not run, it never will.
-            self.left += 1
+            # (With failFast there is no budget to bound that: it uses up an
+            # attempt.)
+            if not self.failFast:
+                self.left += 1
+            elif self.left <= 0:
+                self._finish(failure)
+                return
             if link.role == protocol.SERVER or self.server is None:
                 self.server = None
             link.draining = True
@@ -746,7 +758,8 @@ class Client(Node):
             return fail(TypeError("target must be str and payload bytes"))
         timeout = self.config.requestTimeout if timeout is None else timeout
         attempts = self.config.attempts if attempts is None else attempts
-        if not timeout > 0 or attempts.__class__ is not int or attempts < 1:
+        if (timeout.__class__ not in (int, float) or not 0 < timeout < math.inf
+                or attempts.__class__ is not int or attempts < 1):
             return fail(ValueError(f"timeout must be positive and attempts 1 or more, not {timeout!r} and {attempts!r}"))
         if not self.running:
             return fail(errors.NotConnected("client is not running"))

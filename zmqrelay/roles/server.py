@@ -497,7 +497,9 @@ class Server(PresenceViewMixin, Node):
         if ttl <= 0:
             self.counters["expired"] += 1
             self._done(peer)
-            self._error(peer, rid, protocol.E_TIMEOUT, "deadline passed before the server got it")
+            # Nothing ran and nothing is kept: like a relay's, this answer
+            # names no server, so the client may retry it.
+            sendError(peer, rid, protocol.E_TIMEOUT, "deadline passed before the server got it")
             return
         request = Request(clientId, clientInc, creq, target, path, now + ttl / 1000.0, message.payload)
         # The peer's incarnation goes with the waiter: an answer must not go
@@ -597,7 +599,7 @@ class Server(PresenceViewMixin, Node):
             if not (isinstance(topic, bytes) and isinstance(first, int) and isinstance(last, int)):
                 raise ValueError("bad types")
         except Exception as e:
-            self._error(peer, rid, protocol.E_BAD_MESSAGE, f"bad replay request: {e}")
+            sendError(peer, rid, protocol.E_BAD_MESSAGE, f"bad replay request: {e}")
             return
         items = self.history.replay(topic, first, last) if inc == self.incarnation else []
         # As many as fit what the asker accepts, oldest first; it reports the
