@@ -537,6 +537,18 @@ class RateLimitTests(FrontTestCase):
 
     settings = {"rate": 1.0, "burst": 2, "strikes": 2, "cooldown": 10.0}
 
+    def test_errorOverLimitNotAnswered(self):
+        """
+        An ERR over the rate is refused (it counts, as a strike too) but not answered: nobody
+        answers an ERR with an ERR.
+        """
+        self.hello(b"r1", "c1")
+        self.socket.clear()
+        self.receive(b"r1", self.request(rid=1))
+        self.receive(b"r1", protocol.encode(protocol.ERROR, {"id": 9, "code": "handler-error", "msg": "x"}))
+        self.assertEqual(self.sentTo(b"r1", protocol.ERROR), [])
+        self.assertEqual((self.front.counters["refused"], self.front.counters["errors-unanswered"]), (1, 1))
+
     def test_overLimitThenDisconnectedThenRecovered(self):
         """
         Over the rate: ERR over-limit with retry; the refusal that crosses the
