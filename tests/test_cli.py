@@ -118,6 +118,29 @@ class CommandLineTests(unittest.TestCase):
                                   [command, "--cloud", "tcp://127.0.0.1:5555", "--metrics", "tcp:9100"] + extra)
             self.assertIn("--metrics", str(e))
 
+    def test_optionsAfterArguments(self):
+        """
+        Options may follow a command's arguments (getopt alone would take them for more arguments);
+        C{--} ends the options.
+        """
+        _, opts = self.parse(["subscribe", "--cloud", "tcp://127.0.0.1:5555", "tick.", "--count", "3", "news."])
+        self.assertEqual((opts["prefixes"], opts["count"]), (["tick.", "news."], 3))
+        _, opts = self.parse(["request", "echo", "hello", "--cloud", "tcp://127.0.0.1:5555", "--timeout", "2"])
+        self.assertEqual((opts["target"], opts["payload"], opts["timeout"]), ("echo", "hello", 2.0))
+        _, opts = self.parse(["top", "--cloud", "tcp://127.0.0.1:5555", "--count", "2", "--interval=0.5"])
+        self.assertEqual((opts["count"], opts["interval"]), (2, 0.5))
+        _, opts = self.parse(["subscribe", "--cloud", "tcp://127.0.0.1:5555", "--", "--odd"])
+        self.assertEqual(opts["prefixes"], ["--odd"])
+
+    def test_keygenBadRoleExitsWithTwo(self):
+        """A role that is not one of the four is a usage error: status 2, nothing written."""
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        exit = self.assertRaises(SystemExit, cli.main, ["keygen", "alice", "--role", "bogus", "--dir",
+                                                        self.mktemp()], io.StringIO())
+        self.assertEqual(exit.code, 2)
+        self.assertIn("--role 'bogus'", err.getvalue())
+
     def test_keygenOptions(self):
         """keygen takes NAME, --dir (.), --role (client), --id (default NAME) and --force."""
         _, opts = self.parse(["keygen", "alice"])

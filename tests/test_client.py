@@ -486,3 +486,36 @@ class TakenTargetTests(RoleTestCase):
         self.clock.advance(2.0)
         self.failureResultOf(d, errors.Unavailable)
 
+
+
+class RefusedEverywhereTests(RoleTestCase):
+    """
+    A client every path refuses learns it at once when it waits for a path.
+    """
+
+    def setUp(self):
+        RoleTestCase.setUp(self)
+        self.client = Client(self.config("mallory"), cloud="inproc://cloud",
+                             reactor=self.clock, socketFactory=self.factory)
+        self.start(self.client)
+        [self.cloud] = self.dealers()
+
+    def test_whenConnectedFailsOnRefusal(self):
+        """
+        A REJECT auth (a CURVE key bound to another id) fails L{Client.whenConnected} at once with
+        that refusal, not with a timeout ten seconds later.
+        """
+        d = self.client.whenConnected(10.0)
+        self.cloud.receive(protocol.encode(protocol.REJECT, {
+            "code": protocol.E_AUTH, "msg": "this key is bound to id 'alice', not 'mallory'", "versions": [1]}))
+        self.failureResultOf(d, errors.AuthenticationFailed)
+
+    def test_overLimitIsNoRefusal(self):
+        """
+        A REJECT over-limit (a cooldown) is temporary: the wait goes on.
+        """
+        d = self.client.whenConnected(10.0)
+        d.addErrback(lambda f: None)
+        self.cloud.receive(protocol.encode(protocol.REJECT, {
+            "code": protocol.E_OVER_LIMIT, "msg": "cooling down", "retry": 2.0, "versions": [1]}))
+        self.assertNoResult(d)

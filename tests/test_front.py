@@ -168,6 +168,21 @@ class HelloTests(FrontTestCase):
         self.assertEqual(error.header["id"], 42)
         self.assertEqual(self.owner.received, [])
 
+    def test_errorLogNamesPeerAsText(self):
+        """
+        The log event of a refused message carries the peer as text (its id, or a stranger's routing
+        id in hex), so JSON log lines hold it (README "Logs"), not an object they cannot write.
+        """
+        from twisted.logger import capturedLogs
+
+        self.hello(b"r1", "c1")
+        self.owner.messageError = protocol.ProtocolError(protocol.E_BAD_MESSAGE, "bad")
+        with capturedLogs() as events:
+            self.receive(b"r1", self.request(rid=5))
+            self.receive(b"r9", self.request(rid=6))
+        peers = [e["peer"] for e in events if "code" in e]
+        self.assertEqual(peers, ["c1", b"r9".hex()])
+
     def test_helloFirstCounted(self):
         """
         The ERR hello-first answers to strangers are counted by code, as every ERR sent is.

@@ -344,6 +344,16 @@ class ServerOptionsTests(OptionsTestCase):
         options = self.parse(serverTap, argv)
         self.assertEqual((options["reply-cache-bytes"], options["history-bytes"]), (123, 456))
 
+    def test_appModuleNotImportable(self):
+        """
+        An --app whose module cannot be imported says so, and that twistd does not look in the
+        current directory (namedAny alone says only "does not name an object").
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, serverTap,
+                              ["--proxy", "tcp://p:1", "--app", "no_such_module_here.Upper"])
+        self.assertIn("cannot import 'no_such_module_here'", str(e))
+        self.assertIn("PYTHONPATH", str(e))
+
     def test_appOptions(self):
         """
         --app-option KEY=VALUE reaches the --app factory as keyword

@@ -363,6 +363,11 @@ class ILinkOwner(Interface):
     """
     The role behind an L{zmqrelay.edge.link.UpstreamLink}: told when the hop
     upstream comes and goes, and what the upstream node sends.
+
+    An owner may also have, and the link calls them if it does:
+    C{linkDraining(link)}, the upstream said it is draining (HB with
+    C{drain}); C{linkRefused(link)}, the upstream refused our HELLO (REJECT,
+    or ERR in answer to it; C{link.lastError} says why).
     """
 
     role = Attribute("This node's role, as the link's HELLO names it.")
@@ -393,7 +398,8 @@ class ILinkOwner(Interface):
 
         @param message: the L{zmqrelay.core.protocol.Message}.
         @raise zmqrelay.core.protocol.ProtocolError: the message is not acceptable
-            here; it is logged and counted.
+            here; it is logged and counted (and an unreadable REQ or MSG is
+            answered ERR with the error's code).
         """
 
 

@@ -94,3 +94,38 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(seen["watcher"]["paths"], ["cloud"])
         self.assertEqual(seen["cli-lan"]["paths"], ["proxy"])
         self.assertNotIn("cli-presence", seen)
+
+
+class InterruptTests(unittest.SynchronousTestCase):
+    """
+    Ctrl-C or SIGTERM, the way to end C{zmqrelay subscribe} and C{zmqrelay top}.
+    """
+
+    def test_interruptEndsCleanly(self):
+        """
+        SIGINT or SIGTERM ends the command with status 0 and nothing on stderr (no traceback of a
+        coroutine torn down with the interpreter).
+        """
+        import signal
+        import subprocess
+        import time
+
+        from tests.integration.helpers import readLineWithin, zmqrelayCommand
+
+        for command, signum in ((["subscribe"], signal.SIGINT), (["top"], signal.SIGTERM)):
+            child = subprocess.Popen(
+                zmqrelayCommand() + command + ["--cloud", "tcp://127.0.0.1:1", "--timeout", "30"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            self.addCleanup(child.stderr.close)
+            self.addCleanup(child.stdout.close)
+            self.addCleanup(lambda child=child: child.poll() is None and child.kill())
+            # Long enough for the reactor to run and the handlers to be in place.
+            time.sleep(1.5)
+            child.send_signal(signum)
+            try:
+                code = child.wait(15)
+            except subprocess.TimeoutExpired:
+                self.fail(f"{command} did not end on {signum}")
+            err = readLineWithin(child.stderr, 5)
+            self.assertEqual((code, err), (0, b""), command)

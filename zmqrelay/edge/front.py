@@ -725,7 +725,7 @@ class Front:
         if self._logBucket.take(now) == 0.0:
             log.warn(
                 "{peer}: {code}: {text}{unanswered}",
-                peer=session or routingId.hex(),
+                peer=session.nodeId if session is not None else routingId.hex(),
                 code=code,
                 text=text,
                 unanswered="" if answer else " (an ERR: not answered)",
@@ -982,7 +982,7 @@ class Front:
         except Exception:
             # Whatever the owner got wrong, the session is gone and the
             # heartbeat loop this may run in must go on.
-            log.failure("forgetting {peer} failed", peer=session)
+            log.failure("forgetting {peer} failed", peer=session.nodeId)
 
     def _tick(self):
         now = self.reactor.seconds()

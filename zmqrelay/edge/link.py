@@ -326,10 +326,11 @@ class UpstreamLink:
         if self.state == CONNECTING:
             if msgtype == protocol.WELCOME:
                 self._welcomed(message, now)
-            elif msgtype == protocol.REJECT:
+            elif msgtype == protocol.REJECT or msgtype == protocol.ERROR:
                 self._rejected(message.header)
-            elif msgtype == protocol.ERROR:
-                self._rejected(message.header)
+                hook = getattr(self.owner, "linkRefused", None)
+                if hook is not None:
+                    hook(self)
             else:
                 # Before WELCOME nothing else belongs to this session (HB
                 # from a node that still thinks we are attached, say).

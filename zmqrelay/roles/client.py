@@ -948,7 +948,30 @@ class Client(Node):
             for attempt in self._attempts.values():
                 if attempt.server is not None and attempt.server[0] == link.nodeId:
                     attempt.server = None
+        if reason == "rejected":
+            self._refusedEverywhere()
         self._changed()
+
+    def linkRefused(self, link):
+        """
+        C{link}'s upstream refused our HELLO (C{link.lastError} says why).
+        """
+        self._refusedEverywhere()
+
+    def _refusedEverywhere(self):
+        """
+        If every path refused us (no common version, a key bound to another
+        id, ...), waiting for a path cannot help: whoever waits for one
+        (L{whenConnected}) learns why now, not at its timeout.
+        """
+        refused = [l.lastError for l in self.links if l.lastError is not None]
+        if not self.links or len(refused) != len(self.links) or any(l.alive for l in self.links):
+            return
+        if not all(isinstance(e, (errors.Rejected, errors.VersionMismatch)) for e in refused):
+            return
+        waiters, self._connectedWaiters = self._connectedWaiters, []
+        for d in waiters:
+            d.errback(refused[0])
 
     def undelivered(self, link, msgtype, header):
         """

@@ -24,7 +24,8 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from zmqrelay.interfaces import INotificationReceiver
-from zmqrelay.tools.tap._common import CheckedOptions, _nonNegative
+from zmqrelay.core.protocol import ROLES
+from zmqrelay.tools.tap._common import CheckedOptions, InterspersedOptions, _nonNegative
 from zmqrelay.tools.tap.client import ConnectOptions
 from zmqrelay.tools.top import TopOptions
 
@@ -39,6 +40,7 @@ class _Connect(ConnectOptions):
 
     idPrefix = "cli"
     servesMetrics = False
+    parseOptions = InterspersedOptions.parseOptions
 
 
 class RequestOptions(_Connect):
@@ -97,14 +99,14 @@ class KeygenOptions(CheckedOptions):
     ]
     optFlags = [["force", "f", "Replace existing certificates."]]
 
-    def parseOptions(self, options=None):
-        # Options may follow NAME too (getopt stops at the first argument).
-        if options and not options[0].startswith("-"):
-            options = list(options[1:]) + [options[0]]
-        CheckedOptions.parseOptions(self, options)
+    parseOptions = InterspersedOptions.parseOptions
 
     def parseArgs(self, name):
         self["name"] = name
+
+    def postOptions(self):
+        if self["role"] not in ROLES:
+            raise usage.UsageError(f"--role {self['role']!r}: one of {', '.join(sorted(ROLES))}")
 
 
 class Options(usage.Options):
@@ -224,12 +226,12 @@ def main(argv=None, out=None):
                 sys.stderr.write(f"zmqrelay top: error: {f.value}\n")
                 raise SystemExit(1)
 
-            return top.run(reactor, options.subOptions).addErrback(failed)
+            return _interruptible(reactor, top.run(reactor, options.subOptions)).addErrback(failed)
 
         react(runTop)
 
     def run(reactor):
-        d = ensureDeferred(_run(reactor, options, out))
+        d = _interruptible(reactor, ensureDeferred(_run(reactor, options, out)))
 
         def failed(f):
             sys.stderr.write(f"error: {f.value}\n")
@@ -238,3 +240,27 @@ def main(argv=None, out=None):
         return d.addErrback(failed)
 
     react(run)
+
+
+def _interruptible(reactor, d):
+    """
+    Ctrl-C or SIGTERM (how C{subscribe} and C{top} are ended) cancels C{d}:
+    the command stops its client and ends with status 0, instead of the
+    reactor stopping under it and its coroutine being torn down with the
+    interpreter (a traceback on stderr).
+
+    @return: C{d}, a cancellation turned into success.
+    """
+    import signal
+
+    from twisted.internet.defer import CancelledError
+
+    def interrupted(signum, frame):
+        reactor.callFromThread(d.cancel)
+
+    def install():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, interrupted)
+
+    reactor.callWhenRunning(install)
+    return d.addErrback(lambda f: f.trap(CancelledError) and None)

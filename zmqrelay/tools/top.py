@@ -13,7 +13,7 @@ import msgpack
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.task import deferLater
 
-from zmqrelay.tools.tap._common import _positive, _nonNegative
+from zmqrelay.tools.tap._common import InterspersedOptions, _positive, _nonNegative
 from zmqrelay.tools.tap.client import ConnectOptions
 
 #: The figures of L{zmqrelay.roles.metrics.REFUSAL_REASONS}.
@@ -27,6 +27,7 @@ class TopOptions(ConnectOptions):
 
     idPrefix = "top"
     servesMetrics = False
+    parseOptions = InterspersedOptions.parseOptions
     synopsis = "[connect options] [--interval SECONDS] [--count N]"
     optParameters = [
         ["interval", None, 1.0, "Seconds between refreshes.", _positive(float)],

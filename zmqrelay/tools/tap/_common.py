@@ -8,6 +8,7 @@ that one line instead of a usage dump or a traceback.
 """
 
 import gc
+import getopt
 import ipaddress
 import sys
 
@@ -180,6 +181,29 @@ class CheckedOptions(usage.Options):
             if prog is None:
                 raise
             _exit(prog, e, 2)
+
+
+class InterspersedOptions(CheckedOptions):
+    """
+    Options of a command (not a C{twistd} subcommand) that may come before
+    and after its arguments, as in C{zmqrelay subscribe --cloud EP tick.
+    --count 3} (getopt alone stops at the first argument and would take
+    C{--count} and C{3} for two more arguments).  C{--} ends the options.
+    """
+
+    def parseOptions(self, options=None):
+        options = sys.argv[1:] if options is None else list(options)
+        try:
+            opts, args = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e))
+        ordered = []
+        for opt, value in opts:
+            if opt.startswith("--"):
+                ordered.append(f"{opt}={value}" if opt[2:] + "=" in self.longOpt else opt)
+            else:
+                ordered += [opt, value] if opt[1] + ":" in self.shortOpt else [opt]
+        CheckedOptions.parseOptions(self, ordered + ["--"] + args)
 
 
 def freezeHeap():

@@ -2,6 +2,9 @@
 C{twistd zmqrelay-server}: a server running an application.
 """
 
+import importlib
+import sys
+
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
@@ -73,7 +76,18 @@ class Options(NodeOptions):
         try:
             self["appFactory"] = namedAny(self["app"])
         except Exception as e:
-            raise usage.UsageError(f"--app {self['app']!r}: {e}")
+            module = self["app"].rpartition(".")[0]
+            hint = ""
+            if module and module.split(".")[0] not in sys.modules:
+                try:
+                    importlib.import_module(module)
+                except ImportError as importError:
+                    # namedAny says only "does not name an object".
+                    hint = (f" (cannot import {module!r}: {importError}; twistd does not look in the "
+                            "current directory: put the module's directory on PYTHONPATH)")
+                except Exception:
+                    pass
+            raise usage.UsageError(f"--app {self['app']!r}: {e}{hint}")
         if not callable(self["appFactory"]):
             raise usage.UsageError(f"--app {self['app']!r}: not a factory (not callable)")
 
