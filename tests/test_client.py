@@ -99,6 +99,23 @@ class AttemptsOnTwoPathsTests(RoleTestCase):
         self.clock.advance(1)
         self.failureResultOf(d, errors.RelayError)
 
+    def test_takenTargetIsNotUnknown(self):
+        """
+        A target one path took (it answered target-lost, then went down) is not called unknown at
+        the deadline because the path still up says no-route: Unavailable, not NoRoute.
+        """
+        cloud, proxy = self.cloud, self.proxy
+        d = self.client.request("echo", b"q")
+        [first] = proxy.ofType(protocol.REQUEST)
+        proxy.receive(protocol.encode(protocol.ERROR, {
+            "id": first.header["id"], "code": protocol.E_NO_ROUTE, "msg": "not here"}))
+        [second] = cloud.ofType(protocol.REQUEST)
+        cloud.receive(protocol.encode(protocol.ERROR, {
+            "id": second.header["id"], "code": protocol.E_TARGET_LOST, "msg": "server died"}))
+        cloud.receive(protocol.encode(protocol.BYE, {}))
+        self.clock.advance(0.5)
+        self.failureResultOf(d, errors.Unavailable)
+
     def test_requestForgottenHoweverItEnds(self):
         """
         A request the client tracks is forgotten once it is answered, fails,
@@ -450,41 +467,6 @@ class RequestContractTests(RoleTestCase):
             self.clock.advance(0.6)
         self.failureResultOf(d, errors.RelayError)
         self.assertLessEqual(len(self.cloud.ofType(protocol.REQUEST)), 2)
-
-
-class TakenTargetTests(RoleTestCase):
-    """
-    NoRoute at the deadline only for a target no path took.
-    """
-
-    def setUp(self):
-        RoleTestCase.setUp(self)
-        self.client = Client(
-            self.config("c2", requestTimeout=2.0, attempts=3),
-            cloud="inproc://cloud", proxy="inproc://proxy",
-            reactor=self.clock, socketFactory=self.factory,
-        )
-        self.start(self.client)
-        self.cloud, self.proxy = self.dealers()
-        self.cloud.receive(welcomeFrames("cloud", role="cloud"))
-        self.proxy.receive(welcomeFrames("proxy1", role="proxy"))
-
-    def test_takenTargetIsNotUnknown(self):
-        """
-        A target one path took (it answered target-lost, then went down) is not called unknown at
-        the deadline because the path still up says no-route: Unavailable, not NoRoute.
-        """
-        cloud, proxy = self.cloud, self.proxy
-        d = self.client.request("echo", b"q")
-        [first] = proxy.ofType(protocol.REQUEST)
-        proxy.receive(protocol.encode(protocol.ERROR, {
-            "id": first.header["id"], "code": protocol.E_NO_ROUTE, "msg": "not here"}))
-        [second] = cloud.ofType(protocol.REQUEST)
-        cloud.receive(protocol.encode(protocol.ERROR, {
-            "id": second.header["id"], "code": protocol.E_TARGET_LOST, "msg": "server died"}))
-        cloud.receive(protocol.encode(protocol.BYE, {}))
-        self.clock.advance(2.0)
-        self.failureResultOf(d, errors.Unavailable)
 
 
 
