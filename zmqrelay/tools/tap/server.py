@@ -3,7 +3,6 @@ C{twistd zmqrelay-server}: a server running an application.
 """
 
 import importlib
-import sys
 
 from twisted.python import usage
 from twisted.python.reflect import namedAny
@@ -78,7 +77,7 @@ class Options(NodeOptions):
         except Exception as e:
             module = self["app"].rpartition(".")[0]
             hint = ""
-            if module and module.split(".")[0] not in sys.modules:
+            if module:
                 try:
                     importlib.import_module(module)
                 except ImportError as importError:
