@@ -3,6 +3,7 @@ Tests for L{zmqrelay.core.discovery} (DNS-SD records and their ageing) and
 for a client that uses what DNS-SD found, with a fake browser.
 """
 
+import zmq
 from twisted.application.service import Service
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -522,3 +523,48 @@ class AnnouncerStopTests(SynchronousTestCase):
         self.assertTrue(made[0].closed)
         self.assertEqual(made[0].registered, [])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class AnnouncementTests(SynchronousTestCase):
+    """
+    What a node announces (L{zmqrelay.edge.discovery.announcerFor}): the key only if it binds with
+    CURVE, and only the address it is bound to when it is bound to one.
+    """
+
+    class _Node:
+        role = "proxy"
+        nodeId = "proxyA"
+        incarnation = "inc1234567"
+
+        def __init__(self, curve, control="tcp://10.1.2.3:5565"):
+            self.reactor = Clock()
+            self.config = type("Config", (), {"curve": curve, "versions": (1,)})()
+            self._control = control
+
+        def endpoints(self):
+            return {"control": self._control, "pub": "tcp://10.1.2.3:5566"}
+
+    def test_keyOnlyWhenBindingWithCurve(self):
+        """
+        A node that only dials with CURVE (its upstream hop secured, its own sockets plain) announces
+        no key: a client that saw one would dial it with CURVE and fail.
+        """
+        from zmqrelay.edge.discovery import announcerFor
+        from zmqrelay.edge.security import CurveConfig, KeyRegistry
+
+        public, secret = zmq.curve_keypair()
+        dialsOnly = CurveConfig(public.decode(), secret.decode(), registry=None)
+        binds = CurveConfig(public.decode(), secret.decode(), registry=KeyRegistry())
+        self.assertNotIn("key", announcerFor(self._Node(dialsOnly)).describe())
+        self.assertEqual(announcerFor(self._Node(binds)).describe()["key"], public.decode())
+
+    def test_boundAddressAnnounced(self):
+        """
+        Bound to one address, the node announces that address only; bound to every interface, the
+        addresses of the chosen interfaces.
+        """
+        from zmqrelay.edge.discovery import announcerFor
+
+        self.assertEqual(announcerFor(self._Node(None), ["10.9.9.9"])._addresses(), ["10.1.2.3"])
+        anywhere = self._Node(None, control="tcp://0.0.0.0:5565")
+        self.assertEqual(announcerFor(anywhere, ["10.9.9.9"])._addresses(), ["10.9.9.9"])

@@ -102,6 +102,19 @@ class CertificateTests(SynchronousTestCase):
         # The pair is a real CURVE pair: the secret key yields the public one.
         self.assertEqual(zmq.curve_public(sec2), pub1)
 
+    def test_hashInsideAValue(self):
+        """
+        Only a line that starts with C{#} is a comment (PROTOCOL.md 19.1): a C{#} inside a value is
+        part of it.
+        """
+        directory = self.mktemp()
+        public, _ = writeCertificates(directory, "a", "a", protocol.CLIENT)
+        with open(public) as f:
+            text = f.read()
+        with open(public, "w") as f:
+            f.write("#   a comment\n" + text.replace('id = "a"', 'id = "a#b"\n    # an indented comment'))
+        self.assertEqual(readCertificate(public)[2], {"id": "a#b", "role": "client"})
+
     def test_secretFileIsPrivate(self):
         """The secret certificate is readable by its owner only."""
         _, secret = writeCertificates(self.mktemp(), "alice")

@@ -84,8 +84,16 @@ class Announcer(Service):
     @ivar counters: C{registered}, C{updates}, C{errors}.
     """
 
-    def __init__(self, reactor, nodeId, incarnation, describe, port, interfaces=(), zeroconf=_zeroconf):
+    def __init__(self, reactor, nodeId, incarnation, describe, port, interfaces=(), zeroconf=_zeroconf,
+                 host=None):
+        """
+        @param host: called with no argument, returns the address the node's
+            control endpoint is bound to, or C{None} if it is bound to every
+            interface (then every address of the chosen interfaces is
+            announced).
+        """
         self.reactor = reactor
+        self.host = host
         self.nodeId = nodeId
         self.incarnation = incarnation
         self.describe = describe
@@ -113,6 +121,10 @@ class Announcer(Service):
     def _addresses(self):
         import zeroconf
 
+        host = self.host() if self.host is not None else None
+        if host is not None and ":" not in host:
+            # Bound to one address: that is the only one a client can dial.
+            return [host]
         if self.interfaces:
             return [a for a in self.interfaces if ":" not in a]
         return [a for a in zeroconf.get_all_addresses() if not a.startswith("127.")]
@@ -320,13 +332,18 @@ def announcerFor(node, interfaces=()):
             link = getattr(node, "link", None)
             site = link.nodeId if link is not None and link.nodeId else ""
         curve = getattr(node.config, "curve", None)
+        # The key only if the node binds with CURVE: a node that only dials
+        # with it (its upstream hop secured) takes plain connections, and a
+        # client that saw a key would dial it with CURVE and fail.
+        key = curve.public if curve is not None and curve.registry is not None else None
         return txtRecord(
             node.nodeId, node.role, site, node.config.versions, control,
-            portOf(endpoints.get("pub")), curve.public if curve is not None else None,
+            portOf(endpoints.get("pub")), key,
         )
 
     def port():
         return portOf(node.endpoints().get("control"))
 
-    return Announcer(node.reactor, node.nodeId, node.incarnation, describe, port, interfaces)
+    return Announcer(node.reactor, node.nodeId, node.incarnation, describe, port, interfaces,
+                     host=lambda: hostOf(node.endpoints().get("control")))
 

@@ -131,14 +131,15 @@ def _checkKey(key, path, kind):
 def _readMetadata(path):
     """
     The C{metadata} section of a ZPL certificate: indented C{name = value}
-    lines (values may be quoted).
+    lines (values may be quoted); lines whose first character that is not
+    a space is C{#} are comments (a C{#} inside a value is part of it).
     """
     metadata = {}
     section = None
     with open(path, encoding="utf-8") as f:
         for line in f:
-            text = line.split("#", 1)[0].rstrip()
-            if not text.strip():
+            text = line.rstrip()
+            if not text.strip() or text.lstrip().startswith("#"):
                 continue
             if not text[0].isspace():
                 section = text.strip()

@@ -309,8 +309,8 @@ class NodeOptions(CheckedOptions):
          "CURVE: public certificate (.key) of the node this one dials (the cloud for clients "
          "and proxies, the proxy for servers); secures that hop."],
         ["curve-authorized", None, None,
-         "CURVE: directory of public certificates (*.key) allowed to connect, each bound to "
-         "its id and role; secures every socket this node binds (cloud, proxy, server: a "
+         "CURVE: directory of public certificates (*.key), or one such file, allowed to "
+         "connect, each bound to its id and role; secures every socket this node binds (cloud, proxy, server: a "
          "client binds nothing and refuses it)."],
     ]
 
