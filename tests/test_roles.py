@@ -1266,6 +1266,31 @@ class ClientTests(RoleTestCase):
         [gap] = receiver.gaps
         self.assertEqual((gap.first, gap.last), (3, 3))
 
+    def test_badReplayAnswerTakesNothing(self):
+        """
+        A replay answer with an item outside the gap, a seq that is not an int, or a payload that is
+        not bytes is not taken (counted malformed): it cannot move the stream forward past what the
+        server really published, and the gap is reported lost.
+        """
+        dealer = self.connect()
+        receiver = NotificationRecorder()
+        self.client.subscribe(b"", receiver)
+        sub = self.factory.ofKind("sub")[0]
+        sub.receive(self.notification(1))
+        seq = 1
+        for bad in ([[10 ** 6, b"far"]], [[2.0, b"float"]], [[2, "text"]], [[3, b"three"], [2, b"two"]]):
+            # Each time a gap of one (seq - 1), and an answer that is not a replay of it.
+            seq += 2
+            sub.receive(self.notification(seq))
+            self.clock.advance(GAP_GRACE)
+            ask = dealer.ofType(protocol.REQUEST)[-1]
+            dealer.receive(protocol.encode(
+                protocol.REPLY, {"id": ask.header["id"]},
+                msgpack.packb({"inc": "si", "items": bad}, use_bin_type=True)))
+        self.assertEqual([n.replayed for n in receiver.notifications], [False] * 5)
+        self.assertEqual(self.client.stats()["malformed"], 4)
+        self.assertEqual(len(receiver.gaps), 4)
+
     def test_resubscribeIsNoGap(self):
         """
         What was published while a topic was unsubscribed is not a gap when

@@ -25,6 +25,7 @@ from zmqrelay.edge import security
 from zmqrelay.core.calls import Calls
 from zmqrelay.core.discovery import DiscoveredNodes
 from zmqrelay.core.paths import PrimaryPaths, rankPaths
+from zmqrelay.core.ratelimit import TokenBucket
 from zmqrelay.interfaces import IClient, ILinkOwner
 from zmqrelay.edge.link import UpstreamLink
 from zmqrelay.roles.hop import advertised
@@ -544,6 +545,9 @@ class Client(Node):
         self._messages = OrderedDict()
         self.counters = {"notifications": 0, "replayed": 0, "lost": 0, "messages": 0, "malformed": 0,
                          "duplicate-messages": 0, "waited-for-room": 0}
+        # Bad input (notifications, replay answers) and lost gaps are counted
+        # always and logged at a bounded rate (PROTOCOL.md 12).
+        self._logBucket = TokenBucket(1.0, 10.0, self.reactor.seconds())
 
     def _countedParts(self):
         parts = [(f"link{i}", link) for i, link in enumerate(self.links)] + [("seq", self.tracker)]
@@ -1049,7 +1053,8 @@ class Client(Node):
             seq = protocol.field(header, "seq", int, required=True)
         except protocol.ProtocolError as e:
             self.counters["malformed"] += 1
-            log.warn("malformed notification: {error}", error=e)
+            if self._logBucket.take(self.reactor.seconds()) == 0.0:
+                log.warn("malformed notification: {error}", error=e)
             return
         verdict, missing = self.tracker.receive(serverId, inc, topic, seq)
         if verdict == DELIVER:
@@ -1091,8 +1096,15 @@ class Client(Node):
         def replayed(payload):
             if not self._subscribed(topic):
                 return
-            answer = msgpack.unpackb(payload, raw=False)
-            for seq, data in answer.get("items", []):
+            items = _replayItems(payload, first, last)
+            if items is None:
+                # Not what PROTOCOL.md 14.4 says a replay answer is: nothing
+                # of it is taken (what is missing is reported lost below).
+                self.counters["malformed"] += 1
+                if self._logBucket.take(self.reactor.seconds()) == 0.0:
+                    log.warn("malformed replay answer from {server}", server=serverId)
+                return
+            for seq, data in items:
                 verdict, _ = self.tracker.receive(serverId, inc, topic, seq)
                 if verdict == DELIVER:
                     self.counters["replayed"] += 1
@@ -1125,7 +1137,8 @@ class Client(Node):
     def _reportLost(self, serverId, inc, topic, ranges):
         for first, last in ranges:
             gap = Gap(serverId, inc, topic, first, last)
-            log.warn("notifications lost: {gap}", gap=gap)
+            if self._logBucket.take(self.reactor.seconds()) == 0.0:
+                log.warn("notifications lost: {gap}", gap=gap)
             for prefix, receivers in list(self._receivers.items()):
                 if topic.startswith(prefix):
                     for receiver in list(receivers):
@@ -1133,6 +1146,32 @@ class Client(Node):
                             receiver.notificationsLost(gap)
                         except Exception:
                             log.failure("notification receiver failed")
+
+
+def _replayItems(payload, first, last):
+    """
+    @return: the C{(seq, payload)} items of a replay answer (PROTOCOL.md
+        14.4), or C{None} if it is not one: every seq an int within
+        C{first..last}, in order, every payload bytes.
+    """
+    try:
+        answer = msgpack.unpackb(payload, raw=False)
+    except Exception:
+        return None
+    items = answer.get("items", []) if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        return None
+    checked = []
+    previous = first - 1
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2):
+            return None
+        seq, data = item
+        if seq.__class__ is not int or not previous < seq <= last or data.__class__ is not bytes:
+            return None
+        checked.append((seq, data))
+        previous = seq
+    return checked
 
 
 def _ignoreCancel(failure):
