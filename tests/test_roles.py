@@ -166,6 +166,27 @@ class CloudTests(RoleTestCase):
         [error] = self.sentTo(router, b"r1", protocol.ERROR)
         self.assertEqual((error.header["code"], error.header["id"]), (protocol.E_NO_ROUTE, 5))
 
+    def test_movedRoutesCountedLogBounded(self):
+        """
+        A proxy whose snapshot takes over many servers from another: each move is counted
+        (routes-moved), and the log lines about it are bounded.
+        """
+        from twisted.logger import capturedLogs
+
+        self.start(self.cloud)
+        router = self.router()
+        servers = [[f"s{i}", [f"s{i}-inc", ["echo"]]] for i in range(50)]
+        with capturedLogs() as events:
+            for proxy in (b"p", b"q"):
+                router.receive([proxy] + helloFrames(f"proxy-{proxy.decode()}", "pi", role="proxy"))
+                router.receive([proxy] + protocol.encode(
+                    protocol.ROUTES, {"map": "routes", "kind": "snapshot", "epoch": "e1", "seq": 0},
+                    msgpack.packb(servers)))
+        self.assertEqual(self.cloud.stats()["routes-moved"], 50)
+        moved = [e for e in events if "now reported by proxy" in e.get("log_format", "")]
+        self.assertLessEqual(len(moved), 10)
+        self.assertTrue(moved)
+
     def test_forwardAndTargetLost(self):
         """
         A request goes to the proxy of its server, stamped; the reply comes back; a lost proxy fails the rest.

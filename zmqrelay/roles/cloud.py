@@ -29,6 +29,7 @@ from zmqrelay.interfaces import ICloud, IFrontOwner, ILinkOwner
 from zmqrelay.roles.hop import requestId, sendError
 from zmqrelay.roles.node import RelayNode
 from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
+from zmqrelay.core.ratelimit import TokenBucket
 from zmqrelay.core.routing import Route, RouteTable
 
 log = Logger()
@@ -73,6 +74,9 @@ class Cloud(RelayNode):
             self.presence = PresenceView(self.reactor, moveGrace(config))
         self.presenceSource = MapSource("presence")
         self.routes = RouteTable()
+        # A proxy's snapshot may move many servers at once: each is counted
+        # (routes-moved), the lines are bounded.
+        self._routeLog = TokenBucket(1.0, 10.0, self.reactor.seconds())
         self._routeReplicas = {}
         # Per proxy: the clients attached below it (its LAN clients and its
         # servers' direct clients), so the cloud knows every client.
@@ -398,10 +402,12 @@ class Cloud(RelayNode):
                 incarnation, services = _routeValue(new)
                 existing = self.routes.get(serverId)
                 if existing is not None and existing.peer is not session:
-                    log.warn(
-                        "server {server} now reported by proxy {new} (was {old})",
-                        server=serverId, new=session.nodeId, old=existing.peer.nodeId,
-                    )
+                    self.counters["routes-moved"] = self.counters.get("routes-moved", 0) + 1
+                    if self._routeLog.take(self.reactor.seconds()) == 0.0:
+                        log.warn(
+                            "server {server} now reported by proxy {new} (was {old})",
+                            server=serverId, new=session.nodeId, old=existing.peer.nodeId,
+                        )
                 self.routes.add(Route(serverId, session, incarnation, services))
 
     def _mark(self):
