@@ -515,6 +515,24 @@ class AnswerSyncTests(SynchronousTestCase):
             [(protocol.ROUTES,) + routes.snapshot(), (protocol.PRESENCE,) + local.snapshot()],
         )
 
+    def test_snapshotsThrottledPerPeer(self):
+        """
+        A peer gets at most one snapshot of a map in answer to its SYNCs every SYNC_INTERVAL
+        seconds; the SYNCs within that time are counted (throttled), not answered. Another peer,
+        or another map, is not held back.
+        """
+        from zmqrelay.core.replica import SYNC_INTERVAL
+
+        presence, local = MapSource("presence"), MapSource("local")
+        one, two = _Peer(), _Peer()
+        for _ in range(100):
+            answerSync(one, self.sync("presence"), presence, local, now=10.0)
+        answerSync(two, self.sync("presence"), presence, local, now=10.0)
+        answerSync(one, self.sync("local"), presence, local, now=10.0)
+        self.assertEqual((len(one.sent), len(two.sent), presence.throttled), (2, 1, 99))
+        answerSync(one, self.sync("presence"), presence, local, now=10.0 + SYNC_INTERVAL)
+        self.assertEqual(len(one.sent), 3)
+
     def test_otherMapsRefused(self):
         """
         A SYNC for a map this node does not replicate to the peer (or naming none) is refused

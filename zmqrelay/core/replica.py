@@ -19,6 +19,7 @@ the peer they are given.
 """
 
 import os
+import weakref
 
 import msgpack
 
@@ -48,6 +49,9 @@ class MapSource:
 
     @ivar msgtype: the message type that carries this map (C{PRESENCE} for
         C{presence} and C{local}, C{ROUTES} for C{routes}).
+    @ivar throttled: SYNCs left unanswered because the same peer had a
+        snapshot of this map less than L{SYNC_INTERVAL} before (see
+        L{answerSync}).
     """
 
     def __init__(self, name, msgtype=protocol.PRESENCE):
@@ -56,6 +60,9 @@ class MapSource:
         self.epoch = newEpoch()
         self.seq = 0
         self.entries = {}
+        self.throttled = 0
+        #: Peer -> when it was last sent a snapshot in answer to a SYNC.
+        self._answered = weakref.WeakKeyDictionary()
 
     def snapshot(self):
         """
@@ -251,18 +258,38 @@ def applyFrom(replica, source, message):
         )
 
 
-def answerSync(peer, message, *sources):
+#: The shortest time (seconds) between two snapshots of one map sent to one
+#: peer in answer to its SYNCs (see L{answerSync}).
+SYNC_INTERVAL = 0.5
+
+
+def answerSync(peer, message, *sources, now=None):
     """
     Answer a C{SYNC}: send C{peer} a snapshot of the map it names, if that
     is one of C{sources}.
 
+    A whole snapshot costs its source much more than the SYNC costs the
+    asker (62 ms of a proxy's reactor for 50,000 clients), so a peer gets
+    at most one in answer to SYNCs every L{SYNC_INTERVAL} seconds per map:
+    a SYNC within that time is counted (C{throttled}) and not answered.  A
+    holder that is still behind asks again at the source's next mark
+    (PROTOCOL.md 13.3), and the snapshot it got meanwhile usually made the
+    second SYNC moot.
+
     @param sources: the L{MapSource}s this node replicates to C{peer}.
+    @param now: the reactor's time (C{None}: never throttled).
     @raise ProtocolError: for any other map (ERR bad-message: the asker
         learns it will get no snapshot, instead of asking for ever).
     """
     wanted = message.header.get("map")
     for source in sources:
         if source.name == wanted:
+            if now is not None:
+                last = source._answered.get(peer)
+                if last is not None and now - last < SYNC_INTERVAL:
+                    source.throttled += 1
+                    return
+                source._answered[peer] = now
             peer.send(source.msgtype, *source.snapshot())
             return
     raise protocol.ProtocolError(

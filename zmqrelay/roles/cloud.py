@@ -227,7 +227,7 @@ class Cloud(RelayNode):
         elif msgtype == protocol.PRESENCE:
             self._localFrom(session, message)
         elif msgtype == protocol.SYNC:
-            answerSync(session, message, self.presenceSource)
+            answerSync(session, message, self.presenceSource, now=self.reactor.seconds())
         elif msgtype == protocol.REQUEST and self.isSysFor(header):
             self.answerSys(session, header, message.payload)
         else:
@@ -278,7 +278,7 @@ class Cloud(RelayNode):
                 if replica.epoch is not None:
                     self._heard(conn.nodeId)
         elif msgtype == protocol.SYNC:
-            answerSync(conn, message, self.presenceSource)
+            answerSync(conn, message, self.presenceSource, now=self.reactor.seconds())
         elif msgtype == protocol.REQUEST and self.isSysFor(header):
             self.answerSys(conn, header, message.payload)
         elif msgtype == protocol.REPLY:

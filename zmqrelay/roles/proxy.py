@@ -214,7 +214,7 @@ class Proxy(RelayNode):
             else:
                 sendError(session, requestId(header), protocol.E_NO_ROUTE, f"client {to!r} is not connected")
         elif msgtype == protocol.SYNC and session.role == protocol.SERVER:
-            answerSync(session, message, self.presenceSource)
+            answerSync(session, message, self.presenceSource, now=self.reactor.seconds())
         elif msgtype == protocol.PRESENCE and session.role == protocol.SERVER:
             replica = self._serverLocals.get(session)
             if replica is None:
@@ -283,7 +283,7 @@ class Proxy(RelayNode):
             if replica is not None:
                 self._applyCloudPresence(applyFrom(replica, link, message), link)
         elif msgtype == protocol.SYNC:
-            answerSync(link, message, self.routesSource, self.localSource)
+            answerSync(link, message, self.routesSource, self.localSource, now=self.reactor.seconds())
         else:
             raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {protocol.typeName(msgtype)} from the cloud")
 

@@ -448,7 +448,7 @@ class Server(PresenceViewMixin, Node):
         elif msgtype == protocol.PRESENCE:
             self._applyProxyPresence(applyFrom(self.proxyPresence, link, message))
         elif msgtype == protocol.SYNC:
-            answerSync(link, message, self.localSource)
+            answerSync(link, message, self.localSource, now=self.reactor.seconds())
         else:
             raise protocol.ProtocolError(protocol.E_UNKNOWN_TYPE, f"unexpected {protocol.typeName(msgtype)} from the proxy")
 
