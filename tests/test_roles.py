@@ -166,6 +166,20 @@ class CloudTests(RoleTestCase):
         [error] = self.sentTo(router, b"r1", protocol.ERROR)
         self.assertEqual((error.header["code"], error.header["id"]), (protocol.E_NO_ROUTE, 5))
 
+    def test_syncThrottledCounted(self):
+        """
+        A proxy that asks the cloud for its presence snapshot again and again gets one per interval;
+        the rest are counted in stats (sync.throttled).
+        """
+        self.start(self.cloud)
+        router = self.router()
+        router.receive([b"p"] + helloFrames("proxy1", "pi", role="proxy"))
+        before = len(self.sentTo(router, b"p", protocol.PRESENCE))
+        for _ in range(20):
+            router.receive([b"p"] + protocol.encode(protocol.SYNC, {"map": "presence"}))
+        self.assertEqual(len(self.sentTo(router, b"p", protocol.PRESENCE)) - before, 1)
+        self.assertEqual(self.cloud.stats()["sync.throttled"], 19)
+
     def test_movedRoutesCountedLogBounded(self):
         """
         A proxy whose snapshot takes over many servers from another: each move is counted

@@ -108,6 +108,10 @@ class Node(MultiService):
         if self.zap is not None:
             for key, value in self.zap.counters.items():
                 result[f"zap.{key}"] = value
+        sources = [getattr(self, name, None) for name in ("presenceSource", "routesSource", "localSource")]
+        # SYNCs left unanswered, as a snapshot of that map went to that peer
+        # a moment before (zmqrelay.core.replica.answerSync).
+        result["sync.throttled"] = sum(s.throttled for s in sources if s is not None)
         calls = getattr(self, "calls", None)
         if calls is not None:
             # Answers that matched no call waiting (late, or an ERR that
