@@ -503,3 +503,11 @@ class RefusedEverywhereTests(RoleTestCase):
         self.cloud.receive(protocol.encode(protocol.REJECT, {
             "code": protocol.E_OVER_LIMIT, "msg": "cooling down", "retry": 2.0, "versions": [1]}))
         self.assertNoResult(d)
+
+    def test_welcomeInAnotherVersionIsARefusal(self):
+        """
+        A WELCOME naming a version we did not offer is a refusal like a REJECT: the wait fails at once.
+        """
+        d = self.client.whenConnected(10.0)
+        self.cloud.receive(welcomeFrames("cloud", role="cloud", version=9))
+        self.failureResultOf(d, errors.VersionMismatch)

@@ -328,9 +328,6 @@ class UpstreamLink:
                 self._welcomed(message, now)
             elif msgtype == protocol.REJECT or msgtype == protocol.ERROR:
                 self._rejected(message.header)
-                hook = getattr(self.owner, "linkRefused", None)
-                if hook is not None:
-                    hook(self)
             else:
                 # Before WELCOME nothing else belongs to this session (HB
                 # from a node that still thinks we are attached, say).
@@ -391,11 +388,7 @@ class UpstreamLink:
                     # answer: it gets this one, not its deadline (PROTOCOL.md
                     # 9).  A known type we do not take from upstream is only
                     # counted, and nobody answers an ERR with an ERR.
-                    header = {"code": e.code, "msg": e.message}
-                    rid = message.header.get("id")
-                    if rid.__class__ is int:
-                        header["id"] = rid
-                    self.send(protocol.ERROR, header)
+                    self._answerError(message, e.code, e.message)
 
     def _unknownType(self, message, now):
         """
@@ -406,9 +399,16 @@ class UpstreamLink:
         text = f"unknown message type {protocol.typeName(message.type)}"
         if self._logBucket.take(now) == 0.0:
             log.warn("{link}: {text}", link=self.name, text=text)
-        header = {"code": protocol.E_UNKNOWN_TYPE, "msg": text}
+        self._answerError(message, protocol.E_UNKNOWN_TYPE, text)
+
+    def _answerError(self, message, code, text):
+        """
+        Answer C{message} from upstream with ERR C{code}, with its C{id} if
+        it had a readable one.
+        """
+        header = {"code": code, "msg": text}
         rid = message.header.get("id")
-        if isinstance(rid, int) and not isinstance(rid, bool):
+        if rid.__class__ is int:
             header["id"] = rid
         self.send(protocol.ERROR, header)
 
@@ -471,6 +471,9 @@ class UpstreamLink:
             ours=list(self.config.versions), delay=delay,
         )
         self._wait(delay)
+        hook = getattr(self.owner, "linkRefused", None)
+        if hook is not None:
+            hook(self)
 
     def _tick(self):
         now = self.reactor.seconds()

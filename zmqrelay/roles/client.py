@@ -225,8 +225,8 @@ class _Attempts:
         unknown = self._unknown()
         if unknown:
             error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
-        refused = [l.lastError for l in client.links if l.lastError is not None]
-        if client.links and len(refused) == len(client.links) and not any(l.alive for l in client.links):
+        refused = client.refusals()
+        if refused:
             # Every path refused us (no common version, bad credentials):
             # final, so waiting cannot help.
             self._finish(refused[0])
@@ -250,29 +250,22 @@ class _Attempts:
         self.lastError = self.lastError or errors.NotConnected("no live path")
         self._waitForChange()
 
-    def _unknown(self):
+    def _unknown(self, liveOnly=False):
         """
-        @return: C{True} if waiting cannot help: every link is up and none is
-            a relay (or every relay said the target is unknown), and no
-            server we reach is the target.
-        """
-        client = self.client
-        if not client.links or not all(l.alive for l in client.links):
-            return False
-        if client.knows(self.target) or self.server is not None:
-            return False
-        return all(l.role == protocol.SERVER or l in self.noRoute for l in client.links)
-
-    def _unknownOnLivePaths(self):
-        """
-        @return: C{True} if every live link is a server that is not the
-            target or a relay that said it does not know the target.
+        @param liveOnly: judge by the links that are up, some of the others
+            being down (at the deadline); else every link must be up
+            (waiting cannot help).
+        @return: C{True} if no path took the request, and every link (that is
+            up) is a server that is not the target or a relay that said the
+            target is unknown.
         """
         client = self.client
         if client.knows(self.target) or self.server is not None or self.taken:
             return False
-        alive = [l for l in client.links if l.alive]
-        return bool(alive) and all(l.role == protocol.SERVER or l in self.noRoute for l in alive)
+        links = [l for l in client.links if l.alive]
+        if not links or (not liveOnly and len(links) != len(client.links)):
+            return False
+        return all(l.role == protocol.SERVER or l in self.noRoute for l in links)
 
     def _waitForChange(self, delay=None):
         """
@@ -310,7 +303,7 @@ class _Attempts:
         elif not any(l.alive for l in self.client.links):
             last = f" (last: {self.lastError})" if self.lastError is not None else ""
             error = errors.NotConnected(f"no live path within {self.timeout:.3g}s{last}")
-        elif self._unknownOnLivePaths():
+        elif self._unknown(liveOnly=True):
             # Some path stayed down; every one that is up said it knows no
             # such target.
             error = errors.NoRoute(f"no connected server is or offers {self.target!r}")
@@ -952,26 +945,27 @@ class Client(Node):
             for attempt in self._attempts.values():
                 if attempt.server is not None and attempt.server[0] == link.nodeId:
                     attempt.server = None
-        if reason == "rejected":
-            self._refusedEverywhere()
         self._changed()
+
+    def refusals(self):
+        """
+        @return: why each path's upstream refused us, if every one did and
+            none is up; else an empty L{list}.
+        """
+        refused = [l.lastError for l in self.links if l.lastError is not None]
+        if not self.links or len(refused) != len(self.links) or any(l.alive for l in self.links):
+            return []
+        return refused
 
     def linkRefused(self, link):
         """
         C{link}'s upstream refused our HELLO (C{link.lastError} says why).
+        If every path refused us for good (no common version, a key bound to
+        another id, ...), waiting for a path cannot help: whoever waits for
+        one (L{whenConnected}) learns why now, not at its timeout.
         """
-        self._refusedEverywhere()
-
-    def _refusedEverywhere(self):
-        """
-        If every path refused us (no common version, a key bound to another
-        id, ...), waiting for a path cannot help: whoever waits for one
-        (L{whenConnected}) learns why now, not at its timeout.
-        """
-        refused = [l.lastError for l in self.links if l.lastError is not None]
-        if not self.links or len(refused) != len(self.links) or any(l.alive for l in self.links):
-            return
-        if not all(isinstance(e, (errors.Rejected, errors.VersionMismatch)) for e in refused):
+        refused = self.refusals()
+        if not refused or not all(isinstance(e, (errors.Rejected, errors.VersionMismatch)) for e in refused):
             return
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
@@ -1018,12 +1012,12 @@ class Client(Node):
 
     def _message(self, link, message):
         header = message.header
-        protocol.field(header, "id", int, required=True)
         # A bad field raises: the link answers ERR bad-message, so the
         # server's send fails with it instead of timing out.
+        rid = protocol.field(header, "id", int, required=True)
         sender = protocol.field(header, "from", str, "")
         mid = protocol.field(header, "mid", str, None)
-        link.send(protocol.REPLY, {"id": header["id"]})
+        link.send(protocol.REPLY, {"id": rid})
         if mid is not None and len(mid) <= MAX_MID:
             # Sent again through another relay after one died with it
             # (PROTOCOL.md 21.4): acknowledged again, handed on once.
