@@ -366,8 +366,9 @@ class ILinkOwner(Interface):
 
     An owner may also have, and the link calls them if it does:
     C{linkDraining(link)}, the upstream said it is draining (HB with
-    C{drain}); C{linkRefused(link)}, the upstream refused our HELLO (REJECT,
-    or ERR in answer to it; C{link.lastError} says why).
+    C{drain}); C{linkRefused(link)}, the upstream refused us (REJECT, an ERR
+    in answer to our HELLO, or a WELCOME in a version we did not offer;
+    C{link.lastError} says why).
     """
 
     role = Attribute("This node's role, as the link's HELLO names it.")

@@ -25,22 +25,20 @@ from zope.interface import implementer
 
 from zmqrelay.interfaces import INotificationReceiver
 from zmqrelay.core.protocol import ROLES
-from zmqrelay.tools.tap._common import CheckedOptions, InterspersedOptions, _nonNegative
-from zmqrelay.tools.tap.client import ConnectOptions
+from zmqrelay.tools.tap._common import InterspersedOptions, _nonNegative
+from zmqrelay.tools.tap.client import CommandOptions
 from zmqrelay.tools.top import TopOptions
 
 log = Logger()
 
 
-class _Connect(ConnectOptions):
+class _Connect(CommandOptions):
     """
     The connection options of every command that talks to a node: those of
     C{twistd zmqrelay-client} (L{ConnectOptions}), one definition for both.
     """
 
     idPrefix = "cli"
-    servesMetrics = False
-    parseOptions = InterspersedOptions.parseOptions
 
 
 class RequestOptions(_Connect):
@@ -79,7 +77,7 @@ class QueryOptions(_Connect):
     optParameters = [["node", None, None, "The node to ask (default: the one attached to)."]]
 
 
-class KeygenOptions(CheckedOptions):
+class KeygenOptions(InterspersedOptions):
     """
     C{zmqrelay keygen}: make a CURVE keypair bound to a node id and role.
     """
@@ -98,8 +96,6 @@ class KeygenOptions(CheckedOptions):
         ["id", None, None, "Node id the key may use (default: NAME)."],
     ]
     optFlags = [["force", "f", "Replace existing certificates."]]
-
-    parseOptions = InterspersedOptions.parseOptions
 
     def parseArgs(self, name):
         self["name"] = name

@@ -13,21 +13,19 @@ import msgpack
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.task import deferLater
 
-from zmqrelay.tools.tap._common import InterspersedOptions, _positive, _nonNegative
-from zmqrelay.tools.tap.client import ConnectOptions
+from zmqrelay.tools.tap._common import _positive, _nonNegative
+from zmqrelay.tools.tap.client import CommandOptions
 
 #: The figures of L{zmqrelay.roles.metrics.REFUSAL_REASONS}.
 _REFUSALS = ("rate", "size", "in-flight", "cooldown", "auth", "version")
 
 
-class TopOptions(ConnectOptions):
+class TopOptions(CommandOptions):
     """
     C{zmqrelay top}: a live view of the system.
     """
 
     idPrefix = "top"
-    servesMetrics = False
-    parseOptions = InterspersedOptions.parseOptions
     synopsis = "[connect options] [--interval SECONDS] [--count N]"
     optParameters = [
         ["interval", None, 1.0, "Seconds between refreshes.", _positive(float)],

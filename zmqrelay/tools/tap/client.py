@@ -9,6 +9,7 @@ command (L{zmqrelay.tools.cli}): one definition for both.
 from twisted.python import usage
 
 from zmqrelay.tools.tap._common import (
+    InterspersedOptions,
     NodeOptions,
     _nonNegative,
     _positive,
@@ -43,9 +44,6 @@ class ConnectOptions(NodeOptions):
          _oneOrTwo],
     ]
 
-    #: Whether C{--metrics} is served: by a node run by twistd, not by a
-    #: command that ends when its work is done.
-    servesMetrics = True
 
     def __init__(self):
         NodeOptions.__init__(self)
@@ -78,11 +76,6 @@ class ConnectOptions(NodeOptions):
         NodeOptions.postOptions(self)
         if not (self["cloud"] or self["proxy"] or self["servers"] or self["discover"]):
             raise usage.UsageError("give --cloud, --proxy, --server or --discover")
-        if self["metrics"] is not None and not self.servesMetrics:
-            raise usage.UsageError(
-                "--metrics: a command serves no metrics; run a client under twistd "
-                "(twistd zmqrelay-client --metrics ...) to have them"
-            )
 
     def makeClient(self, reactor=None):
         """
@@ -107,6 +100,22 @@ class ConnectOptions(NodeOptions):
         kw = dict(requestTimeout=self["timeout"], attempts=self["attempts"])
         kw.update(extra)
         return self.nodeConfig(**kw)
+
+
+class CommandOptions(InterspersedOptions, ConnectOptions):
+    """
+    The connection options of a C{zmqrelay} command (L{zmqrelay.tools.cli},
+    L{zmqrelay.tools.top}): options before or after the arguments, and no
+    C{--metrics}, as a command ends when its work is done.
+    """
+
+    def postOptions(self):
+        ConnectOptions.postOptions(self)
+        if self["metrics"] is not None:
+            raise usage.UsageError(
+                "--metrics: a command serves no metrics; run a client under twistd "
+                "(twistd zmqrelay-client --metrics ...) to have them"
+            )
 
 
 class Options(ConnectOptions):
