@@ -325,6 +325,21 @@ DOCUMENTED = [
 ]
 
 
+def writeReport(path, text, matrix):
+    """
+    Write one part of RECOVERY.md and keep the other: the times are the
+    file's head, the exactly-once matrix (from L{MATRIX_TITLE} on) its tail.
+
+    @param matrix: C{True} if C{text} is the matrix section, else the times.
+    """
+    old = open(path).read() if os.path.exists(path) else ""
+    head, title, tail = old.partition(MATRIX_TITLE)
+    parts = [head, title + tail]
+    parts[1 if matrix else 0] = text
+    with open(path, "w") as f:
+        f.write("\n\n".join(part.strip("\n") for part in parts if part.strip()) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="Times to run every fault.")
@@ -347,19 +362,8 @@ def main(argv=None):
         build = matrixReport if args.matrix else report
         text = build(results, problems, args.rounds, time.monotonic() - started, load)
         print(text)
-        if args.write and args.matrix:
-            # The matrix is one section of the report: replace it, or add it.
-            old = open(args.write).read() if os.path.exists(args.write) else ""
-            head = old.split(MATRIX_TITLE)[0].rstrip("\n")
-            with open(args.write, "w") as f:
-                f.write((head + "\n\n" if head else "") + text)
-        elif args.write:
-            # The times are the report's head: keep the matrix section that
-            # follows them (written by --matrix).
-            old = open(args.write).read() if os.path.exists(args.write) else ""
-            matrix = old[old.index(MATRIX_TITLE):] if MATRIX_TITLE in old else ""
-            with open(args.write, "w") as f:
-                f.write(text.rstrip("\n") + "\n\n" + matrix if matrix else text)
+        if args.write:
+            writeReport(args.write, text, args.matrix)
         if problems:
             raise SystemExit(1)
 
