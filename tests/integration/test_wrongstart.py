@@ -35,9 +35,10 @@ class WrongStartTests(unittest.TestCase):
     #: override them): a node whose wrong option were no longer refused would
     #: bind only to loopback, never to every interface.
     LOOPBACK = {
-        "zmqrelay-cloud": ["--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*", "--sub", "tcp://127.0.0.1:*"],
-        "zmqrelay-proxy": ["--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*", "--sub", "tcp://127.0.0.1:*"],
-        "zmqrelay-server": ["--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*"],
+        plugin: [arg for name in names for arg in (f"--{name}", "tcp://127.0.0.1:*")]
+        for plugin, names in (("zmqrelay-cloud", ("listen", "pub", "sub")),
+                              ("zmqrelay-proxy", ("listen", "pub", "sub")),
+                              ("zmqrelay-server", ("listen", "pub")))
     }
 
     def twistd(self, plugin, args):
