@@ -4,6 +4,7 @@ sockets, no kernel and no other process: the logic alone, warm.
 
     python bench/relaylogic.py [--batch 32] [--cycles 2000] [--profile]
     python bench/relaylogic.py --heartbeats 10000
+    python bench/relaylogic.py --idle 0.5,2 [--batch 1]
 
 A L{zmqrelay.roles.cloud.Cloud} runs on a L{Clock} and the test suite's fake
 sockets (C{tests/fakes.py}), with a proxy (announcing server C{s1}) and a
@@ -19,6 +20,12 @@ Compare the result with the CPU per request of the cloud in C{relaybench.py}
 (both threads of the real process, under load): the difference is what the
 process pays besides its logic, per message and per wakeup (pyzmq and
 libzmq, the kernel, the reactor) and for running cold after sleeping.
+
+With C{--idle MS,...} it measures how much running cold costs: the same
+cycles, timed one by one, back to back and then with the process asleep
+for each given number of milliseconds before each cycle (as a relay sleeps
+between two lone requests).  The work is the same; only what the CPU
+forgot while the process slept differs.
 
 With C{--heartbeats CLIENTS} it measures instead what an idle client's HB
 costs the cloud's C{Front} (session lookup, limits, C{lastSeen}) with that
@@ -183,6 +190,36 @@ def measure(batch, cycles, rounds=5):
         bench.stop()
 
 
+def idleCost(batch, cycles, pauses, sleep=time.sleep):
+    """
+    The same cycles timed one by one, back to back and after sleeping.
+
+    @param pauses: seconds to sleep before each cycle, one run each.
+    @return: a list of C{(pause, median, mean)}: microseconds per request
+        and reply of a cycle (its fake peers' part included), the first
+        with a pause of 0 (back to back).
+    """
+    bench = Bench(batch)
+    try:
+        for _ in range(200):
+            bench.cycle()
+        results = []
+        for pause in [0] + list(pauses):
+            times = []
+            for _ in range(cycles):
+                if pause:
+                    sleep(pause)
+                started = time.perf_counter()
+                if bench.cycle() != batch:
+                    raise RuntimeError("a request was not answered")
+                times.append((time.perf_counter() - started) / batch)
+            times.sort()
+            results.append((pause, times[len(times) // 2] * 1e6, sum(times) / len(times) * 1e6))
+        return results
+    finally:
+        bench.stop()
+
+
 def heartbeatCost(sessions, rounds=5):
     """
     What the cloud's C{Front} spends on one idle client's HB, warm: the
@@ -227,7 +264,24 @@ def main(argv=None):
     parser.add_argument("--heartbeats", type=int, metavar="CLIENTS", default=0,
                         help="measure instead what one idle client's HB costs the cloud's Front, "
                              "with CLIENTS attached")
+    parser.add_argument("--idle", metavar="MS,...",
+                        help="measure instead the cycles one by one, back to back and after "
+                             "sleeping this many milliseconds before each")
     args = parser.parse_args(argv)
+    if args.idle:
+        try:
+            pauses = [float(ms) / 1000 for ms in args.idle.split(",")]
+        except ValueError:
+            parser.error(f"--idle takes milliseconds separated by commas, not {args.idle!r}")
+        if any(p <= 0 for p in pauses):
+            parser.error("--idle: every pause must be more than 0 ms")
+        results = idleCost(args.batch, args.cycles, pauses)
+        warm = results[0][1]
+        for pause, median, mean in results:
+            what = "back to back" if not pause else f"after {pause * 1000:g} ms asleep"
+            print(f"batches of {args.batch}, {what}: median {median:.1f} us per request and reply "
+                  f"(mean {mean:.1f}), {median / warm:.2f}x back to back")
+        return 0
     if args.heartbeats:
         print(f"{args.heartbeats} idle clients: {heartbeatCost(args.heartbeats):.2f} us of the cloud's "
               "Front per HB (reading the socket not included)")

@@ -41,3 +41,23 @@ class RelayLogicTests(SynchronousTestCase):
         With every client welcomed, an idle client's HB costs the Front a positive time.
         """
         self.assertGreater(self.relaylogic.heartbeatCost(50, rounds=1), 0)
+
+    def test_idleCost(self):
+        """
+        The idle measure times back to back first, then sleeps the given pauses before each cycle.
+        """
+        slept = []
+        results = self.relaylogic.idleCost(2, 5, [0.0005, 0.002], sleep=slept.append)
+        self.assertEqual([pause for pause, _, _ in results], [0, 0.0005, 0.002])
+        self.assertEqual(slept, [0.0005] * 5 + [0.002] * 5)
+        for _, median, mean in results:
+            self.assertGreater(median, 0)
+            self.assertGreater(mean, 0)
+
+    def test_idleOption(self):
+        """
+        --idle refuses what is not a list of positive milliseconds.
+        """
+        for bad in ("x", "0", "1,-2"):
+            with self.assertRaises(SystemExit):
+                self.relaylogic.main(["--idle", bad])
