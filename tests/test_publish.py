@@ -281,6 +281,8 @@ class FakeLink:
 
     endpoint = "inproc://proxy-control"
     alive = True
+    maxSize = 4 * 1024 * 1024
+    takesParts = True
 
     def __init__(self, welcome):
         self.welcome = welcome

@@ -5,6 +5,7 @@ Tests for L{zmqrelay.core.replica}: replicated maps by snapshot plus deltas.
 import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from zmqrelay.core import protocol
@@ -15,8 +16,10 @@ from zmqrelay.core.replica import (
     MapReplica,
     MapSource,
     ReplicaGap,
+    MAX_PARTS,
     answerSync,
     applyFrom,
+    sendSnapshot,
 )
 
 
@@ -416,8 +419,10 @@ class _Peer:
     Records what is sent to it, as a session or a link would send it.
     """
 
-    def __init__(self):
+    def __init__(self, maxSize=4 * 1024 * 1024, takesParts=True):
         self.sent = []
+        self.maxSize = maxSize
+        self.takesParts = takesParts
 
     def send(self, msgtype, header, payload=b""):
         self.sent.append((msgtype, header, payload))
@@ -543,3 +548,207 @@ class AnswerSyncTests(SynchronousTestCase):
             e = self.assertRaises(protocol.ProtocolError, answerSync, peer, message, MapSource("presence"))
             self.assertEqual(e.code, protocol.E_BAD_MESSAGE)
         self.assertEqual(peer.sent, [])
+
+
+def _bigSource(count, name="presence"):
+    """
+    @return: a source of C{count} presence entries, its seq past a few deltas.
+    """
+    source = MapSource(name)
+    for i in range(count):
+        source.set((f"client-{i:05d}", "cloud"), [f"inc-{i:05d}", 1700000000.0 + i])
+    return source
+
+
+class SnapshotPartsTests(SynchronousTestCase):
+    """
+    A snapshot larger than its holder takes in one message goes in parts to a
+    holder that takes them, never whole (its socket would drop the connection),
+    and the holder applies the parts as one snapshot once the last has come.
+    """
+
+    def setUp(self):
+        self.source = _bigSource(500)
+        # Each entry packs to about 40 bytes: room for about 100 a part.
+        self.peer = _Peer(maxSize=protocol.HEADROOM + 4096)
+
+    def test_wholeWhenItFits(self):
+        """
+        A snapshot that fits goes whole, with no part fields, as before parts existed.
+        """
+        peer = _Peer()
+        self.assertTrue(sendSnapshot(peer, self.source))
+        [(msgtype, header, payload)] = peer.sent
+        self.assertEqual(msgtype, protocol.PRESENCE)
+        self.assertEqual((header, payload), self.source.snapshot())
+        self.assertNotIn("part", header)
+        self.assertEqual(self.source.split, 0)
+
+    def test_inParts(self):
+        """
+        Every part fits the holder's size, they are numbered in order with the
+        same epoch and seq, and applied in order they give the source's map.
+        """
+        self.assertTrue(sendSnapshot(self.peer, self.source))
+        parts = self.peer.sent
+        self.assertGreater(len(parts), 2)
+        self.assertEqual(self.source.split, 1)
+        replica = MapReplica("presence")
+        for i, (msgtype, header, payload) in enumerate(parts):
+            self.assertEqual(msgtype, protocol.PRESENCE)
+            self.assertLessEqual(len(payload), self.peer.maxSize - protocol.HEADROOM)
+            self.assertEqual((header["part"], header["parts"]), (i, len(parts)))
+            self.assertEqual((header["epoch"], header["seq"]), (self.source.epoch, self.source.seq))
+            changes = replica.apply(header, payload)
+            if i < len(parts) - 1:
+                # Nothing changes before the last part.
+                self.assertEqual(changes, [])
+                self.assertEqual(replica.entries, {})
+                self.assertIsNone(replica.epoch)
+        self.assertEqual(len(changes), 500)
+        self.assertEqual(replica.entries, self.source.entries)
+        self.assertEqual((replica.epoch, replica.seq), (self.source.epoch, self.source.seq))
+        # Deltas follow as after a whole snapshot.
+        replica.apply(*self.source.delete(("client-00000", "cloud"), "bye"))
+        self.assertEqual(replica.entries, self.source.entries)
+
+    def test_lostPartAsksAgain(self):
+        """
+        A part missing (lost at a high-water mark) is a gap: the holder drops
+        what it kept, its copy unchanged, and asks for a snapshot; a whole
+        snapshot of parts afterwards is applied.
+        """
+        sendSnapshot(self.peer, self.source)
+        parts = self.peer.sent
+        replica = MapReplica("presence")
+        source = _Peer()
+        applyFrom(replica, source, protocol.Message(protocol.PRESENCE, 1, parts[0][1], parts[0][2]))
+        self.assertEqual(
+            applyFrom(replica, source, protocol.Message(protocol.PRESENCE, 1, parts[2][1], parts[2][2])), [])
+        self.assertEqual(source.sent, [(protocol.SYNC, {"map": "presence"}, b"")])
+        self.assertEqual(replica.entries, {})
+        # The rest of the broken snapshot is out of order too.
+        with self.assertRaises(ReplicaGap):
+            replica.apply(parts[3][1], parts[3][2])
+        for _, header, payload in parts:
+            replica.apply(header, payload)
+        self.assertEqual(replica.entries, self.source.entries)
+
+    def test_partsOfTwoSnapshots(self):
+        """
+        Parts of another snapshot (another seq) do not join those kept: a gap.
+        """
+        sendSnapshot(self.peer, self.source)
+        first = self.peer.sent
+        self.source.set(("late", "cloud"), ["inc", 1.0])
+        self.peer.sent = []
+        sendSnapshot(self.peer, self.source)
+        second = self.peer.sent
+        replica = MapReplica("presence")
+        replica.apply(first[0][1], first[0][2])
+        with self.assertRaises(ReplicaGap):
+            replica.apply(second[1][1], second[1][2])
+        # A new part 0 starts over.
+        for _, header, payload in second:
+            replica.apply(header, payload)
+        self.assertEqual(replica.entries, self.source.entries)
+
+    def test_wholeSnapshotDropsParts(self):
+        """
+        A whole snapshot after some parts replaces the copy and forgets the
+        parts: the rest of them is out of order.
+        """
+        sendSnapshot(self.peer, self.source)
+        parts = self.peer.sent
+        replica = MapReplica("presence")
+        replica.apply(parts[0][1], parts[0][2])
+        small = MapSource("presence")
+        small.set(("c1", "cloud"), ["i", 1.0])
+        replica.apply(*small.snapshot())
+        self.assertEqual(replica.entries, small.entries)
+        with self.assertRaises(ReplicaGap):
+            replica.apply(parts[1][1], parts[1][2])
+        self.assertEqual(replica.entries, small.entries)
+
+    def test_noPartsToAnOldHolder(self):
+        """
+        A holder that takes no parts gets no snapshot larger than it takes
+        (its socket would drop the connection, again on every reconnect):
+        counted in unsent, logged, nothing sent.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        peer = _Peer(maxSize=self.peer.maxSize, takesParts=False)
+        self.assertFalse(sendSnapshot(peer, self.source))
+        self.assertEqual(peer.sent, [])
+        self.assertEqual(self.source.unsent, 1)
+        [event] = [e for e in events if e.get("log_level") == LogLevel.error]
+        self.assertIn("takes no parts", formatEvent(event))
+        self.assertIn("500 entries", formatEvent(event))
+
+    def test_answerSyncInParts(self):
+        """
+        A SYNC is answered in parts too.
+        """
+        answerSync(self.peer, protocol.Message(protocol.SYNC, 1, {"map": "presence"}, b""), self.source)
+        self.assertGreater(len(self.peer.sent), 2)
+        self.assertEqual({h["parts"] for _, h, _ in self.peer.sent}, {len(self.peer.sent)})
+
+    def test_largeEntryAlone(self):
+        """
+        An entry larger than a part's room goes alone in its part (the holder's
+        own limit then refuses it, as it would have refused the whole).
+        """
+        source = MapSource("presence")
+        source.set(("big", "cloud"), ["i" * 300, 1.0])
+        source.set(("small", "cloud"), ["i", 1.0])
+        messages = source.snapshotParts(100)
+        self.assertEqual(len(messages), 2)
+        self.assertEqual(len(msgpack.unpackb(messages[0][1])), 1)
+
+    def test_emptyWhole(self):
+        """
+        An empty map is one whole, empty snapshot.
+        """
+        [(header, payload)] = MapSource("presence").snapshotParts(10)
+        self.assertNotIn("part", header)
+        self.assertEqual(msgpack.unpackb(payload), [])
+
+    def test_badParts(self):
+        """
+        Part fields that are not whole numbers with 0 <= part < parts, or more
+        parts than MAX_PARTS, are refused as malformed, and drop kept parts.
+        """
+        header = {"map": "presence", "kind": SNAPSHOT, "epoch": "e", "seq": 1}
+        replica = MapReplica("presence")
+        for part, parts in [(0, None), (None, 2), (2, 2), (-1, 2), ("0", 2), (0, 1.5), (0, True),
+                            (0, MAX_PARTS + 1)]:
+            replica._parts = ["e", 1, 2, 1, {}]
+            fields = {k: v for k, v in (("part", part), ("parts", parts)) if v is not None}
+            with self.assertRaises(ValueError):
+                replica.apply(dict(header, **fields), _pack([]))
+            self.assertIsNone(replica._parts)
+
+    def test_badEntryInAPart(self):
+        """
+        A malformed entry in a part refuses that part and forgets those kept.
+        """
+        replica = MapReplica("presence")
+        header = {"map": "presence", "kind": SNAPSHOT, "epoch": "e", "seq": 1, "parts": 2}
+        replica.apply(dict(header, part=0), _pack([[["c1", "cloud"], ["i", 1.0]]]))
+        with self.assertRaises(ValueError):
+            replica.apply(dict(header, part=1), _pack([["not", "a", "pair"]]))
+        self.assertIsNone(replica._parts)
+        self.assertEqual(replica.entries, {})
+
+    def test_clearDropsParts(self):
+        """
+        A holder whose source is gone forgets the parts it kept.
+        """
+        sendSnapshot(self.peer, self.source)
+        replica = MapReplica("presence")
+        replica.apply(self.peer.sent[0][1], self.peer.sent[0][2])
+        replica.clear("upstream-lost")
+        with self.assertRaises(ReplicaGap):
+            replica.apply(self.peer.sent[1][1], self.peer.sent[1][2])

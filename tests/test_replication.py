@@ -14,7 +14,7 @@ import msgpack
 from zmqrelay.core import protocol
 from zmqrelay.roles.cloud import Cloud
 from zmqrelay.roles.proxy import Proxy
-from zmqrelay.core.replica import MARK
+from zmqrelay.core.replica import MARK, MapReplica, MapSource
 from zmqrelay.roles.server import Server
 
 from tests.fakes import RecordingHandler, helloFrames, welcomeFrames
@@ -236,3 +236,96 @@ class ServerReplicationTests(_ReplicationTestCase):
             self.dealer.receive, lambda: self.dealer.ofType(protocol.SYNC),
             protocol.PRESENCE, "presence", ("e2", 0),
         )
+
+
+class SnapshotPartsTests(_ReplicationTestCase):
+    """
+    Relays and servers say in HELLO and WELCOME that they take snapshots in
+    parts, send a map too large for one of a peer's messages in parts to a
+    peer that said so and not at all to one that did not, and apply the parts
+    they get as one snapshot.
+    """
+
+    #: A peer's max: room for some 40 presence entries a message.
+    SMALL = protocol.HEADROOM + 2048
+
+    def cloudWith(self, clients):
+        cloud = self.start(Cloud(self.config("cloud"), LISTEN, LISTEN, LISTEN,
+                                 reactor=self.clock, socketFactory=self.factory))
+        for i in range(clients):
+            self.router().receive([b"c%03d" % i] + helloFrames(f"client-{i:03d}", f"ci-{i:03d}"))
+        return cloud
+
+    def test_welcomeSaysParts(self):
+        """
+        A bound node's WELCOME says parts to relays and servers, not to clients.
+        """
+        self.cloudWith(1)
+        self.router().receive([b"p"] + helloFrames("proxy1", "pi", role="proxy"))
+        [toProxy] = self.sentTo(self.router(), b"p", protocol.WELCOME)
+        [toClient] = self.sentTo(self.router(), b"c000", protocol.WELCOME)
+        self.assertIs(toProxy.header.get("parts"), True)
+        self.assertNotIn("parts", toClient.header)
+
+    def test_helloSaysParts(self):
+        """
+        A server's HELLO to its proxy says parts.
+        """
+        self.start(Server(
+            self.config("s1"), RecordingHandler(), ("echo",), listen=LISTEN, pub=LISTEN,
+            proxy="inproc://proxy", reactor=self.clock, socketFactory=self.factory,
+        ))
+        [dealer] = self.dealers()
+        [hello] = [m for m in dealer.messages() if m.type == protocol.HELLO]
+        self.assertIs(hello.header.get("parts"), True)
+
+    def test_presenceInPartsToAProxy(self):
+        """
+        The cloud sends a proxy that takes parts, with a small max, its presence
+        in parts that each fit; a proxy that takes none gets no presence, and the
+        cloud counts and logs it.
+        """
+        cloud = self.cloudWith(150)
+        self.router().receive([b"p"] + helloFrames("proxy1", "pi", role="proxy", max=self.SMALL, parts=True))
+        parts = self.sentTo(self.router(), b"p", protocol.PRESENCE)
+        self.assertGreater(len(parts), 2)
+        self.assertEqual([m.header["part"] for m in parts], list(range(len(parts))))
+        for m in parts:
+            self.assertLessEqual(len(m.payload), self.SMALL - protocol.HEADROOM)
+        replica = MapReplica("presence")
+        for m in parts:
+            replica.apply(m.header, m.payload)
+        self.assertEqual(replica.entries, cloud.presenceSource.entries)
+        self.assertEqual(len(replica.entries), 150)
+        self.assertEqual(cloud.stats()["snapshots.split"], 1)
+
+        self.router().receive([b"q"] + helloFrames("proxy2", "qi", role="proxy", max=self.SMALL))
+        self.assertEqual(self.sentTo(self.router(), b"q", protocol.PRESENCE), [])
+        self.assertEqual(cloud.stats()["snapshots.unsent"], 1)
+        # Its session is still there: nothing was sent that would cut it.
+        self.assertIn("proxy2", cloud.front.byNode)
+
+    def test_proxyAppliesParts(self):
+        """
+        A proxy applies the cloud's presence in parts once the last has come,
+        and passes the whole map on to its servers.
+        """
+        proxy = self.start(Proxy(self.config("proxy1"), LISTEN, LISTEN, LISTEN, "inproc://cloud",
+                                 reactor=self.clock, socketFactory=self.factory))
+        [dealer] = self.dealers()
+        dealer.receive(welcomeFrames("cloud", role="cloud", parts=True))
+        source = MapSource("presence")
+        for i in range(150):
+            source.set((f"client-{i:03d}", "cloud"), [f"ci-{i:03d}", 1700000000.0])
+        parts = source.snapshotParts(2048)
+        self.assertGreater(len(parts), 2)
+        for header, payload in parts[:-1]:
+            dealer.receive(protocol.encode(protocol.PRESENCE, header, payload))
+        self.assertEqual(proxy.cloudPresence.entries, {})
+        header, payload = parts[-1]
+        dealer.receive(protocol.encode(protocol.PRESENCE, header, payload))
+        self.assertEqual(proxy.cloudPresence.entries, source.entries)
+        # A server attached now gets all of it (in one message: it fits its max).
+        self.router().receive([b"s"] + helloFrames("s1", "si", role="server", services=["echo"]))
+        [snapshot] = self.sentTo(self.router(), b"s", protocol.PRESENCE)
+        self.assertEqual(len(msgpack.unpackb(snapshot.payload)), 150)

@@ -115,6 +115,26 @@ class CloudTests(RoleTestCase):
         self.assertEqual([e[0] for e in recorder.events], ["connected", "disconnected"])
         self.cloud.removeObserver(recorder)
 
+    def test_sysAnswerTooLarge(self):
+        """
+        A sys answer larger than the asker takes (its HELLO max) is answered
+        ERR too-large instead: sent, it would cut the asker's connection.
+        """
+        self.start(self.cloud)
+        router = self.router()
+        for i in range(60):
+            router.receive([b"c%02d" % i] + helloFrames(f"client-{i:02d}", f"ci-{i:02d}"))
+        router.receive([b"small"] + helloFrames("small", "si", max=protocol.HEADROOM + 1000))
+        router.sent.clear()
+        router.receive([b"small"] + protocol.encode(protocol.REQUEST, {"id": 7, "sys": "presence"}))
+        router.receive([b"c00"] + protocol.encode(protocol.REQUEST, {"id": 8, "sys": "presence"}))
+        [err] = self.sentTo(router, b"small", protocol.ERROR)
+        self.assertEqual((err.header["id"], err.header["code"]), (7, protocol.E_TOO_LARGE))
+        self.assertIn("presence answer", err.header["msg"])
+        self.assertEqual(self.sentTo(router, b"small", protocol.REPLY), [])
+        [reply] = self.sentTo(router, b"c00", protocol.REPLY)
+        self.assertEqual(len(msgpack.unpackb(reply.payload)), 61)
+
     def localMap(self, router, routingId, epoch, entries):
         router.receive([routingId] + protocol.encode(
             protocol.PRESENCE,

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+import msgpack
 import zmq
 from twisted.internet import defer, protocol as twprotocol, reactor
 from twisted.internet.task import deferLater
@@ -187,6 +188,65 @@ class LimitTests(unittest.TestCase):
         self.assertIn("more than you accept", error.message)
         self.assertEqual((yield client.request("s1", b"ok")), b"ok")
         self.assertEqual(client.links[0].counters["lost"], 0)
+
+    @defer.inlineCallbacks
+    def test_presenceLargerThanAMessage(self):
+        """
+        With every node's --max-message-size small, a presence map larger than
+        one message reaches the proxy and the server in parts (PROTOCOL.md
+        13.2) instead of a message whose size would make their sockets drop
+        the connection, again after every reconnect: the server knows every
+        client, both relays count the split snapshots, and no link was lost.
+        """
+        small = ["--max-message-size", "8192"]
+        cloud = yield self.cloud(*small)
+        context = zmq.Context()
+        dealers = []
+
+        def close():
+            for dealer in dealers:
+                dealer.close(0)
+            context.term()
+
+        self.addCleanup(close)
+        ids = [f"client-{i:03d}-" + "x" * 100 for i in range(200)]
+        for clientId in ids:
+            dealer = context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(cloud.endpoints["control"])
+            # A heartbeat of 20 s: these clients stay attached for the whole
+            # test without sending another message.
+            dealer.send_multipart(protocol.encode(protocol.HELLO, {
+                "id": clientId, "role": protocol.CLIENT, "inc": "raw-inc",
+                "versions": [1], "hb": 20000, "liveness": 3,
+            }))
+            dealers.append(dealer)
+        asker = yield self.client("asker", cloud)
+
+        def knows(client):
+            return lambda: client.request("", b"", sys="presence").addCallback(
+                lambda answer: set(ids) <= set(msgpack.unpackb(answer)))
+
+        yield poll(knows(asker), 10.0, 0.1, "every client attached to the cloud")
+        # The proxy and the server come after: each gets the map in one
+        # snapshot, about 200 x 130 bytes, so in four or more parts of 7 KiB.
+        proxy = yield self.cluster.start("proxy", "zmqrelay-proxy", [
+            "--id", "proxy", "--listen", LOOPBACK, "--pub", LOOPBACK, "--sub", LOOPBACK,
+            "--cloud", cloud.endpoints["control"],
+        ] + small)
+        yield self.cluster.start("s1", "zmqrelay-server", [
+            "--id", "s1", "--listen", LOOPBACK, "--pub", LOOPBACK, "--proxy", proxy.endpoints["control"],
+        ] + small)
+        direct = yield self.cluster.client("direct", server=self.cluster["s1"], timeout=5.0)
+        yield poll(knows(direct), 15.0, 0.2, "every client in the server's presence")
+        atCloud = yield stats(asker)
+        self.assertGreaterEqual(atCloud["snapshots.split"], 1)
+        self.assertEqual(atCloud["snapshots.unsent"], 0)
+        proxyStats = yield stats((yield self.cluster.client("local", proxy=proxy)))
+        self.assertGreaterEqual(proxyStats["snapshots.split"], 1)
+        self.assertEqual(proxyStats["snapshots.unsent"], 0)
+        # The proxy never lost its cloud (its link would count it).
+        self.assertEqual(proxyStats["cloud.lost"], 0)
 
     @defer.inlineCallbacks
     def test_rateLimitRetryAfterThenCooldown(self):

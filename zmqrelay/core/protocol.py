@@ -348,6 +348,14 @@ def batchLimit(header):
     return 0
 
 
+def takesParts(header):
+    """
+    Whether a peer's HELLO or WELCOME said it takes snapshots in parts
+    (C{parts}: true; PROTOCOL.md 13.2).
+    """
+    return header.get("parts") is True
+
+
 def notificationEncoder(server, inc, version=CURRENT_VERSION):
     """
     A publisher's encoder of notifications: only the sequence number

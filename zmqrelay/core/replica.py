@@ -13,6 +13,11 @@ A holder whose copy is elsewhere asks for a snapshot; so a lost message (a
 last delta, a snapshot, the holder's own request for one) is noticed even
 when nothing changes any more.
 
+A snapshot larger than its holder takes in one message goes in parts, to a
+holder that said it takes them (C{parts} in its HELLO or WELCOME): the
+holder applies them together once the last has come (L{sendSnapshot},
+PROTOCOL.md 13.2).
+
 Used for presence (cloud -> proxy -> server) and for server routes (proxy ->
 cloud).  Pure: no sockets, no reactor; L{applyFrom} and L{answerSync} talk to
 the peer they are given.
@@ -22,12 +27,18 @@ import os
 import weakref
 
 import msgpack
+from twisted.logger import Logger
 
 from zmqrelay.core import protocol
+
+log = Logger()
 
 SNAPSHOT = "snapshot"
 DELTA = "delta"
 MARK = "mark"
+
+#: The most parts a holder takes for one snapshot.
+MAX_PARTS = 4096
 
 
 def newEpoch():
@@ -52,6 +63,9 @@ class MapSource:
     @ivar throttled: SYNCs left unanswered because the same peer had a
         snapshot of this map less than L{SYNC_INTERVAL} before (see
         L{answerSync}).
+    @ivar split: snapshots sent in parts (see L{sendSnapshot}).
+    @ivar unsent: snapshots not sent because they were larger than their
+        holder takes in one message and it takes no parts.
     """
 
     def __init__(self, name, msgtype=protocol.PRESENCE):
@@ -61,21 +75,49 @@ class MapSource:
         self.seq = 0
         self.entries = {}
         self.throttled = 0
+        self.split = 0
+        self.unsent = 0
         #: Peer -> when it was last sent a snapshot in answer to a SYNC.
         self._answered = weakref.WeakKeyDictionary()
 
     def snapshot(self):
         """
-        @return: (header, payload) of a snapshot message.
+        @return: (header, payload) of a whole snapshot message.
         """
-        payload = msgpack.packb(
-            [[list(k) if isinstance(k, tuple) else k, v] for k, v in self.entries.items()],
-            use_bin_type=True,
-        )
-        return (
-            {"map": self.name, "kind": SNAPSHOT, "epoch": self.epoch, "seq": self.seq},
-            payload,
-        )
+        [whole] = self.snapshotParts(float("inf"))
+        return whole
+
+    def snapshotParts(self, room):
+        """
+        The snapshot in parts of at most C{room} bytes of payload each.
+
+        @param room: the most payload bytes a part may hold; an entry larger
+            than that alone still goes in a part of its own.
+        @return: a L{list} of (header, payload): one whole snapshot (no
+            C{part} fields, as L{snapshot}) if it fits in C{room}; else
+            parts numbered C{part} 0 to C{parts} - 1, each an array of
+            entries as a whole snapshot is, all with the same C{epoch} and
+            C{seq}.
+        """
+        packb = msgpack.packb
+        chunks = []
+        chunk, size = [], 5  # an array header takes at most 5 bytes
+        for k, v in self.entries.items():
+            item = packb([list(k) if isinstance(k, tuple) else k, v], use_bin_type=True)
+            if chunk and size + len(item) > room:
+                chunks.append(chunk)
+                chunk, size = [], 5
+            chunk.append(item)
+            size += len(item)
+        chunks.append(chunk)
+        header = {"map": self.name, "kind": SNAPSHOT, "epoch": self.epoch, "seq": self.seq}
+        packer = msgpack.Packer(use_bin_type=True)
+        if len(chunks) == 1:
+            return [(header, packer.pack_array_header(len(chunk)) + b"".join(chunk))]
+        return [
+            (dict(header, part=i, parts=len(chunks)), packer.pack_array_header(len(c)) + b"".join(c))
+            for i, c in enumerate(chunks)
+        ]
 
     def set(self, key, value):
         """
@@ -138,6 +180,8 @@ class MapReplica:
         self.epoch = None
         self.seq = 0
         self.entries = {}
+        # A snapshot coming in parts: [epoch, seq, parts, next part, entries].
+        self._parts = None
 
     def apply(self, header, payload):
         """
@@ -163,19 +207,13 @@ class MapReplica:
         if kind == SNAPSHOT:
             if not isinstance(data, list):
                 raise ValueError("snapshot payload is not a list")
+            part, parts = header.get("part"), header.get("parts")
+            if part is not None or parts is not None:
+                return self._applyPart(epoch, seq, part, parts, data)
+            self._parts = None
             fresh = {}
-            for item in data:
-                if not isinstance(item, list) or len(item) != 2:
-                    raise ValueError("snapshot entry is not a pair")
-                key = _key(item[0])
-                if self.check is not None:
-                    self.check(key, item[1])
-                fresh[key] = item[1]
-            changes = self._diff(fresh, "resync")
-            self.entries = fresh
-            self.epoch = epoch
-            self.seq = seq
-            return changes
+            self._entries(data, fresh)
+            return self._replace(epoch, seq, fresh)
         if kind != DELTA:
             raise ValueError(f"unknown replica message kind {kind!r}")
         if epoch != self.epoch or seq != self.seq + 1:
@@ -205,6 +243,54 @@ class MapReplica:
             return [(key, old, None, value if isinstance(value, str) else "")]
         raise ValueError(f"unknown delta op {op!r}")
 
+    def _entries(self, data, fresh):
+        """
+        Check a snapshot's entries and add them to C{fresh}.
+        """
+        for item in data:
+            if not isinstance(item, list) or len(item) != 2:
+                raise ValueError("snapshot entry is not a pair")
+            key = _key(item[0])
+            if self.check is not None:
+                self.check(key, item[1])
+            fresh[key] = item[1]
+
+    def _replace(self, epoch, seq, fresh):
+        changes = self._diff(fresh, "resync")
+        self.entries = fresh
+        self.epoch = epoch
+        self.seq = seq
+        return changes
+
+    def _applyPart(self, epoch, seq, part, parts, data):
+        """
+        One part of a snapshot: kept until the last, which applies them all
+        as one snapshot.  A part out of order (one lost, or the parts of two
+        snapshots mixed) drops what was kept and asks for a new snapshot.
+        """
+        if part.__class__ is not int or parts.__class__ is not int or not 0 <= part < parts:
+            self._parts = None
+            raise ValueError(f"snapshot part {part!r} of {parts!r}")
+        if parts > MAX_PARTS:
+            self._parts = None
+            raise ValueError(f"snapshot in {parts} parts, more than {MAX_PARTS}")
+        if part == 0:
+            self._parts = [epoch, seq, parts, 0, {}]
+        kept = self._parts
+        if kept is None or kept[:4] != [epoch, seq, parts, part]:
+            self._parts = None
+            raise ReplicaGap(f"{self.name}: snapshot part {part} of {parts} ({epoch}/{seq}) out of order")
+        try:
+            self._entries(data, kept[4])
+        except (ValueError, TypeError):
+            self._parts = None
+            raise
+        if part < parts - 1:
+            kept[3] = part + 1
+            return []
+        self._parts = None
+        return self._replace(epoch, seq, kept[4])
+
     def _skip(self, seq):
         self.seq = seq
         return []
@@ -217,6 +303,7 @@ class MapReplica:
         """
         changes = self._diff({}, reason)
         self.entries = {}
+        self._parts = None
         self.epoch = None
         self.seq = 0
         return changes
@@ -258,6 +345,41 @@ def applyFrom(replica, source, message):
         )
 
 
+def sendSnapshot(peer, source):
+    """
+    Send C{peer} a snapshot of C{source}'s map: whole if it fits in one
+    message of the size C{peer} takes (its C{maxSize}), else in parts if
+    C{peer} takes them (C{takesParts}: its HELLO or WELCOME said C{parts}).
+
+    A message larger than the peer takes would make its ZeroMQ socket drop
+    the connection (C{MAXMSGSIZE}), and again after every reconnect: to a
+    peer that takes no parts such a snapshot is not sent but counted in
+    C{unsent} and logged, and the peer's copy stays behind (its SYNCs are
+    answered alike) until the map fits again.
+
+    @return: C{True} if every message of it was queued.
+    """
+    room = peer.maxSize - protocol.HEADROOM
+    messages = source.snapshotParts(room)
+    if len(messages) > 1 and not getattr(peer, "takesParts", False):
+        source.unsent += 1
+        if source.unsent == 1 or not source.unsent % 100:
+            log.error(
+                "snapshot of {map} ({count} entries) is larger than {peer} takes in one message "
+                "({room} bytes) and it takes no parts: not sent ({unsent} so far); raise its "
+                "--max-message-size or upgrade it",
+                map=source.name, count=len(source.entries), peer=getattr(peer, "nodeId", None),
+                room=room, unsent=source.unsent,
+            )
+        return False
+    if len(messages) > 1:
+        source.split += 1
+    sent = True
+    for header, payload in messages:
+        sent = peer.send(source.msgtype, header, payload) and sent
+    return sent
+
+
 #: The shortest time (seconds) between two snapshots of one map sent to one
 #: peer in answer to its SYNCs (see L{answerSync}).
 SYNC_INTERVAL = 0.5
@@ -290,7 +412,7 @@ def answerSync(peer, message, *sources, now=None):
                     source.throttled += 1
                     return
                 source._answered[peer] = now
-            peer.send(source.msgtype, *source.snapshot())
+            sendSnapshot(peer, source)
             return
     raise protocol.ProtocolError(
         protocol.E_BAD_MESSAGE, f"SYNC for map {wanted!r}: this node sends {[s.name for s in sources]}"

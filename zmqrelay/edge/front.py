@@ -118,6 +118,8 @@ class PeerSession:
     @ivar maxSize: the largest message it accepts (its HELLO's C{max}).
     @ivar batchMax: the most messages it accepts in one BATCH (its HELLO's
         C{batch}; C{0}: none).
+    @ivar takesParts: whether it takes snapshots in parts (its HELLO's
+        C{parts}; see L{zmqrelay.core.replica.sendSnapshot}).
     @ivar outbox: what was sent to it this reactor turn and waits to go out
         (as one BATCH if more than one), or C{None}.
     @ivar gone: C{True} once a send found no connection with its routing id:
@@ -139,6 +141,7 @@ class PeerSession:
         self.hello = hello
         self.maxSize = protocol.announcedMax(hello, front.config.maxMessageSize)
         self.batchMax = protocol.batchLimit(hello)
+        self.takesParts = protocol.takesParts(hello)
         self.outbox = None
         self.since = now
         self.lastSeen = now
@@ -163,6 +166,7 @@ class PeerSession:
         self.hello = hello
         self.maxSize = protocol.announcedMax(hello, self.front.config.maxMessageSize)
         self.batchMax = protocol.batchLimit(hello)
+        self.takesParts = protocol.takesParts(hello)
         self.lastSeen = now
         self.gone = False
         self.stale = False
@@ -922,6 +926,9 @@ class Front:
         }
         if c.batch >= 2:
             header["batch"] = c.batch
+        if session.role != protocol.CLIENT:
+            # Replicated maps go to relays and servers only.
+            header["parts"] = True
         header.update(self.owner.welcomeExtras(session))
         self.sendTo(session, protocol.WELCOME, header)
 

@@ -106,6 +106,9 @@ class UpstreamLink:
         # The most messages the upstream takes in one BATCH (its WELCOME's
         # batch; 0: none), and what waits to go out as one.
         self.batchMax = 0
+        #: Whether the upstream takes snapshots in parts (its WELCOME's
+        #: C{parts}; see L{zmqrelay.core.replica.sendSnapshot}).
+        self.takesParts = False
         self._outbox = None
         self._flushTimer = None
         self.liveness = config.liveness
@@ -259,6 +262,7 @@ class UpstreamLink:
     def _connect(self):
         self.state = CONNECTING
         self.batchMax = 0
+        self.takesParts = False
         self._outbox = None
         self.counters["connects"] += 1
         self._closeSocket()
@@ -276,6 +280,9 @@ class UpstreamLink:
         }
         if c.batch >= 2:
             hello["batch"] = c.batch
+        if self.owner.role != protocol.CLIENT:
+            # Replicated maps go to relays and servers only.
+            hello["parts"] = True
         hello.update(self.owner.helloExtras(self))
         self._socket.send(protocol.encode(protocol.HELLO, hello, b"", max(c.versions)))
         self._timer = self.reactor.callLater(c.helloTimeout, self._helloTimedOut)
@@ -437,6 +444,7 @@ class UpstreamLink:
             inflight if inflight.__class__ is int and inflight > 0 else None
         )
         self.batchMax = protocol.batchLimit(header)
+        self.takesParts = protocol.takesParts(header)
         self.lastSent = now
         self.draining = False
         self._lastTick = now

@@ -28,7 +28,7 @@ from zmqrelay.edge.link import UpstreamLink, backoffPolicy
 from zmqrelay.interfaces import ICloud, IFrontOwner, ILinkOwner
 from zmqrelay.roles.hop import requestId, sendError
 from zmqrelay.roles.node import RelayNode
-from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
+from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom, sendSnapshot
 from zmqrelay.core.ratelimit import TokenBucket
 from zmqrelay.core.routing import Route, RouteTable
 
@@ -171,13 +171,13 @@ class Cloud(RelayNode):
             self._localReplicas[session] = MapReplica(
                 "local", presence.localEntryCheck((presence.DIRECT, presence.PROXY))
             )
-            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+            sendSnapshot(session, self.presenceSource)
 
     def peerResumed(self, session):
         # A proxy back on a new connection: its ROUTES snapshot (sent on its
         # welcome) is applied against the replica we kept, so stale routes go.
         if session.role in (protocol.PROXY, protocol.CLOUD):
-            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+            sendSnapshot(session, self.presenceSource)
 
     def peerLeft(self, session, reason):
         self.forwarder.peerGone(session, reason)
@@ -261,7 +261,7 @@ class Cloud(RelayNode):
 
     def _peerUp(self, conn):
         self._peerReplicas[conn] = MapReplica("presence", presence.checkPresenceEntry)
-        conn.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+        sendSnapshot(conn, self.presenceSource)
 
     def _peerDown(self, conn):
         replica = self._peerReplicas.pop(conn, None)

@@ -112,6 +112,10 @@ class Node(MultiService):
         # SYNCs left unanswered, as a snapshot of that map went to that peer
         # a moment before (zmqrelay.core.replica.answerSync).
         result["sync.throttled"] = sum(s.throttled for s in sources if s is not None)
+        # Snapshots larger than their holder takes in one message: sent in
+        # parts, or not at all to a holder that takes none (replica.sendSnapshot).
+        result["snapshots.split"] = sum(s.split for s in sources if s is not None)
+        result["snapshots.unsent"] = sum(s.unsent for s in sources if s is not None)
         calls = getattr(self, "calls", None)
         if calls is not None:
             # Answers that matched no call waiting (late, or an ERR that
@@ -235,6 +239,12 @@ class Node(MultiService):
         answer = self.sysOperation(op, payload)
         if answer is None:
             sendError(peer, rid, protocol.E_BAD_MESSAGE, f"unknown sys operation {op!r}")
+        elif not protocol.fits(peer, answer):
+            # Sent, it would make the asker's socket drop its connection
+            # (PROTOCOL.md 12: too-large for an answer over the asker's max).
+            sendError(peer, rid, protocol.E_TOO_LARGE,
+                      f"the {op} answer is {len(answer)} bytes, more than you take "
+                      f"({peer.maxSize - protocol.HEADROOM}): raise your max")
         else:
             peer.send(protocol.REPLY, {"id": rid}, answer)
 

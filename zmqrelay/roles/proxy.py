@@ -29,7 +29,7 @@ from zmqrelay.edge.link import UpstreamLink
 from zmqrelay.roles.hop import advertised, noRoute, requestId, requestTtl, sendError
 from zmqrelay.roles.cloud import moveGrace
 from zmqrelay.roles.node import RelayNode
-from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
+from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom, sendSnapshot
 from zmqrelay.core.routing import AWAY, Route, RouteTable
 
 log = Logger()
@@ -147,7 +147,7 @@ class Proxy(RelayNode):
                 protocol.ROUTES,
                 self.routesSource.set(session.nodeId, [session.incarnation, list(services)]),
             )
-            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+            sendSnapshot(session, self.presenceSource)
             self._serverLocals[session] = MapReplica(
                 "local", presence.localEntryCheck((presence.DIRECT,), session.nodeId)
             )
@@ -159,7 +159,7 @@ class Proxy(RelayNode):
 
     def peerResumed(self, session):
         if session.role == protocol.SERVER:
-            session.send(protocol.PRESENCE, *self.presenceSource.snapshot())
+            sendSnapshot(session, self.presenceSource)
 
     def peerLeft(self, session, reason):
         self.forwarder.peerGone(session, reason)
@@ -233,8 +233,8 @@ class Proxy(RelayNode):
         return {}
 
     def linkUp(self, link):
-        link.send(protocol.ROUTES, *self.routesSource.snapshot())
-        link.send(protocol.PRESENCE, *self.localSource.snapshot())
+        sendSnapshot(link, self.routesSource)
+        sendSnapshot(link, self.localSource)
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
             endpoint = advertised(sub, link.endpoint)

@@ -34,7 +34,7 @@ from zmqrelay.roles.hop import MAX_TTL_MS, advertised, noRoute, requestId, sendE
 from zmqrelay.roles.drain import Drain
 from zmqrelay.roles.node import Node, PresenceViewMixin
 from zmqrelay.core.presence import PresenceView
-from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom
+from zmqrelay.core.replica import MapReplica, MapSource, answerSync, applyFrom, sendSnapshot
 from zmqrelay.core.replycache import ReplyCache
 from zmqrelay.core.slowsub import SlowSubscribers
 
@@ -409,7 +409,7 @@ class Server(PresenceViewMixin, Node):
     def linkUp(self, link):
         if self.draining:
             self._announceDrain(link)
-        link.send(protocol.PRESENCE, *self.localSource.snapshot())
+        sendSnapshot(link, self.localSource)
         sub = link.welcome.get("sub")
         if isinstance(sub, str):
             endpoint = advertised(sub, link.endpoint)
