@@ -263,11 +263,28 @@ def processesFor(clients, args):
     return max(1, (clients + 999) // 1000)
 
 
-def measure(children, name, pid, endpoint, clients, connect, steady, args, baseline=False):
+def presenceCount(endpoint, prefixes, timeout=10.0):
+    """
+    Ask a node's C{sys presence} and count the clients it lists whose id
+    starts with one of C{prefixes}.
+
+    @return: the count, or a L{str} saying why there is none.
+    """
+    try:
+        listed = msgpack.unpackb(attacks.ask(endpoint, "", "presence", timeout=timeout), raw=False)
+    except BenchError as e:
+        return f"no answer: {e}"
+    prefixes = tuple(prefixes)
+    return sum(1 for clientId in listed if clientId.startswith(prefixes))
+
+
+def measure(children, name, pid, endpoint, clients, connect, steady, args, baseline=False, presenceAt=()):
     """
     Run the load of C{clients} idle clients against one node: C{connect}
     seconds to connect, then C{steady} seconds measured; the load processes
-    are told to end (SIGTERM) once the node's counters are read.
+    are told to end (SIGTERM) once the node's counters are read, and the
+    clients listed by each node of C{presenceAt} (name, control endpoint)
+    counted.
 
     @return: the node's figures.
     """
@@ -301,6 +318,8 @@ def measure(children, name, pid, endpoint, clients, connect, steady, args, basel
                 break
             except BenchError as e:
                 counters = {"front.error": str(e)}
+    prefixes = [f"{name}{p}-" for p in range(len(loads))]
+    presence = {node: presenceCount(where, prefixes) for node, where in presenceAt}
     for loadName in loads:
         try:
             os.kill(children.pid(loadName), signal.SIGTERM)
@@ -325,14 +344,16 @@ def measure(children, name, pid, endpoint, clients, connect, steady, args, basel
         "io": (io1 - io0) / (t1 - t0),
         "rssPerClient": (rss - rssBefore) / clients,
         "counters": {k: v for k, v in counters.items() if k.startswith("front.") and v},
+        "presence": presence,
     }
 
 
 def measurePair(args, clients, connect, steady):
     """
-    Measure C{clients} idle clients on a fresh cloud, then the same load on a
-    fresh bare pyzmq ROUTER, then on the heartbeat floor (L{heartbeatFloor});
-    each is stopped before the next starts.
+    Measure C{clients} idle clients on a fresh cloud (with a proxy attached,
+    whose presence must list them all too), then the same load on a fresh
+    bare pyzmq ROUTER, then on the heartbeat floor (L{heartbeatFloor}); each
+    is stopped before the next starts.
 
     @return: a L{dict}: the count, its phases, C{cloud}, C{router} and
         C{floor} (as L{measure} returns them) and C{ratio}, the cloud's RSS
@@ -346,7 +367,12 @@ def measurePair(args, clients, connect, steady):
             "--id", "cloud", "--listen", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
             "--sub", "tcp://127.0.0.1:*", "--heartbeat", str(args.heartbeat),
         ] + args.node_options.split())["control"]
-        pair["cloud"] = measure(children, "c", children.pid("cloud"), endpoint, clients, connect, steady, args)
+        proxy = children.twistd("proxy", "zmqrelay-proxy", [
+            "--id", "proxy", "--cloud", endpoint, "--listen", "tcp://127.0.0.1:*",
+            "--pub", "tcp://127.0.0.1:*", "--sub", "tcp://127.0.0.1:*", "--heartbeat", str(args.heartbeat),
+        ] + args.node_options.split())["control"]
+        pair["cloud"] = measure(children, "c", children.pid("cloud"), endpoint, clients, connect, steady, args,
+                                presenceAt=[("cloud", endpoint), ("proxy", proxy)])
     finally:
         children.stopAll()
     children = Children("idle-")
@@ -376,6 +402,22 @@ def countsConnect(clients):
         at least 5, and 1 per 400 clients.
     """
     return max(5.0, clients / 400)
+
+
+def _presenceGoal(node):
+    """
+    @return: C{(measured, met)} for the presence goal: the clients the cloud
+        and its proxy list, against those the load processes had welcomed.
+    """
+    presence = node.get("presence") or {}
+    if not presence:
+        return "not measured", False
+    listed = ", ".join(
+        f"{where} {count:,}" if isinstance(count, int) else f"{where}: {count}"
+        for where, count in sorted(presence.items())
+    )
+    met = all(count == node["welcomed"] == node["clients"] for count in presence.values())
+    return f"{listed} listed, of {node['welcomed']:,} welcomed", met
 
 
 def _growthTable(figures):
@@ -423,8 +465,12 @@ def _growthTable(figures):
             )
         if cloud["byes"]:
             notes.append(f"At {n:,} clients the cloud sent {cloud['byes']} BYEs ({cloud['reasons']}).")
+        listed, complete = _presenceGoal(cloud)
+        if not complete:
+            notes.append(f"At {n:,} clients `presence`: {listed}.")
     if not notes:
-        notes.append("Every client of every row was welcomed within its connect phase; no BYE was sent.")
+        notes.append("Every client of every row was welcomed within its connect phase, and listed by the "
+                     "`presence` of the cloud and of its proxy; no BYE was sent.")
     return lines + [""] + [" ".join(notes)]
 
 
@@ -447,6 +493,7 @@ def _report(figures):
          f"{cloud['rssPerClient'] / 1024:.1f} KiB vs {router['rssPerClient'] / 1024:.1f} KiB = "
          f"{figures['ratio']:.2f}x", figures["ratio"] <= 1.25),
         ("no live client expelled", f"{cloud['byes']} BYEs ({cloud['reasons'] or 'none'})", cloud["byes"] == 0),
+        ("`presence` complete at cloud and proxy",) + _presenceGoal(cloud),
     ]
     lines = [
         f"Generated by `{figures['command']}` on {figures['date']}; {platform.machine()}, "

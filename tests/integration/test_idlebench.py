@@ -21,14 +21,16 @@ def _loadIdleclients():
     return loadBench("idleclients")
 
 
-def _node(clients, welcomed, lastWelcome, cpu, io, rssKiB, byes=0, reasons=None):
+def _node(clients, welcomed, lastWelcome, cpu, io, rssKiB, byes=0, reasons=None, presence=None):
     """
-    @return: one node's figures, as C{measure} returns them.
+    @return: one node's figures, as C{measure} returns them (by default the
+        cloud and its proxy list every welcomed client).
     """
     return {
         "clients": clients, "welcomed": welcomed, "lastWelcome": lastWelcome, "retries": 0,
         "byes": byes, "reasons": reasons or {}, "cpu": cpu, "io": io,
         "rssPerClient": rssKiB * 1024.0, "counters": {},
+        "presence": {"cloud": welcomed, "proxy": welcomed} if presence is None else presence,
     }
 
 
@@ -82,7 +84,28 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("| 10,000 | 10,000 | 8.0 s | 36 % | 17 % | 24 % | 30 % | 36.0 us/s | 46.0 / 40.0 KiB "
                       "| 1.15x |", table)
         self.assertLess(table.index("| 1,000 |"), table.index("| 10,000 |"))
-        self.assertIn("Every client of every row was welcomed within its connect phase", table)
+        self.assertIn("Every client of every row was welcomed within its connect phase, and listed by the "
+                      "`presence` of the cloud and of its proxy", table)
+        self.assertIn("| `presence` complete at cloud and proxy | cloud 10,000, proxy 10,000 listed, of 10,000 "
+                      "welcomed | met |", text)
+
+    def test_presenceIncomplete(self):
+        """
+        A proxy that lists fewer clients than were welcomed, or a node that did not answer, fails the goal
+        and is said under the growth table.
+        """
+        figures = self.figures([
+            _pair(1000, 5.0, _node(1000, 1000, 2.0, 0.05, 0.02, 44.0,
+                                   presence={"cloud": 1000, "proxy": "no answer: timeout"}),
+                  _node(1000, 0, None, 0.02, 0.01, 40.0)),
+        ])
+        figures["cloud"]["presence"]["proxy"] = 9990
+        text = self.idleclients._report(figures)
+        self.assertIn("| `presence` complete at cloud and proxy | cloud 10,000, proxy 9,990 listed, of 10,000 "
+                      "welcomed | **not met** |", text)
+        self.assertIn("At 1,000 clients `presence`: cloud 1,000, proxy: no answer: timeout listed, of 1,000 "
+                      "welcomed.", text)
+        self.assertIn("At 10,000 clients `presence`: cloud 10,000, proxy 9,990 listed", text)
 
     def test_growthNotes(self):
         """
@@ -149,6 +172,8 @@ class SmallRunTests(SynchronousTestCase):
                     self.assertGreaterEqual(node[key], 0.0, (clients, key))
                 self.assertIsInstance(node["rssPerClient"], float, clients)
             self.assertIsInstance(pair["ratio"], float, clients)
+            # The cloud and its proxy list every client.
+            self.assertEqual(pair["cloud"]["presence"], {"cloud": clients, "proxy": clients})
         # The main run's figures are its row, and the report is made from the JSON alone.
         self.assertEqual(figures["cloud"], figures["counts"][1]["cloud"])
         text = _loadIdleclients()._report(figures)
