@@ -503,7 +503,8 @@ def _report(figures):
         "",
         f"{figures['clients']} raw pyzmq DEALERs connect at once, say HELLO and then only heartbeat "
         f"(every {figures['heartbeat']:g} s); HELLO again after 3 s without WELCOME. Steady state "
-        f"measured over {figures['steady']:g} s after {figures['connect']:g} s.",
+        f"measured over {figures['steady']:g} s after {figures['connect']:g} s. A proxy is attached to the "
+        "cloud, as a site's would be; after the steady phase both are asked `sys presence`.",
         "",
         "| | welcomed | last welcome | HELLO retries | CPU (one core) | of which libzmq I/O | RSS per client |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -74,6 +74,8 @@ class ReportTests(SynchronousTestCase):
         ]))
         self.assertIn("`python bench/idleclients.py --clients 10000 --counts 1000,3000`", text)
         self.assertIn("load average 1.5 before the run, 2.5 at the end", text)
+        self.assertIn("A proxy is attached to the cloud, as a site's would be; after the steady phase both are "
+                      "asked `sys presence`.", text)
         self.assertIn("| zmqrelay cloud | 10000 | 8.0 s | 0 | 36 % | 17 % | 46.0 KiB |", text)
         self.assertIn("| heartbeat floor (pyzmq) | - | - | 0 | 30 % | 10 % | 40.0 KiB |", text)
         self.assertIn("the heartbeat floor alone used 30 % of a core (10 % in libzmq's I/O thread) on the same "
