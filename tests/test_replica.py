@@ -17,6 +17,8 @@ from zmqrelay.core.replica import (
     MapSource,
     ReplicaGap,
     MAX_PARTS,
+    SYNC_INTERVAL,
+    UNSENT_INTERVAL,
     answerSync,
     applyFrom,
     sendSnapshot,
@@ -627,9 +629,12 @@ class SnapshotPartsTests(SynchronousTestCase):
             applyFrom(replica, source, protocol.Message(protocol.PRESENCE, 1, parts[2][1], parts[2][2])), [])
         self.assertEqual(source.sent, [(protocol.SYNC, {"map": "presence"}, b"")])
         self.assertEqual(replica.entries, {})
-        # The rest of the broken snapshot is out of order too.
-        with self.assertRaises(ReplicaGap):
-            replica.apply(parts[3][1], parts[3][2])
+        # The rest of the broken snapshot is dropped without asking again.
+        for _, header, payload in parts[3:]:
+            self.assertEqual(applyFrom(replica, source, protocol.Message(protocol.PRESENCE, 1, header, payload)),
+                             [])
+        self.assertEqual(len(source.sent), 1)
+        self.assertEqual(replica.entries, {})
         for _, header, payload in parts:
             replica.apply(header, payload)
         self.assertEqual(replica.entries, self.source.entries)
@@ -707,6 +712,68 @@ class SnapshotPartsTests(SynchronousTestCase):
         self.assertEqual(len(messages), 2)
         self.assertEqual(len(msgpack.unpackb(messages[0][1])), 1)
 
+    def test_notMoreThanMaxParts(self):
+        """
+        A snapshot that would need more than MAX_PARTS parts is not sent (the
+        holder would refuse every part): counted unsent.
+        """
+        source = _bigSource(MAX_PARTS + 1)
+        # Room for one entry a part.
+        peer = _Peer(maxSize=protocol.HEADROOM + 60)
+        self.assertEqual(len(source.snapshotParts(60)), MAX_PARTS + 1)
+        self.assertFalse(sendSnapshot(peer, source))
+        self.assertEqual(peer.sent, [])
+        self.assertEqual((source.unsent, source.split), (1, 0))
+
+    def test_entryLargerThanAMessage(self):
+        """
+        An entry larger than the holder takes in one message is never sent,
+        alone in a map (whole) or among others (in parts): counted unsent.
+        """
+        for takesParts in (True, False):
+            source = MapSource("presence")
+            source.set(("big", "cloud"), ["i" * 300, 1.0])
+            peer = _Peer(maxSize=protocol.HEADROOM + 100, takesParts=takesParts)
+            self.assertFalse(sendSnapshot(peer, source))
+            source.set(("small", "cloud"), ["i", 1.0])
+            self.assertFalse(sendSnapshot(peer, source))
+            self.assertEqual(peer.sent, [])
+            self.assertEqual(source.unsent, 2)
+
+    def test_queueRefusesAPart(self):
+        """
+        A part the holder's queue refuses ends the snapshot there, counted
+        unsent: the holder sees the gap and asks again.
+        """
+        peer = _Peer(maxSize=self.peer.maxSize)
+        sent = peer.send
+        peer.send = lambda *message: len(peer.sent) < 2 and sent(*message)
+        self.assertFalse(sendSnapshot(peer, self.source))
+        self.assertEqual([h["part"] for _, h, _ in peer.sent], [0, 1])
+        self.assertEqual((self.source.unsent, self.source.split), (1, 0))
+
+    def test_unsentNotRebuiltAtEverySync(self):
+        """
+        After a snapshot too large for a peer, its SYNCs are left unanswered
+        (counted throttled) for UNSENT_INTERVAL: building it costs as much as
+        sending it. Past that, it is tried again.
+        """
+        peer = _Peer(maxSize=self.peer.maxSize, takesParts=False)
+        sync = protocol.Message(protocol.SYNC, 1, {"map": "presence"}, b"")
+        built = []
+        snapshotParts = self.source.snapshotParts
+        self.source.snapshotParts = lambda room: built.append(room) or snapshotParts(room)
+        answerSync(peer, sync, self.source, now=100.0)
+        answerSync(peer, sync, self.source, now=100.0 + SYNC_INTERVAL + 0.1)
+        answerSync(peer, sync, self.source, now=100.0 + UNSENT_INTERVAL - 0.1)
+        self.assertEqual((len(built), self.source.unsent, self.source.throttled), (1, 1, 2))
+        answerSync(peer, sync, self.source, now=100.0 + UNSENT_INTERVAL + 0.1)
+        self.assertEqual((len(built), self.source.unsent), (2, 2))
+        # Another peer is not held back by this one.
+        other = _Peer()
+        answerSync(other, sync, self.source, now=101.0)
+        self.assertEqual(len(other.sent), 1)
+
     def test_emptyWhole(self):
         """
         An empty map is one whole, empty snapshot.
@@ -723,7 +790,7 @@ class SnapshotPartsTests(SynchronousTestCase):
         header = {"map": "presence", "kind": SNAPSHOT, "epoch": "e", "seq": 1}
         replica = MapReplica("presence")
         for part, parts in [(0, None), (None, 2), (2, 2), (-1, 2), ("0", 2), (0, 1.5), (0, True),
-                            (0, MAX_PARTS + 1)]:
+                            (0, 1), (0, MAX_PARTS + 1)]:
             replica._parts = ["e", 1, 2, 1, {}]
             fields = {k: v for k, v in (("part", part), ("parts", parts)) if v is not None}
             with self.assertRaises(ValueError):

@@ -37,8 +37,15 @@ SNAPSHOT = "snapshot"
 DELTA = "delta"
 MARK = "mark"
 
-#: The most parts a holder takes for one snapshot.
-MAX_PARTS = 4096
+#: The most parts of one snapshot: a source sends none larger (it counts
+#: it unsent), a holder takes none larger.  All parts are queued at once, so
+#: this stays well below a socket's queue of 1000 messages.
+MAX_PARTS = 256
+
+#: How long (seconds) a source answers no SYNC of a peer after a snapshot
+#: was too large for it (see L{answerSync}): building one again costs as
+#: much as sending it, and such a map does not shrink in a moment.
+UNSENT_INTERVAL = 10.0
 
 
 def newEpoch():
@@ -79,6 +86,8 @@ class MapSource:
         self.unsent = 0
         #: Peer -> when it was last sent a snapshot in answer to a SYNC.
         self._answered = weakref.WeakKeyDictionary()
+        #: Peer -> when a snapshot for it was last found too large.
+        self._unsentAt = weakref.WeakKeyDictionary()
 
     def snapshot(self):
         """
@@ -99,7 +108,14 @@ class MapSource:
             entries as a whole snapshot is, all with the same C{epoch} and
             C{seq}.
         """
+        header = {"map": self.name, "kind": SNAPSHOT, "epoch": self.epoch, "seq": self.seq}
         packb = msgpack.packb
+        whole = packb(
+            [[list(k) if isinstance(k, tuple) else k, v] for k, v in self.entries.items()],
+            use_bin_type=True,
+        )
+        if len(whole) <= room:
+            return [(header, whole)]
         chunks = []
         chunk, size = [], 5  # an array header takes at most 5 bytes
         for k, v in self.entries.items():
@@ -110,10 +126,10 @@ class MapSource:
             chunk.append(item)
             size += len(item)
         chunks.append(chunk)
-        header = {"map": self.name, "kind": SNAPSHOT, "epoch": self.epoch, "seq": self.seq}
         packer = msgpack.Packer(use_bin_type=True)
         if len(chunks) == 1:
-            return [(header, packer.pack_array_header(len(chunk)) + b"".join(chunk))]
+            # One entry alone larger than the room.
+            return [(header, whole)]
         return [
             (dict(header, part=i, parts=len(chunks)), packer.pack_array_header(len(c)) + b"".join(c))
             for i, c in enumerate(chunks)
@@ -182,6 +198,9 @@ class MapReplica:
         self.entries = {}
         # A snapshot coming in parts: [epoch, seq, parts, next part, entries].
         self._parts = None
+        # (epoch, seq, parts) of the snapshot whose parts came out of order:
+        # its remaining parts are dropped without asking again.
+        self._broken = None
 
     def apply(self, header, payload):
         """
@@ -210,7 +229,7 @@ class MapReplica:
             part, parts = header.get("part"), header.get("parts")
             if part is not None or parts is not None:
                 return self._applyPart(epoch, seq, part, parts, data)
-            self._parts = None
+            self._parts = self._broken = None
             fresh = {}
             self._entries(data, fresh)
             return self._replace(epoch, seq, fresh)
@@ -268,17 +287,23 @@ class MapReplica:
         as one snapshot.  A part out of order (one lost, or the parts of two
         snapshots mixed) drops what was kept and asks for a new snapshot.
         """
-        if part.__class__ is not int or parts.__class__ is not int or not 0 <= part < parts:
-            self._parts = None
+        if part.__class__ is not int or parts.__class__ is not int or not 0 <= part < parts or parts < 2:
+            self._parts = self._broken = None
             raise ValueError(f"snapshot part {part!r} of {parts!r}")
         if parts > MAX_PARTS:
-            self._parts = None
+            self._parts = self._broken = None
             raise ValueError(f"snapshot in {parts} parts, more than {MAX_PARTS}")
         if part == 0:
             self._parts = [epoch, seq, parts, 0, {}]
+            self._broken = None
+        elif self._broken == (epoch, seq, parts):
+            # The rest of a snapshot already found broken: asked for anew
+            # once, not once a part.
+            return []
         kept = self._parts
         if kept is None or kept[:4] != [epoch, seq, parts, part]:
             self._parts = None
+            self._broken = (epoch, seq, parts)
             raise ReplicaGap(f"{self.name}: snapshot part {part} of {parts} ({epoch}/{seq}) out of order")
         try:
             self._entries(data, kept[4])
@@ -303,7 +328,7 @@ class MapReplica:
         """
         changes = self._diff({}, reason)
         self.entries = {}
-        self._parts = None
+        self._parts = self._broken = None
         self.epoch = None
         self.seq = 0
         return changes
@@ -352,32 +377,43 @@ def sendSnapshot(peer, source):
     C{peer} takes them (C{takesParts}: its HELLO or WELCOME said C{parts}).
 
     A message larger than the peer takes would make its ZeroMQ socket drop
-    the connection (C{MAXMSGSIZE}), and again after every reconnect: to a
-    peer that takes no parts such a snapshot is not sent but counted in
-    C{unsent} and logged, and the peer's copy stays behind (its SYNCs are
-    answered alike) until the map fits again.
+    the connection (C{MAXMSGSIZE}), and again after every reconnect.  So a
+    snapshot is not sent, but counted in C{unsent} and logged, if it is too
+    large for a peer that takes no parts, if it needs more than
+    L{MAX_PARTS} parts, or if one entry alone is too large; the peer's copy
+    stays behind (see L{answerSync}) until the map fits again.  A part the
+    peer's queue refuses is counted in C{unsent} too, and the rest are not
+    sent: the peer sees the gap and asks again.
 
     @return: C{True} if every message of it was queued.
     """
     room = peer.maxSize - protocol.HEADROOM
     messages = source.snapshotParts(room)
-    if len(messages) > 1 and not getattr(peer, "takesParts", False):
-        source.unsent += 1
-        if source.unsent == 1 or not source.unsent % 100:
-            log.error(
-                "snapshot of {map} ({count} entries) is larger than {peer} takes in one message "
-                "({room} bytes) and it takes no parts: not sent ({unsent} so far); raise its "
-                "--max-message-size or upgrade it",
-                map=source.name, count=len(source.entries), peer=getattr(peer, "nodeId", None),
-                room=room, unsent=source.unsent,
-            )
-        return False
-    if len(messages) > 1:
-        source.split += 1
-    sent = True
-    for header, payload in messages:
-        sent = peer.send(source.msgtype, header, payload) and sent
-    return sent
+    why = None
+    if any(len(payload) > room for _, payload in messages):
+        why = "an entry alone is larger than it takes in one message"
+    elif len(messages) > 1 and not getattr(peer, "takesParts", False):
+        why = "it takes no parts"
+    elif len(messages) > MAX_PARTS:
+        why = f"it would need {len(messages)} parts, more than {MAX_PARTS}"
+    if why is None:
+        for header, payload in messages:
+            if not peer.send(source.msgtype, header, payload):
+                why = f"its queue refused part {header.get('part', 0)} of {len(messages)}"
+                break
+        else:
+            if len(messages) > 1:
+                source.split += 1
+            return True
+    source.unsent += 1
+    if source.unsent == 1 or not source.unsent % 100:
+        log.error(
+            "snapshot of {map} ({count} entries) to {peer} not sent: {why} ({room} bytes a message; "
+            "{unsent} not sent so far); raise its --max-message-size, or upgrade it",
+            map=source.name, count=len(source.entries), peer=getattr(peer, "nodeId", None),
+            why=why, room=room, unsent=source.unsent,
+        )
+    return False
 
 
 #: The shortest time (seconds) between two snapshots of one map sent to one
@@ -408,11 +444,15 @@ def answerSync(peer, message, *sources, now=None):
         if source.name == wanted:
             if now is not None:
                 last = source._answered.get(peer)
-                if last is not None and now - last < SYNC_INTERVAL:
+                unsent = source._unsentAt.get(peer)
+                if (last is not None and now - last < SYNC_INTERVAL) or (
+                    unsent is not None and now - unsent < UNSENT_INTERVAL
+                ):
                     source.throttled += 1
                     return
                 source._answered[peer] = now
-            sendSnapshot(peer, source)
+            if not sendSnapshot(peer, source) and now is not None:
+                source._unsentAt[peer] = now
             return
     raise protocol.ProtocolError(
         protocol.E_BAD_MESSAGE, f"SYNC for map {wanted!r}: this node sends {[s.name for s in sources]}"
