@@ -71,8 +71,10 @@ class MapSource:
         snapshot of this map less than L{SYNC_INTERVAL} before (see
         L{answerSync}).
     @ivar split: snapshots sent in parts (see L{sendSnapshot}).
-    @ivar unsent: snapshots not sent because they were larger than their
-        holder takes in one message and it takes no parts.
+    @ivar unsent: snapshots not sent, or not whole: too large for a holder
+        that takes no parts, in more than L{MAX_PARTS} parts, with an entry
+        alone too large, or a part refused by the holder's queue (see
+        L{sendSnapshot}).
     """
 
     def __init__(self, name, msgtype=protocol.PRESENCE):
@@ -390,12 +392,13 @@ def sendSnapshot(peer, source):
     room = peer.maxSize - protocol.HEADROOM
     messages = source.snapshotParts(room)
     why = None
+    advice = "; raise its --max-message-size, or upgrade it"
     if any(len(payload) > room for _, payload in messages):
-        why = "an entry alone is larger than it takes in one message"
+        why = "an entry alone is larger than it takes in one message" + advice
     elif len(messages) > 1 and not getattr(peer, "takesParts", False):
-        why = "it takes no parts"
+        why = "it takes no parts" + advice
     elif len(messages) > MAX_PARTS:
-        why = f"it would need {len(messages)} parts, more than {MAX_PARTS}"
+        why = f"it would need {len(messages)} parts, more than {MAX_PARTS}; raise its --max-message-size"
     if why is None:
         for header, payload in messages:
             if not peer.send(source.msgtype, header, payload):
@@ -408,8 +411,8 @@ def sendSnapshot(peer, source):
     source.unsent += 1
     if source.unsent == 1 or not source.unsent % 100:
         log.error(
-            "snapshot of {map} ({count} entries) to {peer} not sent: {why} ({room} bytes a message; "
-            "{unsent} not sent so far); raise its --max-message-size, or upgrade it",
+            "snapshot of {map} ({count} entries, {room} bytes a message) to {peer} not sent: {why} "
+            "({unsent} not sent so far)",
             map=source.name, count=len(source.entries), peer=getattr(peer, "nodeId", None),
             why=why, room=room, unsent=source.unsent,
         )
