@@ -113,7 +113,7 @@ class Node(MultiService):
         # a moment before (zmqrelay.core.replica.answerSync).
         result["sync.throttled"] = sum(s.throttled for s in sources if s is not None)
         # Snapshots larger than their holder takes in one message: sent in
-        # parts, or not at all to a holder that takes none (replica.sendSnapshot).
+        # parts, or not sent (replica.sendSnapshot says when).
         result["snapshots.split"] = sum(s.split for s in sources if s is not None)
         result["snapshots.unsent"] = sum(s.unsent for s in sources if s is not None)
         calls = getattr(self, "calls", None)

@@ -44,7 +44,6 @@ class ConnectOptions(NodeOptions):
          _oneOrTwo],
     ]
 
-
     def __init__(self):
         NodeOptions.__init__(self)
         self["servers"] = []
